@@ -1,0 +1,256 @@
+"""The Cohere / Command-R decoder of Aya 23 and Aya Expanse (SPEC §1.1), in Flax linen.
+
+    h   = LayerNorm(x)                       # mean-centred, no bias, fp32
+    x' = x + Attention(h) + SwiGLU(h)        # parallel residual: one norm per layer
+    logits = (LayerNorm(x_L) @ E.T) * logit_scale   # tied embeddings, no input scaling
+
+Attention is GQA without biases, optional per-head qk-norm before RoPE, and interleaved (GPT-J) RoPE.
+Layers are stacked with `nn.scan` (parameters get a leading `layers` axis) so compile time does not grow with
+depth; `scan_layers=False` unrolls them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from aya_jax.models import layers
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class CohereConfig:
+    vocab_size: int = 256000
+    hidden_size: int = 4096
+    intermediate_size: int = 14336
+    num_layers: int = 32
+    num_heads: int = 32
+    num_kv_heads: int = 8
+    head_dim: int | None = None  # None: hidden_size // num_heads
+    max_position_embeddings: int = 8192
+    rope_theta: float = 10000.0
+    logit_scale: float = 0.0625
+    layer_norm_eps: float = 1e-5
+    use_qk_norm: bool = False
+    initializer_range: float = 0.02
+    pad_id: int = 0
+    bos_id: int = 5
+    eos_id: int = 255001
+
+    @property
+    def dim_per_head(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_heads
+
+    def replace(self, **kw: Any) -> CohereConfig:
+        return dataclasses.replace(self, **kw)
+
+
+PRESETS: dict[str, CohereConfig] = {
+    # The released models (SPEC §1.1 table).
+    "aya-23-8b": CohereConfig(256000, 4096, 14336, 32, 32, 8, rope_theta=10000.0, logit_scale=0.0625),
+    "aya-23-35b": CohereConfig(256000, 8192, 22528, 40, 64, 64, rope_theta=8000000.0, logit_scale=0.0625),
+    "aya-expanse-8b": CohereConfig(256000, 4096, 14336, 32, 32, 8, rope_theta=10000.0, logit_scale=0.125),
+    "aya-expanse-32b": CohereConfig(256000, 8192, 24576, 40, 64, 8, rope_theta=4000000.0, logit_scale=0.0625),
+    # Small ones for CPU and tests; the data pipeline's vocabulary size replaces vocab_size at run time when
+    # the preset's is the placeholder 0 (see `resolve`).
+    "cohere-tiny": CohereConfig(
+        0, 256, 768, 4, 4, 2, max_position_embeddings=2048, logit_scale=0.125, bos_id=-1, eos_id=1
+    ),
+    "cohere-small": CohereConfig(
+        0, 512, 1536, 8, 8, 8, max_position_embeddings=2048, logit_scale=0.125, bos_id=-1, eos_id=1
+    ),
+    # The benchmark model of benchmarks/train_step.py: hidden 512, ffn 1536, 8 layers, 8 heads, vocab 32000.
+    "cohere-bench": CohereConfig(
+        32000, 512, 1536, 8, 8, 8, max_position_embeddings=2048, logit_scale=0.125, bos_id=-1, eos_id=1
+    ),
+}
+
+
+def resolve(preset: str, vocab_size: int | None = None, **overrides: Any) -> CohereConfig:
+    """A preset by name with overrides; a placeholder vocab (0) takes the data pipeline's `vocab_size`."""
+    if preset not in PRESETS:
+        raise ValueError(
+            f"config.model.preset: unknown preset {preset!r} (known: {', '.join(sorted(PRESETS))})"
+        )
+    cfg = PRESETS[preset]
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(CohereConfig)}
+    if unknown:
+        raise ValueError(f"config.model.overrides: unknown field(s) {sorted(unknown)} for CohereConfig")
+    cfg = cfg.replace(**overrides)
+    if cfg.vocab_size == 0:
+        if not vocab_size:
+            raise ValueError(f"preset {preset!r} takes its vocab size from the data; none was given")
+        cfg = cfg.replace(vocab_size=vocab_size)
+    return cfg
+
+
+def param_count(cfg: CohereConfig) -> int:
+    """Exact parameter count (tied embeddings counted once)."""
+    e, f, d = cfg.hidden_size, cfg.intermediate_size, cfg.dim_per_head
+    h, k = cfg.num_heads, cfg.num_kv_heads
+    per_layer = e + e * h * d + 2 * e * k * d + h * d * e + 3 * e * f
+    if cfg.use_qk_norm:
+        per_layer += h * d + k * d
+    return cfg.vocab_size * e + cfg.num_layers * per_layer + e
+
+
+def train_flops_per_token(cfg: CohereConfig, seq_len: int) -> float:
+    """Model FLOPs of one training token (forward + backward = 3x forward), PaLM-style (appendix B):
+    6 x matmul parameters (the tied embedding counts once, as the output projection; the input lookup is
+    free) plus 12 x layers x heads x head_dim x seq_len for attention scores and values (no causal discount)."""
+    e, f, d = cfg.hidden_size, cfg.intermediate_size, cfg.dim_per_head
+    h, k = cfg.num_heads, cfg.num_kv_heads
+    matmul_params = cfg.num_layers * (e * h * d + 2 * e * k * d + h * d * e + 3 * e * f) + cfg.vocab_size * e
+    return 6.0 * matmul_params + 12.0 * cfg.num_layers * h * d * seq_len
+
+
+def _init(cfg: CohereConfig, names: tuple[str, ...]):
+    return nn.with_logical_partitioning(nn.initializers.normal(cfg.initializer_range), names)
+
+
+class CohereAttention(nn.Module):
+    cfg: CohereConfig
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, h: Array, positions: Array, mask: Array) -> Array:
+        cfg = self.cfg
+        e, d, nh, nk = cfg.hidden_size, cfg.dim_per_head, cfg.num_heads, cfg.num_kv_heads
+
+        def kernel(name, shape, axes):
+            return self.param(name, _init(cfg, axes), shape, self.param_dtype).astype(self.dtype)
+
+        wq = kernel("q_proj", (e, nh, d), ("embed", "heads", "head_dim"))
+        wk = kernel("k_proj", (e, nk, d), ("embed", "kv_heads", "head_dim"))
+        wv = kernel("v_proj", (e, nk, d), ("embed", "kv_heads", "head_dim"))
+        wo = kernel("o_proj", (nh, d, e), ("heads", "head_dim", "embed"))
+
+        q = jnp.einsum("bte,ehd->bthd", h, wq)  # [batch, len, heads, head_dim]
+        k = jnp.einsum("bte,ehd->bthd", h, wk)  # [batch, len, kv_heads, head_dim]
+        v = jnp.einsum("bte,ehd->bthd", h, wv)
+        q = layers.constrain(q, ("act_batch", "act_len", "act_heads", None))
+        k = layers.constrain(k, ("act_batch", "act_len", "act_kv_heads", None))
+        v = layers.constrain(v, ("act_batch", "act_len", "act_kv_heads", None))
+        if cfg.use_qk_norm:
+            q = layers.CohereLayerNorm(
+                cfg.layer_norm_eps, ("heads", "head_dim"), self.param_dtype, name="q_norm"
+            )(q)
+            k = layers.CohereLayerNorm(
+                cfg.layer_norm_eps, ("kv_heads", "head_dim"), self.param_dtype, name="k_norm"
+            )(k)
+        q = layers.interleaved_rope(q, positions, cfg.rope_theta)
+        k = layers.interleaved_rope(k, positions, cfg.rope_theta)
+        out = layers.dot_product_attention(q, k, v, mask, scale=d**-0.5)  # [batch, len, heads, head_dim]
+        out = layers.constrain(out, ("act_batch", "act_len", "act_heads", None))
+        return jnp.einsum("bthd,hde->bte", out, wo)
+
+
+class CohereMLP(nn.Module):
+    cfg: CohereConfig
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, h: Array) -> Array:
+        cfg = self.cfg
+        e, f = cfg.hidden_size, cfg.intermediate_size
+
+        def kernel(name, shape, axes):
+            return self.param(name, _init(cfg, axes), shape, self.param_dtype).astype(self.dtype)
+
+        gate = jnp.einsum("bte,ef->btf", h, kernel("gate_proj", (e, f), ("embed", "mlp")))
+        up = jnp.einsum("bte,ef->btf", h, kernel("up_proj", (e, f), ("embed", "mlp")))
+        act = layers.constrain(nn.silu(gate) * up, ("act_batch", "act_len", "act_mlp"))  # [batch, len, ffn]
+        return jnp.einsum("btf,fe->bte", act, kernel("down_proj", (f, e), ("mlp", "embed")))
+
+
+class CohereDecoderLayer(nn.Module):
+    cfg: CohereConfig
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, positions: Array, mask: Array) -> tuple[Array, None]:
+        cfg = self.cfg
+        x = layers.constrain(x, ("act_batch", "act_len", "act_embed"))
+        h = layers.CohereLayerNorm(cfg.layer_norm_eps, ("norm",), self.param_dtype, name="input_norm")(x)
+        attn = CohereAttention(cfg, self.dtype, self.param_dtype, name="attn")(h, positions, mask)
+        mlp = CohereMLP(cfg, self.dtype, self.param_dtype, name="mlp")(h)
+        return x + attn + mlp, None  # (carry, per-layer output) for nn.scan
+
+
+class CohereLM(nn.Module):
+    """Cohere decoder language model. Call with tokens [batch, len]; returns fp32 logits [batch, len, vocab].
+
+    `positions` and `segment_ids` describe packed rows (seqio layout: segment 0 is padding); without them the
+    row is one causal sequence. `return_hidden=True` returns the final-norm hidden state [batch, len, embed]
+    instead (reward heads).
+    """
+
+    cfg: CohereConfig
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+    remat: str = "none"
+    scan_layers: bool = True
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        self.embedding = self.param(
+            "embedding", _init(cfg, ("vocab", "embed")), (cfg.vocab_size, cfg.hidden_size), self.param_dtype
+        )
+        layer_cls = CohereDecoderLayer
+        policy = layers.remat_policy(self.remat)
+        if self.remat != "none":
+            layer_cls = nn.remat(layer_cls, policy=policy, prevent_cse=not self.scan_layers)
+        if self.scan_layers:
+            self.layers = nn.scan(
+                layer_cls,
+                variable_axes={"params": 0},
+                split_rngs={"params": True},
+                in_axes=(nn.broadcast, nn.broadcast),
+                length=cfg.num_layers,
+                metadata_params={nn.PARTITION_NAME: "layers"},
+            )(cfg, self.dtype, self.param_dtype, name="layers")
+        else:
+            self.layers = [
+                layer_cls(cfg, self.dtype, self.param_dtype, name=f"layers_{i}")
+                for i in range(cfg.num_layers)
+            ]
+        self.final_norm = layers.CohereLayerNorm(cfg.layer_norm_eps, ("norm",), self.param_dtype)
+
+    def __call__(
+        self,
+        tokens: Array,
+        positions: Array | None = None,
+        segment_ids: Array | None = None,
+        *,
+        return_hidden: bool = False,
+    ) -> Array:
+        batch, length = tokens.shape
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
+        if segment_ids is None:
+            segment_ids = jnp.ones((batch, length), jnp.int32)
+        mask = layers.attention_mask(segment_ids, segment_ids, causal=True)  # [batch, 1, len, len]
+
+        x = jnp.take(self.embedding, tokens, axis=0).astype(self.dtype)  # [batch, len, embed]
+        x = layers.constrain(x, ("act_batch", "act_len", "act_embed"))
+        if self.scan_layers:
+            x, _ = self.layers(x, positions, mask)
+        else:
+            for layer in self.layers:
+                x, _ = layer(x, positions, mask)
+        h = self.final_norm(x)
+        if return_hidden:
+            return h
+        logits = jnp.einsum(
+            "bte,ve->btv", h, self.embedding.astype(self.dtype), preferred_element_type=jnp.float32
+        )
+        logits = layers.constrain(logits, ("act_batch", "act_len", "act_vocab"))
+        return logits * self.cfg.logit_scale

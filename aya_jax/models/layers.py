@@ -1,0 +1,154 @@
+"""Layers shared by the model families: norms, rotary embeddings, masks and attention.
+
+Everything here is mesh-agnostic: parameters carry logical axis names (`vocab, embed, mlp, heads, kv_heads,
+head_dim, layers, norm`), activations are constrained with logical names (`act_batch, act_len, ...`);
+`aya_jax.sharding` alone turns those names into mesh axes.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+Array = jax.Array
+
+# Large negative instead of -inf keeps fully masked rows (padding) finite: softmax becomes uniform there,
+# and those rows carry no loss.
+MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
+
+
+def constrain(x: Array, names: tuple[str | None, ...]) -> Array:
+    """Logical sharding constraint on an activation; a no-op outside a mesh/rules context."""
+    return nn.with_logical_constraint(x, names)
+
+
+class CohereLayerNorm(nn.Module):
+    """Mean-centred LayerNorm with a scale and no bias, computed in fp32 and cast back.
+
+    `feature_axes` names the logical axes of the scale: ("norm",) for the hidden state, ("heads", "head_dim")
+    for the per-head qk-norm whose scale has one row per head.
+    """
+
+    eps: float = 1e-5
+    feature_axes: tuple[str, ...] = ("norm",)
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        ndim = len(self.feature_axes)
+        shape = x.shape[-ndim:]
+        scale = self.param(
+            "scale",
+            nn.with_logical_partitioning(nn.initializers.ones, self.feature_axes),
+            shape,
+            self.param_dtype,
+        )
+        xf = x.astype(jnp.float32)
+        # Statistics over the last axis only: for qk-norm that is head_dim, per head.
+        mean = jnp.mean(xf, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(xf - mean), axis=-1, keepdims=True)
+        y = (xf - mean) * jax.lax.rsqrt(var + self.eps)
+        return (y * scale.astype(jnp.float32)).astype(x.dtype)
+
+
+class RMSNorm(nn.Module):
+    """T5-style RMSNorm: no mean subtraction, no bias; fp32 statistics."""
+
+    eps: float = 1e-6
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        scale = self.param(
+            "scale",
+            nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+            (x.shape[-1],),
+            self.param_dtype,
+        )
+        xf = x.astype(jnp.float32)
+        y = xf * jax.lax.rsqrt(jnp.mean(jnp.square(xf), axis=-1, keepdims=True) + self.eps)
+        return (y * scale.astype(jnp.float32)).astype(x.dtype)
+
+
+def interleaved_rope(x: Array, positions: Array, theta: float) -> Array:
+    """GPT-J style rotary embedding (Cohere): pairs (x[2i], x[2i+1]) rotate together.
+
+    x: [batch, len, heads, head_dim]; positions: [batch, len]. Computed in fp32 over the full head_dim.
+    """
+    head_dim = x.shape[-1]
+    inv_freq = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim))  # [head_dim/2]
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [batch, len, head_dim/2]
+    # repeat_interleave: each frequency serves the two entries of its pair.
+    angles = jnp.repeat(angles, 2, axis=-1)[:, :, None, :]  # [batch, len, 1, head_dim]
+    cos, sin = jnp.cos(angles), jnp.sin(angles)
+    xf = x.astype(jnp.float32)
+    x_even, x_odd = xf[..., ::2], xf[..., 1::2]
+    rotated = jnp.stack([-x_odd, x_even], axis=-1).reshape(xf.shape)
+    return (xf * cos + rotated * sin).astype(x.dtype)
+
+
+def attention_mask(
+    query_segment_ids: Array | None,
+    key_segment_ids: Array | None,
+    query_positions: Array | None = None,
+    key_positions: Array | None = None,
+    causal: bool = True,
+) -> Array:
+    """Boolean mask [batch, 1, q_len, k_len]: True where a query may attend to a key.
+
+    Packing: queries only see keys of their own segment (segment id 0 is padding and sees nothing).
+    Causality is by position index in the packed row, so it also holds across segment boundaries.
+    """
+    masks = []
+    if query_segment_ids is not None:
+        same = query_segment_ids[:, :, None] == key_segment_ids[:, None, :]
+        not_pad = (query_segment_ids[:, :, None] > 0) & (key_segment_ids[:, None, :] > 0)
+        masks.append(same & not_pad)
+    if causal:
+        if query_positions is None:
+            q_len, k_len = query_segment_ids.shape[1], key_segment_ids.shape[1]
+            causal_mask = jnp.arange(q_len)[:, None] >= jnp.arange(k_len)[None, :]
+            masks.append(causal_mask[None])
+        else:
+            masks.append(query_positions[:, :, None] >= key_positions[:, None, :])
+    mask = masks[0]
+    for m in masks[1:]:
+        mask = mask & m
+    return mask[:, None, :, :]
+
+
+def dot_product_attention(
+    q: Array,  # [batch, q_len, heads, head_dim]
+    k: Array,  # [batch, k_len, kv_heads, head_dim]
+    v: Array,  # [batch, k_len, kv_heads, head_dim]
+    mask: Array | None,  # [batch, 1, q_len, k_len] bool
+    scale: float,
+    bias: Array | None = None,  # [batch or 1, heads, q_len, k_len]
+) -> Array:
+    """Grouped-query attention with an fp32 softmax. Returns [batch, q_len, heads, head_dim]."""
+    batch, q_len, heads, head_dim = q.shape
+    kv_heads = k.shape[2]
+    groups = heads // kv_heads
+    # Group the query heads that share a KV head, so K/V are never repeated in memory.
+    qg = q.reshape(batch, q_len, kv_heads, groups, head_dim)
+    scores = jnp.einsum("bqhgd,bkhd->bhgqk", qg, k, preferred_element_type=jnp.float32) * scale
+    if bias is not None:
+        scores = scores + bias.reshape(bias.shape[0], kv_heads, groups, *bias.shape[2:]).astype(jnp.float32)
+    if mask is not None:
+        scores = jnp.where(mask[:, :, None], scores, MASK_VALUE)  # mask [b,1,1,q,k] broadcasts over h,g
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bhgqk,bkhd->bqhgd", probs, v)
+    return out.reshape(batch, q_len, heads, head_dim)
+
+
+def remat_policy(name: str):
+    """Activation checkpointing policy by name (config.model.remat)."""
+    if name == "full":
+        return jax.checkpoint_policies.nothing_saveable
+    if name == "dots_saveable":
+        return jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+    if name == "none":
+        return None
+    raise ValueError(f"config.model.remat: unknown policy {name!r} (expected none, full or dots_saveable)")

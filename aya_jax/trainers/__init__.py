@@ -1,0 +1,20 @@
+"""Trainers and jobs by name (`config.job`). Each entry: a function (config, workdir) -> summary."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+# name -> "module:function"; imported lazily so that `main --help` stays fast.
+JOBS: dict[str, str] = {
+    "sft": "aya_jax.trainers.sft:train",
+    "model_info": "aya_jax.model_info:run",
+}
+
+
+def get_job(name: str) -> Callable[[Any, str], Any]:
+    if name not in JOBS:
+        raise ValueError(f"config.job: unknown job {name!r} (known: {', '.join(sorted(JOBS))})")
+    module, fn = JOBS[name].split(":")
+    return getattr(importlib.import_module(module), fn)

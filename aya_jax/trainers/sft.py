@@ -1,0 +1,485 @@
+"""Supervised fine-tuning (SFT) of the Cohere decoder on packed instruction data.
+
+Loss: next-token cross-entropy on target tokens only (prompt tokens carry weight 0), averaged over the
+weighted tokens of the whole global batch — with gradient accumulation the sums of all microbatches are
+combined before dividing, so accumulating A microbatches equals one big batch. Optional z-loss.
+
+The loop, in order: validate the config (no compile before that) -> data spec and vocabulary -> mesh, model,
+optimiser, shardings -> restore the newest loadable checkpoint or initialise -> jit the step with explicit
+shardings and donated state -> train with periodic metrics / eval / checkpoints -> final save, summary, plot.
+SIGTERM saves and exits 0; rerunning the same command resumes (model, optimiser, step, rng, data position).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import linen as nn
+
+from aya_jax import checkpoint as ckpt_lib
+from aya_jax import losses, metrics, optimizers, sharding
+from aya_jax.models import cohere
+from aya_jax.trainers import train_state as ts
+
+log = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; raised before any compilation, naming the field."""
+
+
+# ============================================================================================================
+# Config validation
+# ============================================================================================================
+
+
+def validate_config(
+    config: Any, num_devices: int, process_count: int
+) -> tuple[tuple[int, ...], sharding.Rules]:
+    """Check everything that can be checked without data or compilation. Returns (mesh shape, rules)."""
+    try:
+        shape = sharding.resolve_mesh_shape(config.mesh.axes, config.mesh.shape, num_devices)
+    except sharding.ShardingError as e:
+        raise ConfigError(str(e)) from None
+    if config.model.preset not in cohere.PRESETS:
+        raise ConfigError(
+            f"config.model.preset: unknown preset {config.model.preset!r} (known: {', '.join(sorted(cohere.PRESETS))})"
+        )
+    t = config.train
+    for field in ("steps", "global_batch_size", "grad_accum_steps", "log_every"):
+        if int(t[field]) < 1:
+            raise ConfigError(f"config.train.{field}: must be >= 1, got {t[field]}")
+    if int(config.checkpoint.every) < 1:
+        raise ConfigError(f"config.checkpoint.every: must be >= 1, got {config.checkpoint.every}")
+    if int(config.data.seq_len) < 2:
+        raise ConfigError(f"config.data.seq_len: must be >= 2, got {config.data.seq_len}")
+    preset = cohere.PRESETS[config.model.preset]
+    max_pos = int(config.model.overrides.get("max_position_embeddings", preset.max_position_embeddings))
+    if int(config.data.seq_len) > max_pos:
+        raise ConfigError(
+            f"config.data.seq_len: {config.data.seq_len} exceeds the model's max_position_embeddings {max_pos}"
+        )
+    axes = dict(zip(tuple(config.mesh.axes), shape, strict=True))
+    try:
+        rules = sharding.normalize_rules(config.mesh.rules)
+    except sharding.ShardingError as e:
+        raise ConfigError(str(e)) from None
+    for name, target in rules:
+        for a in target if isinstance(target, tuple) else (target,):
+            if a is not None and a not in axes:
+                raise ConfigError(
+                    f"config.mesh.rules: {name!r} -> unknown mesh axis {a!r} (mesh axes: {tuple(axes)})"
+                )
+    batch_axes = dict(rules).get("act_batch")
+    batch_axes = batch_axes if isinstance(batch_axes, tuple) else (batch_axes,)
+    dp = int(np.prod([axes[a] for a in batch_axes if a is not None])) if batch_axes else 1
+    gb, accum = int(t.global_batch_size), int(t.grad_accum_steps)
+    if gb % (dp * accum):
+        raise ConfigError(
+            f"config.train.global_batch_size: {gb} is not divisible by data-parallel size {dp} x "
+            f"grad_accum_steps {accum} = {dp * accum}"
+        )
+    if gb % process_count:
+        raise ConfigError(f"config.train.global_batch_size: {gb} is not divisible by {process_count} hosts")
+    return shape, rules
+
+
+# ============================================================================================================
+# Steps
+# ============================================================================================================
+
+
+def _forward_loss(model: nn.Module, params: Any, batch: dict[str, jax.Array], z_loss: float):
+    logits = model.apply(
+        {"params": params},
+        batch["decoder_input_tokens"],
+        batch["decoder_positions"],
+        batch["decoder_segment_ids"],
+    )
+    _, aux = losses.cross_entropy(
+        logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"], z_loss=z_loss
+    )
+    return aux["loss_sum"], aux
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule, z_loss: float, accum: int):
+    """(state, batch) -> (state, metrics). Gradients of the token-summed loss, divided by the token count."""
+    grad_fn = jax.value_and_grad(lambda p, b: _forward_loss(model, p, b, z_loss), has_aux=True)
+
+    def step(state: ts.TrainState, batch: dict[str, jax.Array]):
+        if accum == 1:
+            (_, aux), grads = grad_fn(state.params, batch)
+        else:
+            # Row r goes to microbatch r % accum: [B, T] -> [accum, B/accum, T] keeps the batch sharding.
+            micro = jax.tree.map(
+                lambda x: jnp.swapaxes(x.reshape(x.shape[0] // accum, accum, *x.shape[1:]), 0, 1), batch
+            )
+
+            def body(carry, mb):
+                g_acc, a_acc = carry
+                (_, a), g = grad_fn(state.params, mb)
+                return (jax.tree.map(jnp.add, g_acc, g), jax.tree.map(jnp.add, a_acc, a)), None
+
+            zeros_g = jax.tree.map(jnp.zeros_like, state.params)
+            zeros_a = {
+                k: jnp.zeros((), jnp.float32)
+                for k in ("loss_sum", "nll_sum", "z_loss_sum", "correct_sum", "weight_sum")
+            }
+            (grads, aux), _ = jax.lax.scan(body, (zeros_g, zeros_a), micro)
+        denom = jnp.maximum(aux["weight_sum"], 1.0)
+        grads = jax.tree.map(lambda g: g / denom, grads)
+        grad_norm = optax.global_norm(grads)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        step_metrics = {
+            "loss": aux["nll_sum"] / denom,
+            "z_loss": aux["z_loss_sum"] / denom,
+            "accuracy": aux["correct_sum"] / denom,
+            "grad_norm": grad_norm,
+            "learning_rate": schedule(state.step),
+            "target_tokens": aux["weight_sum"],
+        }
+        return new_state, step_metrics
+
+    return step
+
+
+def make_eval_step(model: nn.Module, num_languages: int):
+    """(params, batch) -> token sums overall and per language id (for per-language loss)."""
+
+    def step(params: Any, batch: dict[str, jax.Array]):
+        logits = model.apply(
+            {"params": params},
+            batch["decoder_input_tokens"],
+            batch["decoder_positions"],
+            batch["decoder_segment_ids"],
+        )
+        nll = -losses.token_log_probs(logits, batch["decoder_target_tokens"])
+        w = batch["decoder_loss_weights"].astype(jnp.float32)
+        lang_loss, lang_weight = losses.per_group_sums(nll, w, batch["decoder_language_ids"], num_languages)
+        correct = (jnp.argmax(logits, -1) == batch["decoder_target_tokens"]).astype(jnp.float32)
+        return {
+            "nll_sum": jnp.sum(nll * w),
+            "correct_sum": jnp.sum(correct * w),
+            "weight_sum": jnp.sum(w),
+            "lang_nll_sum": lang_loss,
+            "lang_weight_sum": lang_weight,
+        }
+
+    return step
+
+
+# ============================================================================================================
+# The run
+# ============================================================================================================
+
+
+@dataclasses.dataclass
+class RunSummary:
+    workdir: str
+    start_step: int
+    end_step: int
+    first_loss: float | None
+    last_loss: float | None
+    tokens_per_second: float | None
+    mfu: float | None
+    checkpoint_dir: str
+    metrics_jsonl: str
+    tensorboard_dir: str
+    plot: str | None
+    preempted: bool
+
+
+def train(config: Any, workdir: str) -> RunSummary:
+    from aya_jax.data import languages, pipeline  # data stays off the import path of the model code
+
+    workdir_path = pathlib.Path(workdir)
+    sharding.maybe_initialize_distributed(config.mesh.distributed)
+    process_index, process_count = jax.process_index(), jax.process_count()
+    mesh_shape, rules = validate_config(config, jax.device_count(), process_count)
+
+    # ---- data -------------------------------------------------------------------------------------------
+    spec = pipeline.prepare(config.data)
+    model, model_cfg = ts.build_model(config.model, spec.vocab_size)
+    seq_len = int(config.data.seq_len)
+
+    # ---- mesh, optimiser, shardings ---------------------------------------------------------------------
+    mesh = sharding.make_mesh(tuple(config.mesh.axes), mesh_shape)
+    total_steps = int(config.train.steps)
+    tx, schedule = optimizers.make_optimizer(config.optimizer, total_steps)
+    with mesh, nn.logical_axis_rules(rules):
+        abstract_state, state_sh = ts.state_shardings(model, tx, seq_len, mesh, rules)
+    per_device = ts.per_device_bytes(abstract_state, state_sh)
+    n_params = cohere.param_count(model_cfg)
+    log.info(
+        "model %s: %s parameters (%.1f M); state per device %.1f MiB on mesh %s",
+        config.model.preset,
+        f"{n_params:,}",
+        n_params / 1e6,
+        per_device / 2**20,
+        dict(zip(mesh.axis_names, mesh.devices.shape, strict=True)),
+    )
+
+    # ---- restore or initialise --------------------------------------------------------------------------
+    ckpt_dir = workdir_path / "checkpoints"
+    checkpointer = ckpt_lib.Checkpointer(
+        ckpt_dir, keep=int(config.checkpoint.keep), async_save=bool(config.checkpoint.async_save)
+    )
+    restored = checkpointer.restore_latest(ckpt_lib.abstract_like(abstract_state, state_sh))
+    host_batch = int(config.train.global_batch_size) // process_count
+    data_identity = {
+        "seed": int(config.seed),
+        "process_count": process_count,
+        "global_batch_size": int(config.train.global_batch_size),
+        "seq_len": seq_len,
+        "task": str(config.data.task),
+    }
+    if restored is not None:
+        start_step, state, data_state = restored
+        start_position = _check_data_state(data_state, data_identity)
+        log.info("resumed from %s step %d (data position %d)", ckpt_dir, start_step, start_position)
+    else:
+        init_fn = ts.make_init_fn(model, tx, seq_len)
+        with mesh, nn.logical_axis_rules(rules):
+            state = jax.jit(init_fn, out_shardings=state_sh)(jax.random.PRNGKey(int(config.seed)))
+        start_step, start_position = 0, 0
+        log.info("initialised a new model (seed %d)", int(config.seed))
+
+    train_iter = pipeline.TrainIterator(
+        spec,
+        config.data,
+        batch_size=host_batch,
+        seed=int(config.seed),
+        process_index=process_index,
+        process_count=process_count,
+        start_position=start_position,
+    )
+
+    # ---- compile ----------------------------------------------------------------------------------------
+    batch_sh = jax.sharding.NamedSharding(mesh, sharding.batch_spec(rules, 2))
+    step_fn = make_train_step(
+        model, tx, schedule, float(config.train.z_loss), int(config.train.grad_accum_steps)
+    )
+    with mesh, nn.logical_axis_rules(rules):
+        p_train_step = jax.jit(
+            step_fn, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None), donate_argnums=(0,)
+        )
+    num_langs = languages.num_language_ids()
+    p_eval_step = jax.jit(make_eval_step(model, num_langs), in_shardings=(state_sh.params, batch_sh))
+
+    writer = metrics.MetricWriter(
+        workdir_path, jsonl=bool(config.metrics.jsonl), tensorboard=bool(config.metrics.tensorboard)
+    )
+    peak, peak_source = metrics.peak_flops_per_device(
+        config.model.dtype, float(config.metrics.peak_flops_per_device)
+    )
+    on_cpu = jax.devices()[0].platform == "cpu"
+    # Simulated CPU devices share one host's cores: the measured host peak is the whole budget.
+    total_peak = peak if on_cpu else peak * jax.device_count()
+    flops_per_token = cohere.train_flops_per_token(model_cfg, seq_len)
+    tokens_per_step = int(config.train.global_batch_size) * seq_len
+    log.info(
+        "peak %.1f GFLOP/s per device (%s); %.2f MFLOP per token",
+        peak / 1e9,
+        peak_source,
+        flops_per_token / 1e6,
+    )
+
+    watcher = ckpt_lib.PreemptionWatcher()
+    eval_data = None
+
+    def run_eval(step: int) -> dict[str, float]:
+        nonlocal eval_data
+        if eval_data is None:
+            eval_data = pipeline.eval_batches(
+                spec,
+                config.data,
+                batch_size=host_batch,
+                num_batches=int(config.train.eval_batches),
+                process_index=process_index,
+                process_count=process_count,
+            )
+        sums = None
+        with mesh, nn.logical_axis_rules(rules):
+            for host_b in eval_data:
+                out = p_eval_step(state.params, sharding.global_batch_from_host(host_b, mesh, rules))
+                sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+        sums = jax.device_get(sums)
+        denom = max(float(sums["weight_sum"]), 1.0)
+        result = {"loss": float(sums["nll_sum"]) / denom, "accuracy": float(sums["correct_sum"]) / denom}
+        for lid in np.nonzero(sums["lang_weight_sum"])[0]:
+            code = languages.language_code(int(lid))
+            result[f"loss/{code}"] = float(sums["lang_nll_sum"][lid] / sums["lang_weight_sum"][lid])
+        writer.write(step, result, kind="eval")
+        worst = sorted(((v, k[5:]) for k, v in result.items() if k.startswith("loss/")), reverse=True)[:3]
+        log.info(
+            "eval step %d: loss %.4f acc %.3f (%d languages; highest: %s)",
+            step,
+            result["loss"],
+            result["accuracy"],
+            len([k for k in result if k.startswith("loss/")]),
+            ", ".join(f"{c} {v:.3f}" for v, c in worst),
+        )
+        return result
+
+    def data_state(position: int) -> dict[str, Any]:
+        return {**data_identity, "position": position}
+
+    # ---- train ------------------------------------------------------------------------------------------
+    step = start_step
+    first_loss = last_loss = None
+    window_t0, window_steps, tps_history = time.perf_counter(), 0, []
+    mfu_last = None
+    preempted = False
+    progress = _progress_bar(config, start_step, total_steps, process_index)
+    compile_t0 = time.perf_counter()
+    try:
+        with mesh, nn.logical_axis_rules(rules):
+            while step < total_steps:
+                host_b = next(train_iter)
+                batch = sharding.global_batch_from_host(host_b, mesh, rules)
+                state, step_metrics = p_train_step(state, batch)
+                step += 1
+                window_steps += 1
+                if step == start_step + 1:
+                    jax.block_until_ready(step_metrics)
+                    log.info("first step compiled and ran in %.1f s", time.perf_counter() - compile_t0)
+                    window_t0, window_steps = time.perf_counter(), 0
+                if step % int(config.train.log_every) == 0 or step == total_steps:
+                    m = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+                    now = time.perf_counter()
+                    if window_steps:
+                        tps = tokens_per_step * window_steps / (now - window_t0)
+                        tps_history.append(tps)
+                        mfu_last = tps * flops_per_token / total_peak
+                        m.update(tokens_per_second=tps, mfu=mfu_last)
+                    window_t0, window_steps = now, 0
+                    m["data_position"] = train_iter.position
+                    writer.write(step, m)
+                    first_loss = m["loss"] if first_loss is None else first_loss
+                    last_loss = m["loss"]
+                    if progress is not None:
+                        progress.set_postfix(
+                            loss=f"{m['loss']:.3f}", tok_s=f"{m.get('tokens_per_second', 0):.0f}"
+                        )
+                if progress is not None:
+                    progress.update(1)
+                if step % int(config.train.eval_every) == 0 and int(config.train.eval_batches) > 0:
+                    run_eval(step)
+                if step % int(config.checkpoint.every) == 0 or step == total_steps:
+                    checkpointer.save(step, state, data_state(train_iter.position))
+                if watcher.should_stop(step):
+                    checkpointer.save(step, state, data_state(train_iter.position))
+                    checkpointer.wait()
+                    log.warning(
+                        "preempted: saved step %d to %s; rerun the same command to resume", step, ckpt_dir
+                    )
+                    preempted = True
+                    break
+    finally:
+        if progress is not None:
+            progress.close()
+        checkpointer.close()
+        watcher.restore_handler()
+
+    if not preempted and int(config.train.eval_batches) > 0 and step % int(config.train.eval_every):
+        run_eval(step)
+    writer.close()
+    plot_path = None
+    if bool(config.train.plot) and process_index == 0 and writer.jsonl_path.exists():
+        plot_path = str(
+            metrics.plot_loss_curve(
+                writer.jsonl_path,
+                workdir_path / "loss_curve.png",
+                title=f"{config.model.preset} SFT on {config.data.task}",
+            )
+        )
+    tps_mean = float(np.median(tps_history)) if tps_history else None
+    summary = RunSummary(
+        workdir=str(workdir_path.absolute()),
+        start_step=start_step,
+        end_step=step,
+        first_loss=first_loss,
+        last_loss=last_loss,
+        tokens_per_second=tps_mean,
+        mfu=(tps_mean * flops_per_token / total_peak) if tps_mean else None,
+        checkpoint_dir=str(ckpt_dir.absolute()),
+        metrics_jsonl=str(writer.jsonl_path.absolute()),
+        tensorboard_dir=str(writer.tb_dir.absolute()),
+        plot=plot_path,
+        preempted=preempted,
+    )
+    _log_summary(summary)
+    return summary
+
+
+def _check_data_state(data_state: dict[str, Any], identity: dict[str, Any]) -> int:
+    """The saved data position, if the stream it indexes is the one this run would read."""
+    for key, value in identity.items():
+        saved = data_state.get(key)
+        if key == "process_count" and saved != value:
+            # Each host's stream depends on the host count: positions don't transfer one-to-one.
+            log.warning(
+                "checkpoint was written with %s hosts, now %s: the data stream restarts from a new "
+                "position (some examples will repeat or be skipped; see README)",
+                saved,
+                value,
+            )
+            return 0
+        if saved != value:
+            log.warning(
+                "data.%s changed since the checkpoint (%r -> %r): data position kept, but the stream "
+                "differs from the original run",
+                key,
+                saved,
+                value,
+            )
+    return int(data_state["position"])
+
+
+def _progress_bar(config: Any, start: int, total: int, process_index: int):
+    if not bool(config.train.progress_bar) or process_index != 0:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        initial=start,
+        desc="train",
+        unit="step",
+        dynamic_ncols=True,
+        file=sys.stderr,
+        mininterval=1.0,
+    )
+
+
+def _log_summary(s: RunSummary) -> None:
+    lines = [
+        "=" * 72,
+        f"SFT finished at step {s.end_step} (started at {s.start_step})"
+        + ("  [PREEMPTED]" if s.preempted else ""),
+    ]
+    if s.first_loss is not None:
+        lines.append(f"  loss          {s.first_loss:.4f} -> {s.last_loss:.4f}")
+    if s.tokens_per_second:
+        lines.append(f"  throughput    {s.tokens_per_second:,.0f} tokens/s   MFU {100 * (s.mfu or 0):.1f}%")
+    lines += [
+        f"  checkpoints   {s.checkpoint_dir}",
+        f"  metrics       {s.metrics_jsonl}",
+        f"  tensorboard   tensorboard --logdir {s.tensorboard_dir}",
+    ]
+    if s.plot:
+        lines.append(f"  loss curve    {s.plot}")
+    lines.append("=" * 72)
+    for line in lines:
+        log.info(line)

@@ -1,0 +1,124 @@
+"""The train state, the model built from config, and the state's shardings — shared by all trainers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from flax import linen as nn
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from aya_jax import sharding
+from aya_jax.models import cohere
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # int32 scalar: optimiser steps taken
+    params: Any  # fp32 master weights (config.model.param_dtype)
+    opt_state: Any
+    rng: jax.Array  # raw uint32 key; split per step by trainers that need randomness
+
+
+def dtype_from_name(name: str, field: str) -> jnp.dtype:
+    if name not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"{field}: {name!r} is not one of float32, bfloat16, float16")
+    return jnp.dtype(name)
+
+
+def build_model(model_config: Any, vocab_size: int | None) -> tuple[cohere.CohereLM, cohere.CohereConfig]:
+    """The Cohere decoder of config.model; `vocab_size` fills presets whose vocabulary comes from the data."""
+    overrides = dict(model_config.overrides.to_dict()) if hasattr(model_config.overrides, "to_dict") else {}
+    cfg = cohere.resolve(model_config.preset, vocab_size=vocab_size, **overrides)
+    if vocab_size and cfg.vocab_size < vocab_size:
+        raise ValueError(
+            f"config.model: preset {model_config.preset!r} has vocab_size {cfg.vocab_size} < the tokenizer's {vocab_size}"
+        )
+    layers_remat = model_config.remat
+    if layers_remat not in ("none", "full", "dots_saveable"):
+        raise ValueError(f"config.model.remat: {layers_remat!r} is not one of none, full, dots_saveable")
+    model = cohere.CohereLM(
+        cfg,
+        dtype=dtype_from_name(model_config.dtype, "config.model.dtype"),
+        param_dtype=dtype_from_name(model_config.param_dtype, "config.model.param_dtype"),
+        remat=layers_remat,
+        scan_layers=bool(model_config.scan_layers),
+    )
+    return model, cfg
+
+
+def _dummy_tokens(seq_len: int) -> jax.Array:
+    return jnp.zeros((1, seq_len), jnp.int32)
+
+
+def make_init_fn(model: nn.Module, tx: optax.GradientTransformation, seq_len: int):
+    """rng (raw uint32 key) -> TrainState with unboxed params."""
+
+    def init(rng: jax.Array) -> TrainState:
+        init_rng, state_rng = jax.random.split(rng)
+        params = nn.unbox(model.init(init_rng, _dummy_tokens(seq_len))["params"])
+        return TrainState(
+            step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=state_rng
+        )
+
+    return init
+
+
+def state_shardings(
+    model: nn.Module, tx: optax.GradientTransformation, seq_len: int, mesh: Mesh, rules: sharding.Rules
+) -> tuple[TrainState, TrainState]:
+    """(abstract state of ShapeDtypeStructs, matching NamedShardings), computed without allocating.
+
+    Parameter shardings come from the model's logical names through `rules`; optimiser moments inherit the
+    sharding of the parameter they track; scalars are replicated.
+    """
+
+    def boxed_init(rng):
+        boxed = model.init(rng, _dummy_tokens(seq_len))["params"]
+        return boxed, tx.init(nn.unbox(boxed))
+
+    boxed_params, abstract_opt = jax.eval_shape(boxed_init, jax.random.PRNGKey(0))
+    param_specs = nn.get_partition_spec(boxed_params)
+    param_shardings = sharding.tree_shardings(param_specs, mesh, rules)
+    abstract_params = nn.unbox(boxed_params)
+    sharding.check_divisible(abstract_params, param_shardings)
+
+    # Optimiser state: any subtree shaped like the params (Adam's mu and nu) gets the params' shardings.
+    params_treedef = jax.tree.structure(abstract_params)
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def opt_sharding(node):
+        if jax.tree.structure(node) == params_treedef:
+            return param_shardings
+        return jax.tree.map(lambda _: replicated, node)
+
+    opt_shardings = jax.tree.map(
+        opt_sharding, abstract_opt, is_leaf=lambda n: jax.tree.structure(n) == params_treedef
+    )
+    abstract = TrainState(
+        step=jax.ShapeDtypeStruct((), jnp.int32),
+        params=abstract_params,
+        opt_state=abstract_opt,
+        rng=jax.ShapeDtypeStruct((2,), jnp.uint32),
+    )
+    shardings = TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings, rng=replicated)
+    return abstract, shardings
+
+
+def per_device_bytes(abstract_tree: Any, shardings: Any) -> int:
+    """Bytes one device holds for a sharded pytree (largest shard per leaf)."""
+    total = 0
+    for leaf, sh in zip(
+        jax.tree.leaves(abstract_tree),
+        jax.tree.leaves(shardings, is_leaf=lambda x: isinstance(x, NamedSharding)),
+        strict=True,
+    ):
+        shard_shape = sh.shard_shape(leaf.shape)
+        n = 1
+        for d in shard_shape:
+            n *= d
+        total += n * jnp.dtype(leaf.dtype).itemsize
+    return total

@@ -1,0 +1,108 @@
+"""Every config field, with its default, in one place. Experiment files start from `base_config()`."""
+
+import ml_collections
+
+
+def default_rules() -> tuple[tuple[str, str | tuple[str, ...] | None], ...]:
+    """Logical axis name -> mesh axes. FSDP over `fsdp`, tensor parallelism over `tensor`, batch over both
+    data axes. Changing the parallelism layout means changing this table (or the mesh shape), never the model."""
+    return (
+        # parameters
+        ("vocab", "tensor"),
+        ("embed", "fsdp"),
+        ("mlp", "tensor"),
+        ("heads", "tensor"),
+        ("kv_heads", "tensor"),
+        ("head_dim", None),
+        ("layers", None),
+        ("norm", None),
+        # activations
+        ("act_batch", ("data", "fsdp")),
+        ("act_len", None),
+        ("act_embed", None),
+        ("act_heads", "tensor"),
+        ("act_kv_heads", "tensor"),
+        ("act_mlp", "tensor"),
+        ("act_vocab", "tensor"),
+    )
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.job = "sft"  # trainer name: see aya_jax/trainers/__init__.py
+    c.workdir = "workdirs/run"  # --workdir overrides
+    c.seed = 0
+
+    # ---- model -------------------------------------------------------------------------------------------
+    c.model = ml_collections.ConfigDict()
+    c.model.preset = "cohere-tiny"  # see aya_jax/models/cohere.py PRESETS
+    c.model.overrides = ml_collections.ConfigDict()  # field -> value applied on top of the preset
+    c.model.dtype = "bfloat16"  # compute dtype; parameters and optimiser state stay float32
+    c.model.param_dtype = "float32"
+    c.model.remat = "none"  # none | full | dots_saveable
+    c.model.scan_layers = True
+    c.model.attention = "xla"  # xla (einsum + mask) | cudnn (jax.nn.dot_product_attention on GPU)
+
+    # ---- mesh & sharding ----------------------------------------------------------------------------------
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.axes = ("data", "fsdp", "tensor")
+    c.mesh.shape = (1, -1, 1)  # one entry may be -1: "all the remaining devices"
+    c.mesh.rules = default_rules()
+    c.mesh.distributed = "auto"  # auto | on | off: jax.distributed.initialize() on multi-host runtimes
+
+    # ---- data ---------------------------------------------------------------------------------------------
+    c.data = ml_collections.ConfigDict()
+    c.data.task = "aya_default"  # a registered seqio task or mixture name
+    c.data.data_dir = ""  # where local/generated data lives; "" = $AYA_DATA_DIR or ~/.cache/aya_jax/data
+    c.data.seq_len = 512
+    c.data.pack = True
+    c.data.shuffle_buffer = 10_000
+    c.data.strict = (
+        False  # True: the first malformed row is an error (file:line); False: counted and reported
+    )
+    c.data.train_split = "train"
+    c.data.eval_split = "validation"
+    c.data.vocab = ml_collections.ConfigDict()
+    c.data.vocab.kind = "sentencepiece"  # sentencepiece | hf_tokenizer
+    c.data.vocab.path = ""  # model file; "" = train one on the task's text and cache it in data_dir
+    c.data.vocab.size = 8000
+
+    # ---- training -----------------------------------------------------------------------------------------
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 1000
+    c.train.global_batch_size = 8  # sequences per optimiser step, across all hosts
+    c.train.grad_accum_steps = 1  # microbatches per optimiser step (global_batch_size must divide)
+    c.train.z_loss = 0.0
+    c.train.log_every = 10
+    c.train.eval_every = 200
+    c.train.eval_batches = 4
+    c.train.progress_bar = True
+    c.train.plot = True  # loss-curve PNG in the workdir at the end
+
+    # ---- optimiser ----------------------------------------------------------------------------------------
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.learning_rate = 3e-4
+    c.optimizer.schedule = "cosine"  # cosine | linear | constant (after linear warmup)
+    c.optimizer.warmup_steps = 100
+    c.optimizer.end_lr_fraction = 0.1
+    c.optimizer.b1 = 0.9
+    c.optimizer.b2 = 0.95
+    c.optimizer.eps = 1e-8
+    c.optimizer.weight_decay = 0.1
+    c.optimizer.grad_clip_norm = 1.0  # 0 disables clipping
+
+    # ---- checkpoints --------------------------------------------------------------------------------------
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every = 500
+    c.checkpoint.keep = 3
+    c.checkpoint.async_save = True
+    c.checkpoint.init_from = (
+        ""  # params-only start from another run's checkpoint directory (step dir or root)
+    )
+
+    # ---- metrics ------------------------------------------------------------------------------------------
+    c.metrics = ml_collections.ConfigDict()
+    c.metrics.tensorboard = True
+    c.metrics.jsonl = True
+    c.metrics.peak_flops_per_device = 0.0  # 0 = look up the device kind, or measure it on CPU
+    return c
