@@ -75,7 +75,7 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
         tuple(config.mesh.shape),
         config.mesh.rules,
         int(config.model_info.num_devices) or jax.device_count(),
-        overrides=dict(config.model.overrides.to_dict()),
+        overrides={k: v for k, v in config.model.overrides.to_dict().items() if v is not None},
     )
     print(f"preset              {report['preset']}")
     print(f"parameters          {report['parameters']:,} ({report['parameters'] / 1e9:.2f} B)")

@@ -1,6 +1,7 @@
 """Every config field, with its default, in one place. Experiment files start from `base_config()`."""
 
 import ml_collections
+from ml_collections import config_dict
 
 
 def default_rules() -> tuple[tuple[str, str | tuple[str, ...] | None], ...]:
@@ -36,7 +37,27 @@ def base_config() -> ml_collections.ConfigDict:
     # ---- model -------------------------------------------------------------------------------------------
     c.model = ml_collections.ConfigDict()
     c.model.preset = "cohere-tiny"  # see aya_jax/models/cohere.py PRESETS
-    c.model.overrides = ml_collections.ConfigDict()  # field -> value applied on top of the preset
+    # Any CohereConfig field on top of the preset; None keeps the preset's value.
+    c.model.overrides = ml_collections.ConfigDict(
+        {
+            name: config_dict.placeholder(kind)
+            for name, kind in (
+                ("vocab_size", int),
+                ("hidden_size", int),
+                ("intermediate_size", int),
+                ("num_layers", int),
+                ("num_heads", int),
+                ("num_kv_heads", int),
+                ("head_dim", int),
+                ("max_position_embeddings", int),
+                ("rope_theta", float),
+                ("logit_scale", float),
+                ("layer_norm_eps", float),
+                ("use_qk_norm", bool),
+                ("initializer_range", float),
+            )
+        }
+    )
     c.model.dtype = "bfloat16"  # compute dtype; parameters and optimiser state stay float32
     c.model.param_dtype = "float32"
     c.model.remat = "none"  # none | full | dots_saveable

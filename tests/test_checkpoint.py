@@ -79,8 +79,11 @@ def test_corrupt_latest_falls_back_with_warning(tmp_path, caplog):
     ck.close()
     assert step == 10 and data["position"] == 10
     _assert_trees_equal(state1, restored)
-    assert any("checkpoint step 20" in r.getMessage() and "does not load" in r.getMessage()
-               for r in caplog.records if r.levelno == logging.WARNING)
+    assert any(
+        "checkpoint step 20" in r.getMessage() and "does not load" in r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING
+    )
 
 
 def test_no_loadable_checkpoint_is_an_error(tmp_path):
@@ -105,8 +108,9 @@ def test_load_params_only(tmp_path):
     ck = checkpoint.Checkpointer(tmp_path / "ckpt")
     ck.save(3, state, {"position": 3})
     ck.close()
-    step, params = checkpoint.load_params(tmp_path / "ckpt", checkpoint.abstract_like(abstract.params,
-                                                                                      shardings.params))
+    step, params = checkpoint.load_params(
+        tmp_path / "ckpt", checkpoint.abstract_like(abstract.params, shardings.params)
+    )
     assert step == 3
     _assert_trees_equal(state.params, params)
 

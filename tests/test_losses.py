@@ -22,7 +22,9 @@ def test_cross_entropy_matches_numpy():
     targets = rng.integers(0, 11, (3, 7))
     weights = (rng.random((3, 7)) > 0.3).astype(np.float32)
     z = 1e-2
-    loss, aux = losses.cross_entropy(jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(weights), z_loss=z)
+    loss, aux = losses.cross_entropy(
+        jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(weights), z_loss=z
+    )
     logp = _np_log_softmax(logits.astype(np.float64))
     nll = -np.take_along_axis(logp, targets[..., None], -1)[..., 0]
     log_z = np.log(np.exp(logits.astype(np.float64)).sum(-1))

@@ -63,7 +63,7 @@ def validate_config(
     if int(config.data.seq_len) < 2:
         raise ConfigError(f"config.data.seq_len: must be >= 2, got {config.data.seq_len}")
     preset = cohere.PRESETS[config.model.preset]
-    max_pos = int(config.model.overrides.get("max_position_embeddings", preset.max_position_embeddings))
+    max_pos = config.model.overrides.max_position_embeddings or preset.max_position_embeddings
     if int(config.data.seq_len) > max_pos:
         raise ConfigError(
             f"config.data.seq_len: {config.data.seq_len} exceeds the model's max_position_embeddings {max_pos}"

@@ -31,7 +31,7 @@ def dtype_from_name(name: str, field: str) -> jnp.dtype:
 
 def build_model(model_config: Any, vocab_size: int | None) -> tuple[cohere.CohereLM, cohere.CohereConfig]:
     """The Cohere decoder of config.model; `vocab_size` fills presets whose vocabulary comes from the data."""
-    overrides = dict(model_config.overrides.to_dict()) if hasattr(model_config.overrides, "to_dict") else {}
+    overrides = {k: v for k, v in model_config.overrides.to_dict().items() if v is not None}
     cfg = cohere.resolve(model_config.preset, vocab_size=vocab_size, **overrides)
     if vocab_size and cfg.vocab_size < vocab_size:
         raise ValueError(

@@ -1,0 +1,208 @@
+"""The decoder-only feature converter: Aya (inputs, targets) examples -> packed rows for a causal LM.
+
+Each example becomes `inputs ++ targets` (targets already end in EOS), loss on the targets only. With packing,
+several examples share a row; the model keeps them apart with segment ids (attention stays inside a segment)
+and positions that restart at 0. Every feature is int32 `[length]`:
+
+    example 1: inputs [7, 8], targets [3, 9, 1]     (1 = EOS)     language "fra" (id 21)
+    example 2: inputs [5],    targets [4, 1]                      language "swa" (id 85)
+
+    decoder_target_tokens   [7, 8, 3, 9, 1, 5, 4, 1, 0, 0]
+    decoder_input_tokens    [0, 7, 8, 3, 9, 0, 5, 4, 0, 0]    shifted right in each segment, 0 at its start
+    decoder_loss_weights    [0, 0, 1, 1, 1, 0, 1, 1, 0, 0]    targets (and their EOS) only
+    decoder_segment_ids     [1, 1, 1, 1, 1, 2, 2, 2, 0, 0]    0 = padding
+    decoder_positions       [0, 1, 2, 3, 4, 0, 1, 2, 0, 0]
+    decoder_language_ids    [21,21,21,21,21,85,85,85, 0, 0]   the example's `languages.language_id`; 0 = pad
+
+This is seqio's `PrefixLMFeatureConverter` layout (same target / input / loss-weight / segment / position
+features, built with `seqio.utils.make_autoregressive_inputs`), with three differences, each on purpose:
+
+* Length: the row length is `task_feature_lengths["targets"]`, and prompt and answer share it: an example
+  whose concatenation is longer is cut from the right (and counted in `stats.truncated`). seqio's prefix LM
+  instead gives `inputs + targets` and trims each part separately. `task_feature_lengths["inputs"]` only caps
+  the prompt (upstream, by the Task); the pipeline passes the row length for both.
+* Packing: best-fit decreasing over chunks of `chunk_size` examples instead of seqio's greedy sequential
+  packer: on short instruction data this fills ~99% of the tokens where greedy packing leaves ~5-10% padding.
+  Rows come out in the order of their earliest example, so the upstream shuffle order is kept.
+* Language ids: a per-token `decoder_language_ids` feature from each example's `language_code` (absent -> 0).
+  There is no `decoder_causal_attention`: the models here are causal everywhere.
+
+Without packing, each example is its own row (segment id 1 on its tokens). The packer runs as a NumPy function
+inside tf.data, one chunk at a time, sequentially, so the output is deterministic.
+"""
+
+import dataclasses
+import threading
+from collections.abc import Mapping
+
+import numpy as np
+import seqio
+import tensorflow as tf
+
+from aya_jax.data import languages
+
+DEFAULT_CHUNK_SIZE = 1024
+
+_ROW_FEATURES = (  # what the NumPy packer returns, in this order; decoder_input_tokens is derived afterwards
+    "decoder_target_tokens",
+    "decoder_loss_weights",
+    "decoder_segment_ids",
+    "decoder_positions",
+    "decoder_language_ids",
+)
+
+
+@dataclasses.dataclass
+class PackingStats:
+    """Running totals over everything this converter has packed (including rows tf.data prefetched ahead)."""
+
+    examples: int = 0
+    truncated: int = 0  # examples longer than the row, cut from the right
+    rows: int = 0
+    tokens: int = 0  # non-padding tokens
+
+    def efficiency(self, length: int) -> float:
+        return self.tokens / max(1, self.rows * length)
+
+
+def pack_examples(
+    tokens: np.ndarray,  # [n, max_len] int32, zero padded
+    loss: np.ndarray,  # [n, max_len] int32, 1 on target tokens
+    lengths: np.ndarray,  # [n] int32, tokens in each example (after truncation)
+    language_ids: np.ndarray,  # [n] int32
+    length: int,
+    pack: bool,
+) -> tuple[np.ndarray, ...]:
+    """Lay out examples in rows: each output `[rows, length]`, in `_ROW_FEATURES` order."""
+    n = len(lengths)
+    if pack:
+        bins: list[list[int]] = []
+        free = np.zeros(n, np.int64)  # room left in each bin; at most n bins
+        for i in np.argsort(-lengths, kind="stable"):  # longest first; ties keep their input order
+            size = lengths[i]
+            fits = np.flatnonzero(free[: len(bins)] >= size)
+            if len(fits):
+                j = fits[np.argmin(free[fits])]  # best fit: the fullest bin that still has room
+                bins[j].append(i)
+                free[j] -= size
+            else:
+                bins.append([i])
+                free[len(bins) - 1] = length - size
+        bins = sorted((sorted(b) for b in bins), key=lambda b: b[0])
+    else:
+        bins = [[i] for i in range(n)]
+    out = [np.zeros((len(bins), length), np.int32) for _ in _ROW_FEATURES]
+    targets, weights, segments, positions, langs = out
+    for r, members in enumerate(bins):
+        start = 0
+        for segment, i in enumerate(members, start=1):
+            size = lengths[i]
+            end = start + size
+            targets[r, start:end] = tokens[i, :size]
+            weights[r, start:end] = loss[i, :size]
+            segments[r, start:end] = segment
+            positions[r, start:end] = np.arange(size)
+            langs[r, start:end] = language_ids[i]
+            start = end
+    return tuple(out)
+
+
+class DecoderPackedFeatureConverter(seqio.FeatureConverter):
+    """Aya examples -> packed causal-LM rows (see the module docstring)."""
+
+    TASK_FEATURES = {
+        "inputs": seqio.FeatureConverter.FeatureSpec(dtype=tf.int32),
+        "targets": seqio.FeatureConverter.FeatureSpec(dtype=tf.int32),
+    }
+    # Segment ids and positions are output with and without packing (padding is told apart by segment id 0),
+    # so they are model features here rather than seqio "packing features".
+    MODEL_FEATURES = {
+        name: seqio.FeatureConverter.FeatureSpec(dtype=tf.int32)
+        for name in ("decoder_input_tokens", *_ROW_FEATURES)
+    }
+    PACKING_FEATURE_DTYPES = {}
+
+    def __init__(self, pack: bool = True, chunk_size: int = DEFAULT_CHUNK_SIZE, **kwargs):
+        super().__init__(pack=pack, **kwargs)
+        self._chunk_size = chunk_size
+        self._lock = threading.Lock()
+        self.stats = PackingStats()
+
+    def _language_table(self) -> tf.lookup.StaticHashTable:
+        table = languages.code_to_id_table()
+        init = tf.lookup.KeyValueTensorInitializer(
+            tf.constant(list(table), tf.string), tf.constant(list(table.values()), tf.int32)
+        )
+        return tf.lookup.StaticHashTable(init, default_value=languages.UNKNOWN_LANGUAGE_ID)
+
+    def _convert_features(
+        self, ds: tf.data.Dataset, task_feature_lengths: Mapping[str, int]
+    ) -> tf.data.Dataset:
+        length = task_feature_lengths["targets"]
+        table = self._language_table()
+        has_language = "language_code" in ds.element_spec
+
+        def concat(ex):
+            inputs, targets = ex["inputs"], ex["targets"]
+            tokens = tf.concat([inputs, targets], 0)  # [n_inputs + n_targets]
+            loss = tf.concat([tf.zeros_like(inputs), tf.ones_like(targets)], 0)
+            if has_language:
+                # "arb_Arab" / "zh-Hant" / "FRA" -> the table's keys: the lower-case language subtag.
+                code = tf.strings.lower(
+                    tf.strings.regex_replace(tf.strings.strip(ex["language_code"]), "[-_].*", "")
+                )
+                language = table.lookup(code)
+            else:
+                language = tf.constant(languages.UNKNOWN_LANGUAGE_ID, tf.int32)
+            return {
+                "tokens": tokens[:length],
+                "loss": loss[:length],
+                "full_length": tf.size(tokens, out_type=tf.int32),
+                "language": language,
+            }
+
+        def pack_chunk(chunk):
+            def run(tokens, loss, full_lengths, langs):
+                lengths = np.minimum(full_lengths, length)
+                rows = pack_examples(tokens, loss, lengths, langs, length, self.pack)
+                with self._lock:
+                    self.stats.examples += len(full_lengths)
+                    self.stats.truncated += int((full_lengths > length).sum())
+                    self.stats.rows += len(rows[0])
+                    self.stats.tokens += int(lengths.sum())
+                return rows
+
+            rows = tf.numpy_function(
+                run,
+                [chunk["tokens"], chunk["loss"], chunk["full_length"], chunk["language"]],
+                [tf.int32] * len(_ROW_FEATURES),
+                stateful=True,  # it counts into self.stats: keep tf.data from eliding or reordering it
+            )
+            out = {}
+            for name, value in zip(_ROW_FEATURES, rows, strict=True):
+                value.set_shape([None, length])  # [rows, length]
+                out[name] = value
+            return tf.data.Dataset.from_tensor_slices(out)
+
+        def add_inputs(row):
+            row["decoder_input_tokens"] = seqio.utils.make_autoregressive_inputs(
+                row["decoder_target_tokens"], sequence_id=row["decoder_segment_ids"], bos_id=self.bos_id
+            )
+            return row
+
+        ds = ds.map(concat, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.filter(lambda ex: ex["full_length"] > 0)
+        shapes = {"tokens": [None], "loss": [None], "full_length": [], "language": []}
+        ds = ds.padded_batch(self._chunk_size, padded_shapes=shapes)  # [chunk, longest] per feature
+        ds = ds.flat_map(pack_chunk)  # sequential: one chunk at a time, in order
+        return ds.map(add_inputs, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]) -> Mapping[str, int]:
+        length = task_feature_lengths["targets"]
+        return {name: length for name in self.MODEL_FEATURES}
+
+
+def packing_efficiency(batch: Mapping[str, np.ndarray]) -> float:
+    """Fraction of non-padding tokens in a batch (segment id != 0)."""
+    segments = np.asarray(batch["decoder_segment_ids"])
+    return float((segments != 0).mean())

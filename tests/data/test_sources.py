@@ -1,0 +1,110 @@
+"""Validated reading of Aya-format jsonl: every bad-row reason counted, strict mode names path:line."""
+
+import gzip
+import json
+import logging
+
+import pytest
+
+from aya_jax.data import sources
+
+
+def _good(i):
+    return json.dumps({"inputs": f"question {i}", "targets": f"answer {i}", "language_code": "eng"}).encode()
+
+
+# (line bytes, reason) in file order; None = a good row.
+LINES = [
+    (_good(0), None),
+    (b'{"inputs": "a", "targets": "b", "language_code": "fra"', "malformed JSON"),
+    (b'["inputs", "targets"]', "not a JSON object"),
+    (b'{"targets": "b", "language_code": "fra"}', "missing field 'inputs'"),
+    (_good(1), None),
+    (b'{"inputs": "a", "targets": "b"}', "missing field 'language_code'"),
+    (b'{"inputs": "a", "targets": 7, "language_code": "fra"}', "field 'targets' is not a string"),
+    (b'{"inputs": "a", "targets": "  ", "language_code": "fra"}', "empty targets"),
+    (b'{"inputs": "caf\xe9", "targets": "b", "language_code": "fra"}', "non-UTF-8 bytes"),
+    (b"", None),  # blank lines are skipped silently
+    (
+        b'{"inputs": "a", "targets": "b", "language_code": "fra", "user_id": 12}',
+        "field 'user_id' is not a string",
+    ),
+    (b'{"targets": "x", "language_code": "fra"}', "missing field 'inputs'"),
+    (_good(2), None),
+]
+
+
+@pytest.fixture
+def bad_file(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(b"\n".join(line for line, _ in LINES) + b"\n")
+    return path
+
+
+def test_lenient_mode_counts_each_reason(bad_file, caplog):
+    reader = sources.AyaJsonlReader([str(bad_file)], strict=False)
+    with caplog.at_level(logging.WARNING, logger="aya_jax.data.sources"):
+        rows = list(reader)
+    assert [r["inputs"] for r in rows] == ["question 0", "question 1", "question 2"]
+    assert rows[0] == {
+        "inputs": "question 0", "targets": "answer 0", "language_code": "eng",
+        "language": "", "annotation_type": "", "user_id": "",
+    }  # fmt: skip
+    expected = {}
+    for number, (_, reason) in enumerate(LINES, start=1):
+        if reason:
+            expected.setdefault(reason, [0, f"{bad_file}:{number}"])[0] += 1
+    assert dict(reader.stats.counts) == {reason: n for reason, (n, _) in expected.items()}
+    assert reader.stats.first == {reason: where for reason, (_, where) in expected.items()}
+    assert reader.stats.rows == 3 and reader.stats.bad_rows == 9
+    # One warning line per reason, at the end of the pass, naming the first offending line.
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == len(expected)
+    assert f"skipped 2 row(s): missing field 'inputs' (first at {bad_file}:4)" in "\n".join(warnings)
+
+
+def test_strict_mode_raises_at_the_first_bad_row(bad_file):
+    reader = sources.AyaJsonlReader([str(bad_file)], strict=True)
+    with pytest.raises(sources.DataError, match=rf"^{bad_file}:2: malformed JSON \(") as info:
+        list(reader)
+    assert isinstance(info.value, ValueError)
+    # Each reason in strict mode, alone in a file, with its exact line.
+    for number, (line, reason) in enumerate(LINES, start=1):
+        if reason:
+            path = bad_file.with_name(f"one_{number}.jsonl")
+            path.write_bytes(_good(0) + b"\n\n" + line + b"\n")
+            with pytest.raises(sources.DataError, match=rf"^{path}:3: {reason}"):
+                list(sources.AyaJsonlReader([str(path)], strict=True))
+
+
+def test_gzip_and_several_files(tmp_path):
+    plain, packed = tmp_path / "a.jsonl", tmp_path / "b.jsonl.gz"
+    plain.write_bytes(_good(0) + b"\n" + _good(1) + b"\n")
+    with gzip.open(packed, "wb") as f:
+        f.write(_good(2) + b"\n" + b"{broken\n")
+    reader = sources.AyaJsonlReader([str(plain), str(packed)], strict=False)
+    assert [r["inputs"] for r in reader] == ["question 0", "question 1", "question 2"]
+    assert reader.stats.first == {"malformed JSON": f"{packed}:2"}
+    with pytest.raises(sources.DataError, match=rf"^{packed}:2: malformed JSON"):
+        list(sources.AyaJsonlReader([str(plain), str(packed)], strict=True))
+
+
+def test_shards_are_disjoint_and_cover_every_row(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(b"\n".join(_good(i) for i in range(11)) + b"\n")
+    shards = [
+        [r["inputs"] for r in sources.AyaJsonlReader([str(path)], strict=True, shard_index=i, num_shards=3)]
+        for i in range(3)
+    ]
+    assert shards[1] == ["question 1", "question 4", "question 7", "question 10"]
+    assert sorted(sum(shards, [])) == sorted(f"question {i}" for i in range(11))
+    # A host never parses other hosts' lines: a bad line in shard 1 is invisible to shard 0.
+    path.write_bytes(_good(0) + b"\n{broken\n" + _good(2) + b"\n")
+    assert len(list(sources.AyaJsonlReader([str(path)], strict=True, shard_index=0, num_shards=2))) == 2
+    with pytest.raises(sources.DataError, match=":2: malformed JSON"):
+        list(sources.AyaJsonlReader([str(path)], strict=True, shard_index=1, num_shards=2))
+
+
+def test_missing_file_is_one_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nope\.jsonl: no such data file"):
+        list(sources.AyaJsonlReader([str(tmp_path / "nope.jsonl")], strict=False))

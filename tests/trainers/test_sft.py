@@ -1,0 +1,243 @@
+"""SFT end to end through `python -m aya_jax.main`: pulse, exact resume after SIGKILL, SIGTERM, bad input.
+
+Each run is a real subprocess on a tiny config (the quickstart shrunk), so what is tested is what a user runs.
+"""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+# The quickstart, shrunk: fp32, tiny model, short sequences, every step logged.
+TINY = [
+    "--config.model.overrides.num_layers=2",
+    "--config.data.seq_len=64",
+    "--config.train.global_batch_size=8",
+    "--config.train.log_every=1",
+    "--config.train.eval_every=1000",
+    "--config.train.eval_batches=1",
+    "--config.train.progress_bar=False",
+    "--config.metrics.tensorboard=False",
+    "--config.data.vocab.size=2048",
+]
+
+
+def _env(data_dir: pathlib.Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        AYA_DATA_DIR=str(data_dir),
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS="--xla_force_host_platform_device_count=8",
+        TF_CPP_MIN_LOG_LEVEL="3",
+        PYTHONPATH=str(REPO),
+    )
+    return env
+
+
+def _cmd(workdir: pathlib.Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "aya_jax.main",
+        "--config",
+        str(REPO / "configs/quickstart.py"),
+        "--workdir",
+        str(workdir),
+        *TINY,
+        *extra,
+    ]
+
+
+def _run(workdir, data_dir, *extra, timeout=300):
+    return subprocess.run(
+        _cmd(workdir, *extra), env=_env(data_dir), cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _losses(workdir: pathlib.Path) -> dict[int, float]:
+    """Per-step train loss; a resumed run appends, and a re-done step must match what it replaced."""
+    out = {}
+    for line in (workdir / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if row["kind"] == "train":
+            out[row["step"]] = row["loss"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("aya_data")
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, data_dir):
+    """An uninterrupted 12-step run on a (data=2, fsdp=2, tensor=2) mesh."""
+    workdir = tmp_path_factory.mktemp("reference")
+    proc = _run(
+        workdir,
+        data_dir,
+        "--config.train.steps=12",
+        "--config.checkpoint.every=4",
+        "--config.mesh.shape=(2,2,2)",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return workdir, proc
+
+
+def test_pulse_trains_logs_checkpoints_and_plots(reference_run):
+    workdir, proc = reference_run
+    losses = _losses(workdir)
+    assert sorted(losses) == list(range(1, 13))
+    assert all(np.isfinite(v) for v in losses.values())
+    assert losses[12] < losses[1], losses  # it learns
+    assert (workdir / "loss_curve.png").stat().st_size > 1000
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == ["12", "4", "8"]
+    rows = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    train_row = next(r for r in rows if r["kind"] == "train" and r["step"] == 5)
+    for key in (
+        "loss",
+        "accuracy",
+        "grad_norm",
+        "learning_rate",
+        "tokens_per_second",
+        "mfu",
+        "data_position",
+    ):
+        assert key in train_row, key
+    eval_rows = [r for r in rows if r["kind"] == "eval"]
+    assert eval_rows and any(k.startswith("loss/") for k in eval_rows[-1])  # per-language eval loss
+    for what in ("SFT finished at step 12", "checkpoints", "metrics", "loss curve", "tokens/s"):
+        assert what in proc.stderr, what
+
+
+def test_rerun_after_the_end_resumes_and_does_not_retrain(reference_run, data_dir):
+    workdir, _ = reference_run
+    before = (workdir / "metrics.jsonl").read_text()
+    proc = _run(
+        workdir,
+        data_dir,
+        "--config.train.steps=12",
+        "--config.checkpoint.every=4",
+        "--config.mesh.shape=(2,2,2)",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "resumed from" in proc.stderr and "step 12" in proc.stderr
+    new_train_rows = [
+        r
+        for r in (workdir / "metrics.jsonl").read_text()[len(before) :].splitlines()
+        if '"kind": "train"' in r
+    ]
+    assert new_train_rows == []
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_matches_uninterrupted(reference_run, data_dir, tmp_path):
+    ref_dir, _ = reference_run
+    workdir = tmp_path / "killed"
+    args = ["--config.train.steps=12", "--config.checkpoint.every=4", "--config.mesh.shape=(2,2,2)"]
+    proc = subprocess.Popen(
+        _cmd(workdir, *args),
+        env=_env(data_dir),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.time() + 240
+    # Kill once step 6 is logged: checkpoint 4 exists, steps 5-6 will be redone from it.
+    while time.time() < deadline:
+        if metrics.exists() and max(_losses(workdir) or [0]) >= 6:
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"run ended before it could be killed: {proc.stderr.read()[-2000:]}")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = max(_losses(workdir))
+    assert killed_at < 12, "the run finished before the kill; the test proves nothing"
+    first_part = _losses(workdir)
+
+    proc2 = _run(workdir, data_dir, *args)
+    assert proc2.returncode == 0, proc2.stderr[-3000:]
+    assert "resumed from" in proc2.stderr
+    resumed = _losses(workdir)
+    reference = _losses(ref_dir)
+    assert sorted(resumed) == list(range(1, 13))
+    for step in range(1, 13):
+        np.testing.assert_allclose(resumed[step], reference[step], rtol=0, atol=1e-6, err_msg=f"step {step}")
+    for step, loss in first_part.items():
+        np.testing.assert_allclose(loss, reference[step], rtol=0, atol=1e-6, err_msg=f"pre-kill step {step}")
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_loadable_checkpoint_and_exits_zero(data_dir, tmp_path):
+    workdir = tmp_path / "preempted"
+    args = ["--config.train.steps=400", "--config.checkpoint.every=1000"]
+    proc = subprocess.Popen(
+        _cmd(workdir, *args),
+        env=_env(data_dir),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (metrics.exists() and max(_losses(workdir) or [0]) >= 3):
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    assert "preempted: saved step" in err
+    steps = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
+    assert len(steps) == 1 and 3 <= steps[0] < 400
+    # Loadable: a rerun resumes from exactly that step.
+    proc2 = _run(
+        workdir, data_dir, "--config.train.steps=" + str(steps[0] + 1), "--config.checkpoint.every=1000"
+    )
+    assert proc2.returncode == 0, proc2.stderr[-2000:]
+    assert f"resumed from {workdir / 'checkpoints'} step {steps[0]}" in proc2.stderr
+
+
+def test_bad_config_fails_before_compiling_with_one_line(data_dir, tmp_path):
+    proc = _run(tmp_path / "bad", data_dir, "--config.mesh.shape=(1,3,2)", timeout=120)
+    assert proc.returncode == 2
+    err_lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(err_lines) == 1 and "config.mesh.shape" in err_lines[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "bad" / "checkpoints").exists()
+
+
+def test_unloadable_checkpoints_are_an_error_not_a_restart(reference_run, data_dir, tmp_path):
+    import shutil
+
+    ref_dir, _ = reference_run
+    workdir = tmp_path / "corrupt"
+    shutil.copytree(ref_dir / "checkpoints", workdir / "checkpoints")
+    for path in (workdir / "checkpoints").rglob("*"):
+        if path.is_file() and "/state/" in str(path):
+            path.write_bytes(b"corrupt")
+    proc = _run(
+        workdir,
+        data_dir,
+        "--config.train.steps=12",
+        "--config.checkpoint.every=4",
+        "--config.mesh.shape=(2,2,2)",
+        timeout=200,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "none loads" in proc.stderr and "refusing to restart from step 0" in proc.stderr
+    assert (
+        not (workdir / "metrics.jsonl").exists()
+        or '"kind": "train"' not in (workdir / "metrics.jsonl").read_text()
+    )
