@@ -7,6 +7,12 @@
 Attention is GQA without biases, optional per-head qk-norm before RoPE, and interleaved (GPT-J) RoPE.
 Layers are stacked with `nn.scan` (parameters get a leading `layers` axis) so compile time does not grow with
 depth; `scan_layers=False` unrolls them.
+
+Incremental decoding (aya_jax/sampling.py) passes an explicit, functional `KVCache` and gets the updated one
+back: `logits, cache = model.apply(v, tokens, cache=cache, last_logits_only=True)`. Rows are *left-padded*:
+every row writes its new tokens at the same slot (`cache.index`), so the update is one dynamic_update_slice on
+the length axis for the whole batch, and the last prompt token of every row sits at the same slot. Row `b`'s
+RoPE position is `slot - cache.start[b]`; slots before `start[b]` are padding and are never attended to.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+from flax import struct
 
 from aya_jax.models import layers
 
@@ -38,6 +45,9 @@ class CohereConfig:
     layer_norm_eps: float = 1e-5
     use_qk_norm: bool = False
     initializer_range: float = 0.02
+    # False: a separate output projection `lm_head` [vocab, embed] (Hugging Face `tie_word_embeddings`); every
+    # released Aya model ties them.
+    tie_word_embeddings: bool = True
     pad_id: int = 0
     bos_id: int = 5
     eos_id: int = 255001
@@ -96,7 +106,8 @@ def param_count(cfg: CohereConfig) -> int:
     per_layer = e + e * h * d + 2 * e * k * d + h * d * e + 3 * e * f
     if cfg.use_qk_norm:
         per_layer += h * d + k * d
-    return cfg.vocab_size * e + cfg.num_layers * per_layer + e
+    embeddings = cfg.vocab_size * e * (1 if cfg.tie_word_embeddings else 2)
+    return embeddings + cfg.num_layers * per_layer + e
 
 
 def train_flops_per_token(cfg: CohereConfig, seq_len: int) -> float:
@@ -109,6 +120,56 @@ def train_flops_per_token(cfg: CohereConfig, seq_len: int) -> float:
     return 6.0 * matmul_params + 12.0 * cfg.num_layers * h * d * seq_len
 
 
+# Logical axes of the cache arrays [layers, batch, max_len, kv_heads, head_dim]: sharded like the activations
+# they hold, so `aya_jax.sharding` places them with the same rules table.
+KV_CACHE_AXES = (None, "act_batch", "act_len", "act_kv_heads", None)
+
+
+@struct.dataclass
+class KVCache:
+    """Keys (after RoPE) and values of every layer, for incremental decoding of left-padded rows.
+
+    k, v:   [layers, batch, max_len, kv_heads, head_dim]
+    start:  [batch] int32, the first real slot of each row (the slots before it hold left padding)
+    index:  [] int32, the next slot to write; the same for every row
+    """
+
+    k: Array
+    v: Array
+    start: Array
+    index: Array
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[2]
+
+
+def init_cache(cfg: CohereConfig, start: Array, max_len: int, dtype: jnp.dtype = jnp.float32) -> KVCache:
+    """An empty cache for rows whose real tokens begin at slot `start` [batch] (left padding before it)."""
+    shape = (cfg.num_layers, start.shape[0], max_len, cfg.num_kv_heads, cfg.dim_per_head)
+    zeros = layers.constrain(jnp.zeros(shape, dtype), KV_CACHE_AXES)
+    return KVCache(k=zeros, v=zeros, start=start.astype(jnp.int32), index=jnp.zeros((), jnp.int32))
+
+
+def _decode_positions_and_mask(cache: KVCache, length: int) -> tuple[Array, Array]:
+    """RoPE positions [batch, length] of the `length` tokens written at slot `cache.index`, and their attention
+    mask over the cache [batch, 1, length, max_len]: a key is visible iff it is a real token (slot >= start) and
+    not in the future."""
+    slots = cache.index + jnp.arange(length, dtype=jnp.int32)  # [length]
+    positions = jnp.maximum(slots[None, :] - cache.start[:, None], 0)  # [batch, length]
+    key_slots = jnp.arange(cache.max_len, dtype=jnp.int32)
+    visible = (key_slots[None, None, :] >= cache.start[:, None, None]) & (
+        key_slots[None, None, :] <= slots[None, :, None]
+    )  # [batch, length, max_len]
+    return positions, visible[:, None]
+
+
+def output_kernel(params: Any) -> Array:
+    """The [vocab, embed] output projection in a params tree: `lm_head` when untied, else the embedding.
+    Fused losses use it with the `return_hidden=True` state: logits = (hidden @ kernel.T) * logit_scale."""
+    return params["lm_head"] if "lm_head" in params else params["embedding"]
+
+
 def _init(cfg: CohereConfig, names: tuple[str, ...]):
     return nn.with_logical_partitioning(nn.initializers.normal(cfg.initializer_range), names)
 
@@ -119,7 +180,13 @@ class CohereAttention(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, h: Array, positions: Array, mask: Array) -> Array:
+    def __call__(
+        self, h: Array, positions: Array, mask: Array, cache: tuple[Array, Array, Array, Array] | None = None
+    ) -> Array | tuple[Array, Array, Array]:
+        """Training: (h, positions, mask) -> out. Decoding: `cache = (k_all, v_all, layer, index)` with the
+        cache arrays of all layers [layers, batch, max_len, kv_heads, head_dim]; this layer's new keys/values are
+        written at slots [index, index + len) and the result is (out, k_all, v_all). Keeping the whole cache in
+        the layer scan's carry lets XLA update it in place (a scanned-over cache would be copied every step)."""
         cfg = self.cfg
         e, d, nh, nk = cfg.hidden_size, cfg.dim_per_head, cfg.num_heads, cfg.num_kv_heads
 
@@ -146,9 +213,23 @@ class CohereAttention(nn.Module):
             )(k)
         q = layers.interleaved_rope(q, positions, cfg.rope_theta)
         k = layers.interleaved_rope(k, positions, cfg.rope_theta)
-        out = layers.dot_product_attention(q, k, v, mask, scale=d**-0.5)  # [batch, len, heads, head_dim]
+        if cache is not None:
+            k_all, v_all, layer, index = cache
+            k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), (layer, 0, index, 0, 0))
+            v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), (layer, 0, index, 0, 0))
+            k_all = layers.constrain(k_all, KV_CACHE_AXES)
+            v_all = layers.constrain(v_all, KV_CACHE_AXES)
+            # Attend over every slot of this layer's cache; `mask` hides padding and future slots.
+            k = jax.lax.dynamic_index_in_dim(k_all, layer, 0, keepdims=False).astype(self.dtype)
+            v = jax.lax.dynamic_index_in_dim(v_all, layer, 0, keepdims=False).astype(self.dtype)
+        causal_block = layers.CAUSAL_BLOCK if cache is None else 0  # training: the mask is causal by index
+        out = layers.dot_product_attention(q, k, v, mask, scale=d**-0.5, causal_block=causal_block)
+        # out: [batch, len, heads, head_dim]
         out = layers.constrain(out, ("act_batch", "act_len", "act_heads", None))
-        return jnp.einsum("bthd,hde->bte", out, wo)
+        out = jnp.einsum("bthd,hde->bte", out, wo)
+        if cache is not None:
+            return out, k_all, v_all
+        return out
 
 
 class CohereMLP(nn.Module):
@@ -176,13 +257,27 @@ class CohereDecoderLayer(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: Array, positions: Array, mask: Array) -> tuple[Array, None]:
+    def __call__(
+        self,
+        carry: Array | tuple[Array, Array, Array, Array],
+        positions: Array,
+        mask: Array,
+        write_index=None,
+    ) -> tuple[Any, None]:
+        """carry: the hidden state x [batch, len, embed]; when decoding (`write_index` given) the tuple
+        (x, k_all, v_all, layer) of `CohereAttention`'s cache arguments. Returns (carry, None) for nn.scan."""
         cfg = self.cfg
+        decoding = write_index is not None
+        x = carry[0] if decoding else carry
         x = layers.constrain(x, ("act_batch", "act_len", "act_embed"))
         h = layers.CohereLayerNorm(cfg.layer_norm_eps, ("norm",), self.param_dtype, name="input_norm")(x)
-        attn = CohereAttention(cfg, self.dtype, self.param_dtype, name="attn")(h, positions, mask)
+        attention = CohereAttention(cfg, self.dtype, self.param_dtype, name="attn")
         mlp = CohereMLP(cfg, self.dtype, self.param_dtype, name="mlp")(h)
-        return x + attn + mlp, None  # (carry, per-layer output) for nn.scan
+        if not decoding:
+            return x + attention(h, positions, mask) + mlp, None
+        _, k_all, v_all, layer = carry
+        attn, k_all, v_all = attention(h, positions, mask, (k_all, v_all, layer, write_index))
+        return (x + attn + mlp, k_all, v_all, layer + 1), None
 
 
 class CohereLM(nn.Module):
@@ -190,7 +285,11 @@ class CohereLM(nn.Module):
 
     `positions` and `segment_ids` describe packed rows (seqio layout: segment 0 is padding); without them the
     row is one causal sequence. `return_hidden=True` returns the final-norm hidden state [batch, len, embed]
-    instead (reward heads).
+    instead (reward heads). `last_logits_only=True` keeps only the last position ([batch, 1, ...]).
+
+    Decoding: with `cache` (a `KVCache`, see the module docstring) the tokens [batch, len] are written at slot
+    `cache.index` (positions and masks come from the cache; `positions`/`segment_ids` must be None) and the call
+    returns (logits or hidden, updated cache).
     """
 
     cfg: CohereConfig
@@ -213,7 +312,7 @@ class CohereLM(nn.Module):
                 layer_cls,
                 variable_axes={"params": 0},
                 split_rngs={"params": True},
-                in_axes=(nn.broadcast, nn.broadcast),
+                in_axes=(nn.broadcast, nn.broadcast, nn.broadcast),
                 length=cfg.num_layers,
                 metadata_params={nn.PARTITION_NAME: "layers"},
             )(cfg, self.dtype, self.param_dtype, name="layers")
@@ -223,6 +322,11 @@ class CohereLM(nn.Module):
                 for i in range(cfg.num_layers)
             ]
         self.final_norm = layers.CohereLayerNorm(cfg.layer_norm_eps, ("norm",), self.param_dtype)
+        if not cfg.tie_word_embeddings:
+            # Same [vocab, embed] layout as the embedding (and as Hugging Face's lm_head.weight).
+            self.lm_head = self.param(
+                "lm_head", _init(cfg, ("vocab", "embed")), (cfg.vocab_size, cfg.hidden_size), self.param_dtype
+            )
 
     def __call__(
         self,
@@ -231,26 +335,45 @@ class CohereLM(nn.Module):
         segment_ids: Array | None = None,
         *,
         return_hidden: bool = False,
-    ) -> Array:
+        last_logits_only: bool = False,
+        cache: KVCache | None = None,
+    ) -> Array | tuple[Array, KVCache]:
         batch, length = tokens.shape
-        if positions is None:
-            positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
-        if segment_ids is None:
-            segment_ids = jnp.ones((batch, length), jnp.int32)
-        mask = layers.attention_mask(segment_ids, segment_ids, causal=True)  # [batch, 1, len, len]
+        if cache is not None:
+            if positions is not None or segment_ids is not None:
+                raise ValueError("CohereLM: with a cache, positions and the mask come from the cache")
+            positions, mask = _decode_positions_and_mask(cache, length)
+        else:
+            if positions is None:
+                positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
+            if segment_ids is None:
+                segment_ids = jnp.ones((batch, length), jnp.int32)
+            mask = layers.attention_mask(segment_ids, segment_ids, causal=True)  # [batch, 1, len, len]
 
         x = jnp.take(self.embedding, tokens, axis=0).astype(self.dtype)  # [batch, len, embed]
         x = layers.constrain(x, ("act_batch", "act_len", "act_embed"))
-        if self.scan_layers:
-            x, _ = self.layers(x, positions, mask)
+        if cache is None:
+            if self.scan_layers:
+                x, _ = self.layers(x, positions, mask, None)
+            else:
+                for layer in self.layers:
+                    x, _ = layer(x, positions, mask)
         else:
-            for layer in self.layers:
-                x, _ = layer(x, positions, mask)
+            carry = (x, cache.k, cache.v, jnp.zeros((), jnp.int32))
+            if self.scan_layers:
+                carry, _ = self.layers(carry, positions, mask, cache.index)
+            else:
+                for layer in self.layers:
+                    carry, _ = layer(carry, positions, mask, cache.index)
+            x, k_all, v_all, _ = carry
+            cache = cache.replace(k=k_all, v=v_all, index=cache.index + length)
+        if last_logits_only:
+            x = x[:, -1:]
         h = self.final_norm(x)
         if return_hidden:
-            return h
-        logits = jnp.einsum(
-            "bte,ve->btv", h, self.embedding.astype(self.dtype), preferred_element_type=jnp.float32
-        )
+            return h if cache is None else (h, cache)
+        head = self.embedding if self.cfg.tie_word_embeddings else self.lm_head
+        logits = jnp.einsum("bte,ve->btv", h, head.astype(self.dtype), preferred_element_type=jnp.float32)
         logits = layers.constrain(logits, ("act_batch", "act_len", "act_vocab"))
-        return logits * self.cfg.logit_scale
+        logits = logits * self.cfg.logit_scale
+        return logits if cache is None else (logits, cache)

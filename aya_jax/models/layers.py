@@ -119,6 +119,10 @@ def attention_mask(
     return mask[:, None, :, :]
 
 
+# Query block of causal self-attention (see `dot_product_attention`).
+CAUSAL_BLOCK = 128
+
+
 def dot_product_attention(
     q: Array,  # [batch, q_len, heads, head_dim]
     k: Array,  # [batch, k_len, kv_heads, head_dim]
@@ -126,8 +130,22 @@ def dot_product_attention(
     mask: Array | None,  # [batch, 1, q_len, k_len] bool
     scale: float,
     bias: Array | None = None,  # [batch or 1, heads, q_len, k_len]
+    causal_block: int = 0,
 ) -> Array:
-    """Grouped-query attention with an fp32 softmax. Returns [batch, q_len, heads, head_dim]."""
+    """Grouped-query attention with an fp32 softmax. Returns [batch, q_len, heads, head_dim].
+
+    `causal_block > 0` declares the mask causal (query i never sees key j > i, as in decoder self-attention
+    with q_len == k_len): queries are then processed in blocks of that size, each against only the keys up to
+    its end. Same result; ~40% fewer score elements at 4 blocks, and each block's [.., block, keys] scores stay
+    in cache, which makes XLA:CPU's softmax and its backward several times faster than on the full square.
+    """
+    if causal_block and bias is None and q.shape[1] == k.shape[1] and q.shape[1] > causal_block:
+        outs = []
+        for start in range(0, q.shape[1], causal_block):
+            end = min(start + causal_block, q.shape[1])
+            block_mask = None if mask is None else mask[:, :, start:end, :end]
+            outs.append(dot_product_attention(q[:, start:end], k[:, :end], v[:, :end], block_mask, scale))
+        return jnp.concatenate(outs, axis=1)
     batch, q_len, heads, head_dim = q.shape
     kv_heads = k.shape[2]
     groups = heads // kv_heads

@@ -99,16 +99,25 @@ def validate_config(
 
 
 def _forward_loss(model: nn.Module, params: Any, batch: dict[str, jax.Array], z_loss: float):
-    logits = model.apply(
+    """(token-summed loss, statistics). The output projection is fused into a chunked cross-entropy, so the
+    [batch, len, vocab] logits never exist (see losses.linear_cross_entropy)."""
+    hidden = model.apply(
         {"params": params},
         batch["decoder_input_tokens"],
         batch["decoder_positions"],
         batch["decoder_segment_ids"],
+        return_hidden=True,
     )
-    _, aux = losses.cross_entropy(
-        logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"], z_loss=z_loss
+    out = losses.linear_cross_entropy(
+        hidden,
+        cohere.output_kernel(params).astype(model.dtype),
+        batch["decoder_target_tokens"],
+        batch["decoder_loss_weights"],
+        logit_scale=model.cfg.logit_scale,
+        z_loss=z_loss,
     )
-    return aux["loss_sum"], aux
+    aux = {k: out[k] for k in ("loss_sum", "nll_sum", "z_loss_sum", "correct_sum", "weight_sum")}
+    return out["loss_sum"], aux
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule, z_loss: float, accum: int):
@@ -158,20 +167,28 @@ def make_eval_step(model: nn.Module, num_languages: int):
     """(params, batch) -> token sums overall and per language id (for per-language loss)."""
 
     def step(params: Any, batch: dict[str, jax.Array]):
-        logits = model.apply(
+        hidden = model.apply(
             {"params": params},
             batch["decoder_input_tokens"],
             batch["decoder_positions"],
             batch["decoder_segment_ids"],
+            return_hidden=True,
         )
-        nll = -losses.token_log_probs(logits, batch["decoder_target_tokens"])
         w = batch["decoder_loss_weights"].astype(jnp.float32)
-        lang_loss, lang_weight = losses.per_group_sums(nll, w, batch["decoder_language_ids"], num_languages)
-        correct = (jnp.argmax(logits, -1) == batch["decoder_target_tokens"]).astype(jnp.float32)
+        out = losses.linear_cross_entropy(
+            hidden,
+            cohere.output_kernel(params).astype(model.dtype),
+            batch["decoder_target_tokens"],
+            w,
+            logit_scale=model.cfg.logit_scale,
+        )
+        lang_loss, lang_weight = losses.per_group_sums(
+            out["nll"], w, batch["decoder_language_ids"], num_languages
+        )
         return {
-            "nll_sum": jnp.sum(nll * w),
-            "correct_sum": jnp.sum(correct * w),
-            "weight_sum": jnp.sum(w),
+            "nll_sum": out["nll_sum"],
+            "correct_sum": out["correct_sum"],
+            "weight_sum": out["weight_sum"],
             "lang_nll_sum": lang_loss,
             "lang_weight_sum": lang_weight,
         }
