@@ -234,6 +234,25 @@ def lookup(code: str) -> Language:
     return lang
 
 
+@functools.cache
+def _names() -> dict[str, Language]:
+    """English name (lower case) -> Language."""
+    return {lang.name.lower(): lang for lang in (*_AYA101_LANGUAGES, *_EXTRA_LANGUAGES)}
+
+
+def maybe_resolve(code_or_name: str) -> Language | None:
+    """A code (as `maybe_lookup`) or an English name from the tables ("French", "swahili"); None if neither.
+    Some data sets (Aya Collection exports) put a name rather than a code in their `language` field."""
+    if not isinstance(code_or_name, str):
+        return None
+    return maybe_lookup(code_or_name) or _names().get(code_or_name.strip().lower())
+
+
+def accepted_codes(lang: Language) -> tuple[str, ...]:
+    """Every code (lower case) that `lookup` maps to `lang`: ISO 639-1/639-3 and the aliases."""
+    return tuple(sorted(code for code, target in _index().items() if target is lang))
+
+
 def language_id(code: str) -> int:
     """Stable id for the per-token language feature; 0 for an unknown code (and for padding)."""
     lang = maybe_lookup(code)

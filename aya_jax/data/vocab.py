@@ -57,17 +57,22 @@ SENTENCEPIECE_OPTIONS = {
 }
 
 
+# The text fields of every row schema (see `sources`), in the order they are used.
+TEXT_FIELDS = ("inputs", "targets", "prompt", "chosen", "rejected")
+
+
 def balanced_text(rows: Iterable[Mapping[str, str]], max_rows_per_language: int = MAX_ROWS_PER_LANGUAGE):
-    """The `inputs` and `targets` of the first `max_rows_per_language` rows of each language: without the cap,
-    high-resource languages would take most of the pieces."""
+    """The text fields (`inputs` and `targets`, or `prompt`, `chosen`, ...) of the first
+    `max_rows_per_language` rows of each language: without the cap, high-resource languages would take most
+    of the pieces."""
     taken = collections.Counter()
     for row in rows:
         code = row["language_code"]
         if taken[code] < max_rows_per_language:
             taken[code] += 1
-            for text in (row["inputs"], row["targets"]):
-                if text:
-                    yield text
+            for field in TEXT_FIELDS:
+                if row.get(field):
+                    yield row[field]
 
 
 def _character_coverage(sentences: Sequence[str], size: int, coverage: float) -> float:
@@ -93,11 +98,19 @@ def _character_coverage(sentences: Sequence[str], size: int, coverage: float) ->
 
 
 def train_sentencepiece(
-    sentences: Sequence[str], *, size: int, cache_dir: pathlib.Path, name: str = "spm"
+    sentences: Sequence[str],
+    *,
+    size: int,
+    cache_dir: pathlib.Path,
+    name: str = "spm",
+    user_defined_symbols: Sequence[str] = (),
 ) -> pathlib.Path:
-    """Train (or reuse from `cache_dir`) a SentencePiece model on `sentences`; returns the .model path."""
+    """Train (or reuse from `cache_dir`) a SentencePiece model on `sentences`; returns the .model path.
+    `user_defined_symbols` (e.g. the chat template's markers) become single pieces, never split."""
     sentences = list(sentences)[:MAX_SENTENCES]
     options = dict(SENTENCEPIECE_OPTIONS, vocab_size=size)
+    if user_defined_symbols:
+        options["user_defined_symbols"] = ",".join(user_defined_symbols)
     options["character_coverage"] = _character_coverage(sentences, size, options["character_coverage"])
     digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
     for s in sentences:
@@ -255,10 +268,13 @@ def vocabulary(data_config, train_rows: Iterable[Mapping[str, str]] | None = Non
                 raise ValueError(
                     "config.data.vocab.path is empty and there is no text to train a SentencePiece model on"
                 )
+            from aya_jax.data import chat_template  # the markers are pieces when the data uses them
+
             path = train_sentencepiece(
                 list(balanced_text(train_rows)),
                 size=data_config.vocab.size,
                 cache_dir=cache.data_dir(data_config) / "vocab",
+                user_defined_symbols=chat_template.SPECIAL_TOKENS if data_config.chat_template else (),
             )
         elif not tf.io.gfile.exists(path):
             raise FileNotFoundError(f"config.data.vocab.path: no SentencePiece model at {path}")

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import seqio
 import tensorflow as tf
 
 from aya_jax.data import feature_converters, languages
@@ -141,3 +142,68 @@ def test_task_feature_lengths_are_checked():
     converter = feature_converters.DecoderPackedFeatureConverter()
     with pytest.raises(ValueError, match="task_feature_lengths"):
         converter(_dataset([([7], [3, 1], "fra")]), {"targets": 8})
+
+
+# ---- encoder-decoder (mT5) ---------------------------------------------------------------------------------
+
+
+def _pairs(examples):
+    spec = {"inputs": tf.TensorSpec([None], tf.int32), "targets": tf.TensorSpec([None], tf.int32)}
+    return tf.data.Dataset.from_generator(
+        lambda: ({"inputs": np.array(i, np.int32), "targets": np.array(t, np.int32)} for i, t in examples),
+        output_signature=spec,
+    )
+
+
+@pytest.mark.parametrize("pack", [False, True])
+def test_encoder_decoder_rows_equal_seqios(pack):
+    # Sizes chosen so that seqio's greedy packer and first-fit decreasing make the same rows.
+    examples = [
+        ([7, 8, 9], [3, 9, 1]),
+        ([5, 6], [4, 1]),
+        ([11, 12, 13, 14], [21, 22, 23, 24, 1]),
+        ([2, 3, 4], [5, 6, 7, 1]),
+    ]
+    lengths = {"inputs": 8, "targets": 9}
+    mine = list(
+        feature_converters.EncoderDecoderFeatureConverter(pack=pack)(
+            _pairs(examples), lengths
+        ).as_numpy_iterator()
+    )
+    reference = list(seqio.EncDecFeatureConverter(pack=pack)(_pairs(examples), lengths).as_numpy_iterator())
+    assert len(mine) == len(reference) == (2 if pack else 4)
+    for m, r in zip(mine, reference, strict=True):
+        assert set(r) <= set(m)
+        for key in r:
+            assert m[key].tolist() == r[key].tolist(), key
+
+
+def test_encoder_decoder_appends_eos_and_packs_every_example_once():
+    rng = np.random.default_rng(2)
+    examples = [
+        (
+            rng.integers(3, 99, rng.integers(1, 25)).tolist(),
+            [*rng.integers(3, 99, rng.integers(0, 12)).tolist(), 1],
+        )
+        for _ in range(200)
+    ]
+    converter = feature_converters.EncoderDecoderFeatureConverter(pack=True, inputs_eos_id=1)
+    rows = list(converter(_pairs(examples), {"inputs": 24, "targets": 16}).as_numpy_iterator())
+    seen = []
+    for row in rows:
+        for s in range(1, row["encoder_segment_ids"].max() + 1):
+            enc = row["encoder_input_tokens"][row["encoder_segment_ids"] == s].tolist()
+            dec = row["decoder_target_tokens"][row["decoder_segment_ids"] == s].tolist()
+            assert enc[-1] == 1 and row["encoder_positions"][
+                row["encoder_segment_ids"] == s
+            ].tolist() == list(range(len(enc)))
+            seen.append((tuple(enc), tuple(dec)))
+        shifted = row["decoder_input_tokens"]
+        starts = row["decoder_positions"] == 0
+        assert (shifted[starts] == 0).all()
+        assert (shifted[1:][~starts[1:]] == row["decoder_target_tokens"][:-1][~starts[1:]]).all()
+        assert (row["decoder_loss_weights"] == (row["decoder_segment_ids"] > 0)).all()
+    expected = [(tuple([*i[:23], 1]), tuple(t[:16])) for i, t in examples]
+    assert sorted(seen) == sorted(expected)
+    assert converter.stats.truncated == sum(len(i) >= 24 for i, _ in examples)
+    assert converter.stats.efficiency(16) > 0.7

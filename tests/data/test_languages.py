@@ -69,3 +69,13 @@ def test_language_ids_are_stable_and_invertible():
     assert languages.language_code(0) == ""
     with pytest.raises(ValueError, match="unknown language id 9999"):
         languages.language_code(9999)
+
+
+def test_names_and_aliases_resolve():
+    assert languages.maybe_resolve("Swahili").iso639_3 == "swa"
+    assert languages.maybe_resolve("northern sotho").iso639_3 == "nso"
+    assert languages.maybe_resolve("arb").iso639_3 == "ara"
+    assert languages.maybe_resolve("Klingon") is None and languages.maybe_resolve(None) is None
+    assert languages.accepted_codes(languages.lookup("fa")) == ("fa", "fas", "pes")
+    for lang in languages.all_languages():
+        assert all(languages.lookup(code) is lang for code in languages.accepted_codes(lang))

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from aya_jax.data import default_data, pipeline, tasks
+from aya_jax.data import default_data, feature_converters, pipeline, tasks
 
 KEYS = {
     "decoder_target_tokens", "decoder_input_tokens", "decoder_loss_weights", "decoder_segment_ids",
@@ -150,3 +150,25 @@ def test_config_errors_are_one_line(spec, data_config):
     data_config.seq_len = 0
     with pytest.raises(ValueError, match=r"config.data.seq_len=0"):
         pipeline.TrainIterator(spec, data_config, batch_size=4, seed=0)
+
+
+def test_encoder_decoder_batches_resume_exactly(tiny):
+    spec, config, _ = tiny
+    lengths = {"inputs": 64, "targets": 48}
+
+    def iterator(start=0):
+        converter = feature_converters.EncoderDecoderFeatureConverter(pack=True, inputs_eos_id=spec.eos_id)
+        return pipeline.TrainIterator(
+            spec,
+            config,
+            batch_size=4,
+            seed=2,
+            start_position=start,
+            feature_converter=converter,
+            feature_lengths=lengths,
+        )
+
+    uninterrupted = _take(iterator(), 5)
+    assert uninterrupted[0]["encoder_input_tokens"].shape == (4, 64)
+    assert uninterrupted[0]["decoder_target_tokens"].shape == (4, 48)
+    assert _same(_take(iterator(3), 2), uninterrupted[3:])

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from aya_jax.data import sources
+from aya_jax.data import source_files, sources
 
 
 def _good(i):
@@ -108,3 +108,100 @@ def test_shards_are_disjoint_and_cover_every_row(tmp_path):
 def test_missing_file_is_one_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nope\.jsonl: no such data file"):
         list(sources.AyaJsonlReader([str(tmp_path / "nope.jsonl")], strict=False))
+
+
+# ---- other formats and schemas -----------------------------------------------------------------------------
+
+
+def _parquet(path, rows):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def test_parquet_collection_rows_and_row_numbers(tmp_path):
+    rows = [
+        {
+            "id": 7,
+            "inputs": "Q1",
+            "targets": "A1",
+            "language": "French",
+            "dataset_name": "d",
+            "template_id": 2,
+        },
+        {"id": 8, "inputs": "Q2", "targets": None, "language": "fra", "dataset_name": "d", "template_id": 2},
+        {"id": 9, "inputs": "Q3", "targets": "A3", "language": "zsm", "dataset_name": "e", "template_id": 1},
+    ]
+    path = _parquet(tmp_path / "train-00000-of-00001.parquet", rows)
+    reader = sources.RowReader([str(path)], strict=False, schema=sources.AYA_COLLECTION)
+    got = list(reader)
+    # A language name or any accepted code becomes the table's ISO 639-3 code; numbers become text.
+    assert [(r["language_code"], r["id"], r["template_id"]) for r in got] == [
+        ("fra", "7", "2"),
+        ("msa", "9", "1"),
+    ]
+    assert reader.stats.first == {"missing field 'targets'": f"{path}:2"}
+    with pytest.raises(sources.DataError, match=rf"^{path}:2: missing field 'targets'"):
+        list(sources.RowReader([str(path)], strict=True, schema=sources.AYA_COLLECTION))
+    where = sources.RowReader(
+        [str(path)], strict=False, schema=sources.AYA_COLLECTION, where={"dataset_name": ["e"]}
+    )
+    assert [r["inputs"] for r in where] == ["Q3"]
+
+
+def test_preference_and_prompt_schemas(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    lines = [
+        {"prompt": "p", "chosen": "c", "rejected": "r", "language": "de", "category": "chat"},
+        {"prompt": "p", "chosen": "c", "rejected": "", "language": "de"},
+        {"prompt": "p", "chosen": "c", "rejected": "r"},
+    ]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    reader = sources.RowReader([str(path)], strict=False, schema=sources.PREFERENCE)
+    assert [r["language_code"] for r in reader] == ["deu"]
+    assert dict(reader.stats.counts) == {
+        "empty rejected": 1,
+        "missing field 'language_code' or 'language'": 1,
+    }
+    assert sources.PREFERENCE.source_of(lines[0]) == "chat"
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        json.dumps({"inputs": "Habari?", "language_code": "swh", "id": 3}) + "\n"
+    )  # `inputs` alias
+    assert list(sources.RowReader([str(prompts)], strict=True, schema=sources.PROMPTS)) == [
+        {"prompt": "Habari?", "language_code": "swa", "language": "", "id": "3"}
+    ]
+
+
+def test_language_readers_scan_or_group_to_the_same_rows(data_dir, make_data_config, monkeypatch):
+    from aya_jax.data import default_data
+
+    path = str(default_data.split_paths(make_data_config(data_dir))["train"])
+    everything = list(sources.RowReader([path], strict=True))
+    for code in ("fra", "zho", "srp", "nya"):
+        expected = [r for r in everything if r["language_code"] == code]
+        grouped = list(sources.RowReader([path], strict=True, language=code))  # from the per-process grouping
+        monkeypatch.setattr(sources, "GROUPED_CACHE_BYTES", 0)  # as if the file were too large to group
+        scanned = list(sources.RowReader([path], strict=True, language=code))  # byte pre-filter, then parse
+        monkeypatch.undo()
+        assert grouped == scanned == expected and expected
+
+
+def test_split_files_are_found_by_name_as_published(tmp_path):
+    for name in ("data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet", "data/test-00000.parquet",
+                 "extra/validation.jsonl.gz", "README.md", "notes/other.jsonl"):  # fmt: skip
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    found = source_files.discover_split_files(str(tmp_path))
+    assert found == {
+        "train": [
+            f"{tmp_path}/data/train-00000-of-00002.parquet",
+            f"{tmp_path}/data/train-00001-of-00002.parquet",
+        ],
+        "validation": [f"{tmp_path}/extra/validation.jsonl.gz"],  # validation files win over test files
+    }
+    single = tmp_path / "data/test-00000.parquet"
+    assert source_files.discover_split_files(str(single)) == {"train": [str(single)]}

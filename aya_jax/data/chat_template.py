@@ -1,0 +1,96 @@
+"""The Cohere chat template (Command R, Aya 23, Aya Expanse), in Python and as seqio preprocessors.
+
+The template (the tokenizer's default `chat_template`, rendered for a user turn and a reply):
+
+    <BOS_TOKEN><|START_OF_TURN_TOKEN|><|USER_TOKEN|>{user.strip()}<|END_OF_TURN_TOKEN|>
+    <|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>{reply.strip()}<|END_OF_TURN_TOKEN|>
+
+(one line in reality), with an optional system turn `<|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|>{system}
+<|END_OF_TURN_TOKEN|>` right after BOS. For training, a row's `inputs` becomes everything up to and including
+`<|CHATBOT_TOKEN|>` (the generation prompt) and its `targets` the stripped reply; the closing
+`<|END_OF_TURN_TOKEN|>` is the EOS the task appends (the Command-R tokenizer's EOS *is* that token; with a
+SentencePiece vocabulary it is `</s>`, and the markers are single user-defined pieces when the model was
+trained with `config.data.chat_template=True`). Loss stays on the reply and its end-of-turn only.
+
+`render` mirrors the Jinja template token for token (checked against the template itself in the tests).
+"""
+
+import functools
+from collections.abc import Mapping, Sequence
+
+import seqio
+import tensorflow as tf
+
+BOS = "<BOS_TOKEN>"
+START_OF_TURN = "<|START_OF_TURN_TOKEN|>"
+END_OF_TURN = "<|END_OF_TURN_TOKEN|>"
+USER = "<|USER_TOKEN|>"
+CHATBOT = "<|CHATBOT_TOKEN|>"
+SYSTEM = "<|SYSTEM_TOKEN|>"
+# For SentencePiece training: each marker one piece, never split or merged with text.
+SPECIAL_TOKENS = (BOS, START_OF_TURN, END_OF_TURN, USER, CHATBOT, SYSTEM)
+
+_ROLE_TOKENS = {"user": USER, "assistant": CHATBOT}
+# Python's str.strip() whitespace (str.isspace), as an RE2 class: Jinja's `content.strip()` is Python's.
+_SPACE = r"[\t-\r\x1c-\x20\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
+_STRIP = f"^{_SPACE}+|{_SPACE}+$"
+
+
+def render(
+    messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = False, bos_token: str = BOS
+) -> str:
+    """The default Cohere template for `[{"role": "system"|"user"|"assistant", "content": ...}, ...]`."""
+    out = [bos_token]
+    if messages and messages[0]["role"] == "system":
+        out.append(f"{START_OF_TURN}{SYSTEM}{messages[0]['content']}{END_OF_TURN}")  # not stripped
+        messages = messages[1:]
+    for i, message in enumerate(messages):
+        if (message["role"] == "user") != (i % 2 == 0):
+            raise ValueError("Conversation roles must alternate user/assistant/user/assistant/...")
+        out.append(f"{START_OF_TURN}{_ROLE_TOKENS[message['role']]}{message['content'].strip()}{END_OF_TURN}")
+    if add_generation_prompt:
+        out.append(f"{START_OF_TURN}{CHATBOT}")
+    return "".join(out)
+
+
+def prompt_text(user: str, system: str = "") -> str:
+    """A single-turn prompt up to the generation prompt: what a row's `inputs` becomes."""
+    messages = [{"role": "system", "content": system}] if system else []
+    return render([*messages, {"role": "user", "content": user}], add_generation_prompt=True)
+
+
+def completion_text(reply: str) -> str:
+    """A reply as the template writes it, without the closing end-of-turn (the task's EOS)."""
+    return reply.strip()
+
+
+def strip_tf(text: tf.Tensor) -> tf.Tensor:
+    """Python's str.strip() on a string tensor."""
+    return tf.strings.regex_replace(text, _STRIP, "")
+
+
+def prompt_text_tf(user: tf.Tensor, system: str = "") -> tf.Tensor:
+    system_turn = f"{START_OF_TURN}{SYSTEM}{system}{END_OF_TURN}" if system else ""
+    return tf.strings.join(
+        [BOS, system_turn, START_OF_TURN, USER, strip_tf(user), END_OF_TURN, START_OF_TURN, CHATBOT]
+    )
+
+
+@seqio.map_over_dataset
+def _format(ex, prompt_field: str, completion_fields: tuple[str, ...], system: str):
+    ex = dict(ex)
+    ex[prompt_field] = prompt_text_tf(ex[prompt_field], system)
+    for field in completion_fields:
+        ex[field] = strip_tf(ex[field])
+    return ex
+
+
+def chat_preprocessor(
+    prompt_field: str = "inputs", completion_fields: tuple[str, ...] = ("targets",), system: str = ""
+):
+    """A seqio preprocessor (before `tokenize`) that formats string features with the template: SFT rows
+    (`inputs` -> prompt, `targets` -> reply), preference pairs (`prompt`; `chosen`, `rejected`) or
+    prompts-only rows (`prompt`; no completion)."""
+    return functools.partial(
+        _format, prompt_field=prompt_field, completion_fields=tuple(completion_fields), system=system
+    )

@@ -1,0 +1,30 @@
+"""Train a SentencePiece vocabulary on a task or mixture's text with language-balanced sampling
+(`aya_jax/data/vocab_training.py`).
+
+Launch (from the repository root; the argument is the task or mixture, default the embedded data):
+
+    python -m aya_jax.main --config configs/train_vocab.py
+    python -m aya_jax.main --config configs/train_vocab.py:aya101_sft --config.data.aya_dataset_dir=/data/aya_dataset \
+        --config.train_vocab.size=32000
+
+It prints the rows taken per language and each language's tokens per character, and writes
+`<workdir>/spm_<size>.model`; train on it with `--config.data.vocab.path=<that file>`.
+"""
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    config = common.base_config()
+    config.job = "train_vocab"
+    config.workdir = "workdirs/train_vocab"
+    config.data.task = arg or "aya_default"
+
+    config.train_vocab = ml_collections.ConfigDict()
+    config.train_vocab.size = 8000
+    config.train_vocab.max_rows = 100_000  # rows sampled in all, shared out between languages
+    # Language shares p(L) ∝ n_L^(1/T): 1 = as the data is, larger = flatter (mT5: 1/0.3).
+    config.train_vocab.temperature = 1 / 0.3
+    return config
