@@ -1,0 +1,486 @@
+"""The merge job: stream a weight-space merge (aya_jax/merging.py) out of orbax checkpoints into a new one.
+
+    python -m aya_jax.main --config configs/merge.py:ties --config.merge.models='("runs/ar","runs/hi")' \
+        --config.merge.base_model=runs/base --workdir workdirs/merged
+
+Inputs. Each entry of `config.merge.models` (and `base_model`) is an aya_jax run directory (`<workdir>`, its
+`checkpoints/` or one step directory `checkpoints/<step>`; the newest step unless a step directory is given)
+or a Hugging Face directory (through `aya_jax.hf` when it exists). `merge.last_steps = N` with a single run
+merges that run's newest N checkpoints (checkpoint averaging). A base model that is also listed among the
+models is left out of them, with its weight (mergekit does the same: a task vector of the base is 0).
+
+Streaming. Only `params` are read, one leaf at a time from every input (orbax partial restore), merged, and
+written out as it comes (orbax partial saves; small leaves grouped up to a quarter of the largest), so memory
+holds one leaf per input, the merged leaf and the copies a read or a save makes — a few leaves, not whole
+models (benchmarks/merge.py; tests/test_merging_job.py checks that the peak does not grow with depth). The
+peak resident host memory is measured (Linux VmHWM, reset when the merge starts) and reported. Each leaf is
+restored onto `config.mesh` with the partition spec it was saved with (the training run's layout; mesh axes
+missing from the new mesh are replicated), so the merge runs sharded and is written sharded. A scanned model
+stacks its layers in one leaf per weight: there the unit of streaming is that stacked leaf.
+
+Output: `<workdir>/checkpoints/0/{state,data}` in the trainers' layout, where `state` holds
+`{step: 0, params, rng: PRNGKey(config.seed)}` and *no optimiser state* (a merged model starts a new
+optimisation; keeping the inputs' moments would be meaningless): read it with `checkpoint.load_params` /
+`config.checkpoint.init_from`, not as a run to resume. `<workdir>/merge_report.json` records the inputs, the
+method and its resolved parameters, parameters/s, the peak host memory and — with `merge.eval_batches > 0` — the
+per-language held-out loss of every input and of the merge, computed with the SFT trainer's eval step (this needs
+`config.model` and `config.data` to describe the checkpoints' model and data, as for the run that made them).
+`merge.hf_export_dir` also writes a Hugging Face export through `aya_jax.hf`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import pathlib
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from aya_jax import checkpoint, merging, sharding
+from aya_jax.trainers import merge_io
+from aya_jax.trainers.merge_io import HfSource, MergeConfigError, OrbaxSource
+
+log = logging.getLogger(__name__)
+
+OUTPUT_STEP = 0
+REPORT_NAME = "merge_report.json"
+
+
+# ============================================================================================================
+# Host memory
+# ============================================================================================================
+
+
+class HostMemory:
+    """Peak resident memory of this process since `reset()` (Linux: VmHWM after clearing it through
+    /proc/self/clear_refs; elsewhere the lifetime peak from getrusage, which can only over-state)."""
+
+    def __init__(self) -> None:
+        self.resettable = False
+        self.start = 0
+
+    def reset(self) -> None:
+        try:
+            pathlib.Path("/proc/self/clear_refs").write_text("5")
+            self.resettable = True
+        except OSError:
+            self.resettable = False
+        self.start = self.current()
+
+    @staticmethod
+    def _status(field: str) -> int | None:
+        try:
+            for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+        return None
+
+    def current(self) -> int:
+        rss = self._status("VmRSS")
+        if rss is not None:
+            return rss
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+
+    def peak(self) -> int:
+        if self.resettable:
+            hwm = self._status("VmHWM")
+            if hwm is not None:
+                return hwm
+        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+# ============================================================================================================
+# Config
+# ============================================================================================================
+
+
+def _rules(config_rules: Any) -> tuple[merging.ParamRule, ...]:
+    rules = []
+    for i, rule in enumerate(config_rules):
+        if not isinstance(rule, tuple | list) or len(rule) != 3 or not isinstance(rule[0], str):
+            raise MergeConfigError(
+                f"config.merge.rules[{i}]: expected (filter, parameter, value), got {rule!r}"
+            )
+        value = tuple(rule[2]) if isinstance(rule[2], tuple | list) else rule[2]
+        rules.append(merging.ParamRule(rule[0], str(rule[1]), value))
+    return tuple(rules)
+
+
+@dataclasses.dataclass
+class Plan:
+    spec: merging.MergeSpec
+    models: list[Any]  # sources (merge_io), in the order of config.merge.models
+    base: Any | None
+    base_left_out: str | None  # label of a model that was the base model too
+
+
+def plan_merge(config: Any, mesh: Mesh, rules: sharding.Rules) -> Plan:
+    """Resolve config.merge into sources and a validated MergeSpec; reads metadata only, no tensor."""
+    m = config.merge
+    if m.method not in merging.METHODS:
+        raise MergeConfigError(
+            f"config.merge.method: unknown {m.method!r} (known: {', '.join(merging.METHODS)})"
+        )
+    if not m.models:
+        raise MergeConfigError("config.merge.models: empty; give the checkpoints to merge")
+    last = int(m.last_steps)
+    if last < 0:
+        raise MergeConfigError(f"config.merge.last_steps: must be >= 0, got {last}")
+    if last and len(m.models) != 1:
+        raise MergeConfigError(
+            f"config.merge.last_steps: needs exactly one run in config.merge.models, got {len(m.models)}"
+        )
+    uses_base = merging.uses_base_model(m.method)
+    if uses_base and not m.base_model:
+        raise MergeConfigError(
+            f"config.merge.base_model: {m.method} needs a base model (task vectors are θ_i − θ_base)"
+        )
+    if not uses_base and m.base_model:
+        raise MergeConfigError(
+            f"config.merge.base_model: {m.method} does not use a base model; leave it empty"
+        )
+    if m.rescale and m.rescale not in merging.RESCALE_MODES:
+        raise MergeConfigError(
+            f"config.merge.rescale: {m.rescale!r} is not one of {', '.join(merging.RESCALE_MODES)}"
+        )
+    num_models = len(m.models) * max(last, 1)
+    if m.weights and len(m.weights) != num_models:
+        raise MergeConfigError(f"config.merge.weights: {len(m.weights)} weights for {num_models} models")
+    if int(m.eval_batches) < 0:
+        raise MergeConfigError(f"config.merge.eval_batches: must be >= 0, got {m.eval_batches}")
+    scan = bool(config.model.scan_layers)
+    models: list[Any] = []
+    for i, path in enumerate(m.models):
+        field = f"config.merge.models[{i}]"
+        models += merge_io.open_sources(
+            path, f"models[{i}]", field, mesh, rules, last=max(last, 1), scan_layers=scan
+        )
+    weights = [float(w) for w in m.weights] if m.weights else [1.0] * len(models)
+    base, left_out = None, None
+    if uses_base:
+        (base,) = merge_io.open_sources(
+            m.base_model, "base_model", "config.merge.base_model", mesh, rules, scan_layers=scan
+        )
+        for i in reversed([i for i, s in enumerate(models) if s.path == base.path]):
+            left_out = models.pop(i).label  # mergekit too: the base's task vector is 0
+            weights.pop(i)
+    try:
+        spec = merging.MergeSpec(
+            method=m.method,
+            num_models=len(models),
+            weights=tuple(weights),
+            density=(float(m.density),) * len(models),
+            t=float(m.t),
+            lambda_=float(m.lambda_),
+            normalize=m.normalize,
+            rescale=m.rescale or None,
+            seed=int(config.seed),
+            rules=_rules(m.rules),
+        )
+    except merging.MergeError as e:
+        raise MergeConfigError(f"config.merge.{e}") from None
+    return Plan(spec, models, base, left_out)
+
+
+def _sources(plan: Plan) -> list[Any]:
+    return ([plan.base] if plan.base is not None else []) + plan.models
+
+
+def check_inputs(plan: Plan) -> list[str]:
+    """Same tensors and shapes in every input, else one line naming the first offending tensor."""
+    sources = _sources(plan)
+    labels = [s.label for s in sources]
+    try:
+        merging.check_same_structure([list(s.leaves) for s in sources], labels)
+        for name in sources[0].leaves:
+            merging.check_compatible(name, [s.leaves[name].shape for s in sources], labels)
+    except merging.MergeError as e:
+        raise MergeConfigError(f"params/{e}") from None
+    return list(plan.models[0].leaves)
+
+
+def _check_model_matches(abstract: Any, shapes: dict[str, tuple[int, ...]], why: str) -> None:
+    expected = {n: tuple(x.shape) for n, x in merging.flatten(abstract).items()}
+    labels = ["config.model", "the checkpoints"]
+    try:
+        merging.check_same_structure([list(expected), list(shapes)], labels)
+        for n in expected:
+            merging.check_compatible(n, [expected[n], shapes[n]], labels)
+    except merging.MergeError as e:
+        raise MergeConfigError(f"params/{e} ({why} uses config.model)") from None
+
+
+# ============================================================================================================
+# The job
+# ============================================================================================================
+
+
+@dataclasses.dataclass
+class MergeSummary:
+    checkpoint_dir: str
+    report_path: str
+    report: dict[str, Any]
+
+
+def run(config: Any, workdir: str) -> MergeSummary:
+    m = config.merge
+    workdir_path = pathlib.Path(workdir).absolute()
+    t_start = time.perf_counter()
+    sharding.maybe_initialize_distributed(config.mesh.distributed)
+    try:
+        mesh_shape = sharding.resolve_mesh_shape(config.mesh.axes, config.mesh.shape, jax.device_count())
+        mesh = sharding.make_mesh(tuple(config.mesh.axes), mesh_shape)
+        rules = sharding.normalize_rules(config.mesh.rules, mesh)
+    except sharding.ShardingError as e:
+        raise MergeConfigError(str(e)) from None
+    plan = plan_merge(config, mesh, rules)
+    spec = plan.spec
+    names = check_inputs(plan)
+    first = plan.models[0]
+    shapes = {n: first.leaves[n].shape for n in names}
+    targets = {n: merge_io.target_sharding(f"params/{n}", first.leaves[n], mesh) for n in names}
+    exporter = _HfExporter(config, plan, shapes, mesh, rules) if m.hf_export_dir else None
+    evaluator = _Evaluator(config, mesh, shapes) if int(m.eval_batches) > 0 else None
+    step_dir = merge_io.prepare_output(workdir_path, OUTPUT_STEP, REPORT_NAME)
+    if plan.base_left_out:
+        log.info("%s is the base model: left out of the merged models", plan.base_left_out)
+
+    leaf_bytes = {n: merging.num_elements(shapes[n]) * first.leaves[n].dtype.itemsize for n in names}
+    parameters = sum(merging.num_elements(shapes[n]) for n in names)
+    model_bytes = sum(leaf_bytes.values())
+    num_inputs = len(_sources(plan))
+    log.info(
+        "merging %d leaves (%s parameters, %.1f MiB per model) of %d model(s)%s with %s on mesh %s",
+        len(names),
+        f"{parameters:,}",
+        model_bytes / 2**20,
+        len(plan.models),
+        " and a base model" if plan.base is not None else "",
+        spec.method,
+        dict(zip(mesh.axis_names, mesh.devices.shape, strict=True)),
+    )
+
+    # ---- stream: one leaf of every input at a time ---------------------------------------------------------
+    memory = HostMemory()
+    memory.reset()
+    # Merged leaves wait until a quarter of the largest leaf's size is ready, then go out in one orbax partial
+    # save (each costs ~0.1-0.3 s and transiently copies what it writes): big leaves go one by one, small ones
+    # (norms) together.
+    writer = merge_io.OutputWriter(step_dir, flush_bytes=max(leaf_bytes.values()) // 4)
+    num_layers = merging.count_unrolled_layers(names)
+    t_merge = time.perf_counter()
+    read_s = merge_s = 0.0
+    for name in names:
+        t0 = time.perf_counter()
+        tensors = [s.read(name, targets[name]) for s in plan.models]
+        base = plan.base.read(name, targets[name]) if plan.base is not None else None
+        t1 = time.perf_counter()
+        try:
+            merged = merging.merge_leaf(spec, name, tensors, base, num_unrolled_layers=num_layers)
+        except merging.MergeError as e:
+            raise MergeConfigError(f"config.merge.{e}") from None
+        merged.block_until_ready()
+        read_s, merge_s = read_s + t1 - t0, merge_s + time.perf_counter() - t1
+        del tensors, base
+        writer.add(name, merged)
+        del merged
+    writer.finalize(int(config.seed), {"position": 0, "merged": True, "method": spec.method})
+    seconds = time.perf_counter() - t_merge
+    peak = memory.peak()
+
+    report: dict[str, Any] = {
+        "method": spec.method,
+        "output": str(step_dir),
+        "models": [_describe(s, w) for s, w in zip(plan.models, spec.model_weights(), strict=True)],
+        "base_model": _describe(plan.base, None) if plan.base is not None else None,
+        "base_model_left_out_of_models": plan.base_left_out,
+        "parameters_used": _parameters_used(spec),
+        "rules": [dataclasses.asdict(r) for r in spec.rules],
+        "seed": spec.seed,
+        "mesh": {a: int(s) for a, s in zip(mesh.axis_names, mesh.devices.shape, strict=True)},
+        "leaves": len(names),
+        "parameters": parameters,
+        "seconds": seconds,
+        "read_seconds": read_s,
+        "merge_seconds": merge_s,
+        "parameters_per_second": parameters / seconds,
+        "output_partial_saves": writer.saves,
+        "memory": {
+            "peak_rss_bytes": peak,
+            "rss_at_start_bytes": memory.start,
+            "peak_above_start_bytes": peak - memory.start,
+            "model_bytes": model_bytes,
+            "largest_leaf_bytes": max(leaf_bytes.values()),
+            "inputs": num_inputs,
+            "peak_above_start_over_model": (peak - memory.start) / model_bytes,
+            "measured_since_start": memory.resettable,
+        },
+    }
+    log.info(
+        "merged %s parameters in %.1f s (%s parameters/s; reading %.1f s, merging %.1f s); peak host memory "
+        "%.1f MiB, %.1f MiB above the start = %.2f x one model (%.1f MiB; largest leaf %.1f MiB x %d inputs)",
+        f"{parameters:,}",
+        seconds,
+        f"{parameters / seconds:,.0f}",
+        read_s,
+        merge_s,
+        peak / 2**20,
+        (peak - memory.start) / 2**20,
+        (peak - memory.start) / model_bytes,
+        model_bytes / 2**20,
+        max(leaf_bytes.values()) / 2**20,
+        num_inputs,
+    )
+    if evaluator is not None:
+        report["eval"] = evaluator.run(plan, step_dir, int(m.eval_batches))
+    if exporter is not None:
+        report["hf_export_dir"] = exporter.export(step_dir, str(m.hf_export_dir))
+    report["total_seconds"] = time.perf_counter() - t_start
+    report_path = workdir_path / REPORT_NAME
+    if jax.process_index() == 0:
+        report_path.write_text(json.dumps(report, indent=2) + "\n")
+    log.info("merged checkpoint %s; report %s", step_dir, report_path)
+    return MergeSummary(str(step_dir.parent), str(report_path), report)
+
+
+def _describe(source: Any, weight: float | None) -> dict[str, Any]:
+    out = {"label": source.label, "path": source.path, "step": source.step}
+    if weight is not None:
+        out["weight"] = weight
+    return out
+
+
+def _parameters_used(spec: merging.MergeSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if spec.method == "slerp":
+        out["t"] = spec.t
+    elif spec.method == "linear":
+        out["normalize"] = spec.effective_normalize
+    else:
+        out.update(normalize=spec.effective_normalize, lambda_=spec.lambda_)
+    if spec.traits.sparsify:
+        out.update(density=list(spec.model_density()), rescale=spec.effective_rescale)
+    return out
+
+
+# ============================================================================================================
+# Hugging Face export and before/after evaluation (both need config.model to describe the checkpoints)
+# ============================================================================================================
+
+
+class _HfExporter:
+    """Writes the merged params as a Hugging Face directory with aya_jax.hf (checked before merging). The
+    architecture and config come from the first Hugging Face input, else from config.model."""
+
+    def __init__(self, config: Any, plan: Plan, shapes: dict[str, tuple[int, ...]], mesh: Mesh, rules: Any):
+        from aya_jax.models import cohere
+
+        field = "config.merge.hf_export_dir"
+        self.hf = merge_io.hf_module(field, "export")
+        if not hasattr(self.hf, "save"):
+            raise MergeConfigError(f"{field}: HF export not available (aya_jax.hf has no save)")
+        hf_inputs = [s for s in _sources(plan) if isinstance(s, HfSource)]
+        scan = bool(config.model.scan_layers)
+        if hf_inputs:
+            self.arch, self.cfg, self.tokenizer = (
+                hf_inputs[0].architecture,
+                hf_inputs[0].model_config,
+                hf_inputs[0].path,
+            )
+        else:
+            overrides = {k: v for k, v in config.model.overrides.to_dict().items() if v is not None}
+            vocab = shapes["embedding"][0] if "embedding" in shapes else None
+            self.arch = self.hf.architecture("cohere")
+            self.cfg, self.tokenizer = (
+                cohere.resolve(config.model.preset, vocab_size=vocab, **overrides),
+                None,
+            )
+        model = self.arch.build_model(self.cfg, jnp.float32, jnp.float32, scan)
+        self.target = self.hf.abstract_params(self.arch, model, self.cfg, mesh, rules)
+        self.scan = scan
+        _check_model_matches(self.target, shapes, field)
+
+    def export(self, step_dir: pathlib.Path, out_dir: str) -> str:
+        params = checkpoint.load_params(step_dir.parent, self.target, OUTPUT_STEP)[1]
+        kwargs = {"model_type": self.arch.model_type, "tokenizer": self.tokenizer, "scan_layers": self.scan}
+        return str(self.hf.save(out_dir, params, self.cfg, **kwargs))
+
+
+class _Evaluator:
+    """Per-language held-out loss of every input and of the merge, with the SFT trainer's eval step."""
+
+    def __init__(self, config: Any, mesh: Mesh, shapes: dict[str, tuple[int, ...]]):
+        from flax import linen as nn
+
+        from aya_jax.data import languages, pipeline
+        from aya_jax.trainers import sft
+        from aya_jax.trainers import train_state as ts
+
+        self.config, self.mesh, self._nn = config, mesh, nn
+        self._languages, self._pipeline = languages, pipeline
+        try:
+            _, self.rules = sft.validate_config(config, jax.device_count(), jax.process_count())
+        except ValueError as e:
+            raise MergeConfigError(f"{e} (needed by config.merge.eval_batches)") from None
+        self.data_spec = pipeline.prepare(config.data)
+        model, _ = ts.build_model(config.model, self.data_spec.vocab_size)
+        tokens = jnp.zeros((1, int(config.data.seq_len)), jnp.int32)
+        boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), tokens)["params"]
+        self.shardings = sharding.tree_shardings(nn.get_partition_spec(boxed), mesh, self.rules)
+        self.abstract = checkpoint.abstract_like(nn.unbox(boxed), self.shardings)
+        _check_model_matches(self.abstract, shapes, "config.merge.eval_batches")
+        step = sft.make_eval_step(model, languages.num_language_ids())
+        self._step = jax.jit(step, in_shardings=(self.shardings, None))
+
+    def _params(self, source: Any) -> Any:
+        if isinstance(source, OrbaxSource):
+            return checkpoint.load_params(source.step_dir.parent, self.abstract, source.step)[1]
+        flat = {n: source.read(n, x.sharding) for n, x in merging.flatten(self.abstract).items()}
+        return merging.unflatten(flat)
+
+    def evaluate(self, params: Any, batches: Sequence[dict[str, np.ndarray]]) -> dict[str, float]:
+        sums = None
+        with self.mesh, self._nn.logical_axis_rules(self.rules):
+            for host_batch in batches:
+                out = self._step(params, sharding.global_batch_from_host(host_batch, self.mesh, self.rules))
+                sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+        sums = jax.device_get(sums)
+        denom = max(float(sums["weight_sum"]), 1.0)
+        result = {"loss": float(sums["nll_sum"]) / denom, "accuracy": float(sums["correct_sum"]) / denom}
+        for lid in np.nonzero(sums["lang_weight_sum"])[0]:
+            code = self._languages.language_code(int(lid))
+            result[f"loss/{code}"] = float(sums["lang_nll_sum"][lid] / sums["lang_weight_sum"][lid])
+        return result
+
+    def run(self, plan: Plan, merged_dir: pathlib.Path, num_batches: int) -> dict[str, Any]:
+        c = self.config
+        batches = self._pipeline.eval_batches(
+            self.data_spec,
+            c.data,
+            batch_size=int(c.train.global_batch_size) // jax.process_count(),
+            num_batches=num_batches,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+        results: dict[str, Any] = {"split": str(c.data.eval_split), "batches": num_batches, "inputs": {}}
+        for source in _sources(plan):
+            results["inputs"][source.label] = self.evaluate(self._params(source), batches)
+        merged = checkpoint.load_params(merged_dir.parent, self.abstract, OUTPUT_STEP)[1]
+        results["merged"] = self.evaluate(merged, batches)
+        for label, r in [*results["inputs"].items(), ("merged", results["merged"])]:
+            log.info("eval %-16s loss %.4f  accuracy %.3f", label, r["loss"], r["accuracy"])
+        return results

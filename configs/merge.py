@@ -1,0 +1,86 @@
+"""Model merging: linear/weighted averaging, SLERP, task arithmetic, TIES, DARE (aya_jax/merging.py, SPEC §3).
+
+Launch (from the repository root), e.g. averaging two runs with weights 0.7 / 0.3:
+
+    python -m aya_jax.main --config configs/merge.py \
+        --config.merge.models='("workdirs/run_a","workdirs/run_b")' --config.merge.weights='(0.7,0.3)' \
+        --workdir workdirs/merged
+
+Variants (the argument picks the method and its usual parameters; every field can still be overridden):
+
+    configs/merge.py:average          the newest `last_steps` (3) checkpoints of one run, uniform weights
+                                      (Aya Expanse averages checkpoints of a run); default run: the quickstart's
+    configs/merge.py:slerp            two models, t = 0.5
+    configs/merge.py:task_arithmetic  θ_base + λ Σ w_i (θ_i − θ_base); needs --config.merge.base_model
+    configs/merge.py:ties             TIES, density 0.5; needs a base model
+    configs/merge.py:dare_linear      DARE drop (density 0.5, L1 rescale) + task arithmetic; needs a base model
+    configs/merge.py:dare_ties        DARE drop + TIES sign election; needs a base model
+
+Merging models fine-tuned from one base on different language families (or safety vs. general data):
+
+    python -m aya_jax.main --config configs/merge.py:ties --workdir workdirs/merged_ties \
+        --config.merge.models='("workdirs/sft_indic","workdirs/sft_arabic")' --config.merge.base_model=workdirs/base
+
+Per-tensor parameters follow mergekit's `filter:` conditions: `merge.rules` is a tuple of
+(filter, parameter, value) with parameter in t | lambda | weight | density, the first rule whose filter is a
+substring of the leaf name (`layers/attn/q_proj`, `layers/mlp/up_proj`, `embedding`, ...; "" matches all) wins;
+t and lambda may be a layer gradient, weight and density one value per model. E.g. mergekit's classic SLERP:
+
+    --config.merge.rules='(("attn","t",(0.0,0.5,0.3,0.7,1.0)),("mlp","t",(1.0,0.5,0.7,0.3,0.0)))'
+
+The merged checkpoint lands in `<workdir>/checkpoints/0` (params, no optimiser state: load it with
+`--config.checkpoint.init_from` or `checkpoint.load_params`), with `<workdir>/merge_report.json`. Setting
+`merge.eval_batches` evaluates every input and the merge on the held-out split, per language; `config.model`
+and `config.data` must then describe the checkpoints' model and data, as for the run that trained them.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+from configs import common
+
+_METHOD_DEFAULTS = {
+    "linear": {},
+    "slerp": {"t": 0.5},
+    "task_arithmetic": {},
+    "ties": {"density": 0.5},
+    "dare_linear": {"density": 0.5},
+    "dare_ties": {"density": 0.5},
+}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    variant = arg or "linear"
+    if variant not in (*_METHOD_DEFAULTS, "average"):
+        raise ValueError(
+            f"configs/merge.py: unknown variant {variant!r} (average, {', '.join(_METHOD_DEFAULTS)})"
+        )
+    config = common.base_config()
+    config.job = "merge"
+    config.workdir = f"workdirs/merge_{variant}"
+    # The model and data of the merged checkpoints: used only by merge.eval_batches (and a Hugging Face
+    # export); the quickstart's by default.
+    config.model.preset = "cohere-tiny"
+    config.model.dtype = "float32"
+    config.data.seq_len = 256
+
+    m = config.merge = ml_collections.ConfigDict()
+    m.method = "linear" if variant == "average" else variant  # see aya_jax.merging.METHODS
+    m.models = ("workdirs/quickstart",) if variant == "average" else ()  # runs, checkpoints/ or step dirs
+    m.last_steps = 3 if variant == "average" else 0  # > 0: merge the newest N checkpoints of one run
+    m.weights = ()  # one per model (after last_steps expansion); () = uniform
+    m.base_model = ""  # task_arithmetic, ties, dare_*: the model the task vectors start from
+    m.t = 0.5  # slerp: 0 = the first model, 1 = the second
+    m.density = 1.0  # ties / dare_*: fraction of each task vector kept, in (0, 1]
+    m.lambda_ = 1.0  # mergekit's `lambda`: scale of the merged task vector
+    m.normalize = config_dict.placeholder(
+        bool
+    )  # None: the method's default (linear, ties: True; others: False)
+    m.rescale = ""  # ties / dare_*: l1 | density | none; "": the method's default (dare_*: l1, ties: none)
+    m.rules = ()  # per-tensor values: ((filter, parameter, value), ...); see the docstring
+    m.eval_batches = 0  # > 0: per-language held-out loss of every input and of the merge, in the report
+    m.hf_export_dir = ""  # also write a Hugging Face export here (needs aya_jax/hf.py)
+    for field, value in _METHOD_DEFAULTS.get(m.method, {}).items():
+        m[field] = value
+    # config.seed seeds DARE's drop masks; config.mesh is the mesh the merge runs and is written on.
+    return config
