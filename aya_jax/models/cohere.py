@@ -13,6 +13,9 @@ back: `logits, cache = model.apply(v, tokens, cache=cache, last_logits_only=True
 every row writes its new tokens at the same slot (`cache.index`), so the update is one dynamic_update_slice on
 the length axis for the whole batch, and the last prompt token of every row sits at the same slot. Row `b`'s
 RoPE position is `slot - cache.start[b]`; slots before `start[b]` are padding and are never attended to.
+Each layer reads its slice of the cache as a scan input and attends to [cache, new tokens] with one softmax
+(`layers.cached_dot_product_attention`); the new keys/values come out of the scan and are written into the
+cache once, after it — XLA updates the (donated) cache in place instead of copying it every step.
 """
 
 from __future__ import annotations
@@ -120,16 +123,17 @@ def train_flops_per_token(cfg: CohereConfig, seq_len: int) -> float:
     return 6.0 * matmul_params + 12.0 * cfg.num_layers * h * d * seq_len
 
 
-# Logical axes of the cache arrays [layers, batch, max_len, kv_heads, head_dim]: sharded like the activations
-# they hold, so `aya_jax.sharding` places them with the same rules table.
-KV_CACHE_AXES = (None, "act_batch", "act_len", "act_kv_heads", None)
+# Logical axes of the cache arrays [layers, batch, kv_heads, max_len, head_dim]: sharded like the activations
+# they hold, so `aya_jax.sharding` places them with the same rules table. Heads come before length so that
+# attention contracts over trailing axes with no transpose of the cache (see layers.cached_dot_product_attention).
+KV_CACHE_AXES = (None, "act_batch", "act_kv_heads", "act_len", None)
 
 
 @struct.dataclass
 class KVCache:
     """Keys (after RoPE) and values of every layer, for incremental decoding of left-padded rows.
 
-    k, v:   [layers, batch, max_len, kv_heads, head_dim]
+    k, v:   [layers, batch, kv_heads, max_len, head_dim]
     start:  [batch] int32, the first real slot of each row (the slots before it hold left padding)
     index:  [] int32, the next slot to write; the same for every row
     """
@@ -141,27 +145,31 @@ class KVCache:
 
     @property
     def max_len(self) -> int:
-        return self.k.shape[2]
+        return self.k.shape[3]
 
 
 def init_cache(cfg: CohereConfig, start: Array, max_len: int, dtype: jnp.dtype = jnp.float32) -> KVCache:
     """An empty cache for rows whose real tokens begin at slot `start` [batch] (left padding before it)."""
-    shape = (cfg.num_layers, start.shape[0], max_len, cfg.num_kv_heads, cfg.dim_per_head)
-    zeros = layers.constrain(jnp.zeros(shape, dtype), KV_CACHE_AXES)
-    return KVCache(k=zeros, v=zeros, start=start.astype(jnp.int32), index=jnp.zeros((), jnp.int32))
+    shape = (cfg.num_layers, start.shape[0], cfg.num_kv_heads, max_len, cfg.dim_per_head)
+    # Two separate buffers: one shared zeros array would make donating the cache donate it twice.
+    k, v = (layers.constrain(jnp.zeros(shape, dtype), KV_CACHE_AXES) for _ in range(2))
+    return KVCache(k=k, v=v, start=start.astype(jnp.int32), index=jnp.zeros((), jnp.int32))
 
 
-def _decode_positions_and_mask(cache: KVCache, length: int) -> tuple[Array, Array]:
-    """RoPE positions [batch, length] of the `length` tokens written at slot `cache.index`, and their attention
-    mask over the cache [batch, 1, length, max_len]: a key is visible iff it is a real token (slot >= start) and
-    not in the future."""
+def _decode_positions_and_masks(cache: KVCache, length: int) -> tuple[Array, Array, Array]:
+    """For `length` new tokens written at slot `cache.index`: RoPE positions [batch, length], their mask over
+    each other [batch, 1, length, length] (causal, real tokens only) and over the cache
+    [batch, 1, length, max_len] (real tokens already written)."""
     slots = cache.index + jnp.arange(length, dtype=jnp.int32)  # [length]
     positions = jnp.maximum(slots[None, :] - cache.start[:, None], 0)  # [batch, length]
+    real_new = slots[None, None, :] >= cache.start[:, None, None]  # [batch, 1 (query), length (key)]
+    new_mask = real_new & (slots[:, None] >= slots[None, :])[None]  # [batch, length, length]
     key_slots = jnp.arange(cache.max_len, dtype=jnp.int32)
-    visible = (key_slots[None, None, :] >= cache.start[:, None, None]) & (
-        key_slots[None, None, :] <= slots[None, :, None]
-    )  # [batch, length, max_len]
-    return positions, visible[:, None]
+    cache_mask = (key_slots[None, None, :] >= cache.start[:, None, None]) & (key_slots < cache.index)[
+        None, None
+    ]
+    cache_mask = jnp.broadcast_to(cache_mask, (cache.start.shape[0], length, cache.max_len))
+    return positions, new_mask[:, None], cache_mask[:, None]
 
 
 def output_kernel(params: Any) -> Array:
@@ -181,12 +189,12 @@ class CohereAttention(nn.Module):
 
     @nn.compact
     def __call__(
-        self, h: Array, positions: Array, mask: Array, cache: tuple[Array, Array, Array, Array] | None = None
+        self, h: Array, positions: Array, mask: Array, cache: tuple[Array, Array, Array] | None = None
     ) -> Array | tuple[Array, Array, Array]:
-        """Training: (h, positions, mask) -> out. Decoding: `cache = (k_all, v_all, layer, index)` with the
-        cache arrays of all layers [layers, batch, max_len, kv_heads, head_dim]; this layer's new keys/values are
-        written at slots [index, index + len) and the result is (out, k_all, v_all). Keeping the whole cache in
-        the layer scan's carry lets XLA update it in place (a scanned-over cache would be copied every step)."""
+        """Training: (h, positions, mask) -> out. Decoding: `cache = (k_cache, v_cache, cache_mask)`, this
+        layer's cache [batch, kv_heads, max_len, head_dim] and the new tokens' mask over it; `mask` is then the
+        new tokens' mask over each other. Returns (out, k, v) with the new tokens' keys (after RoPE) and values
+        [batch, kv_heads, len, head_dim], which the caller writes into the cache."""
         cfg = self.cfg
         e, d, nh, nk = cfg.hidden_size, cfg.dim_per_head, cfg.num_heads, cfg.num_kv_heads
 
@@ -213,22 +221,18 @@ class CohereAttention(nn.Module):
             )(k)
         q = layers.interleaved_rope(q, positions, cfg.rope_theta)
         k = layers.interleaved_rope(k, positions, cfg.rope_theta)
-        if cache is not None:
-            k_all, v_all, layer, index = cache
-            k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), (layer, 0, index, 0, 0))
-            v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), (layer, 0, index, 0, 0))
-            k_all = layers.constrain(k_all, KV_CACHE_AXES)
-            v_all = layers.constrain(v_all, KV_CACHE_AXES)
-            # Attend over every slot of this layer's cache; `mask` hides padding and future slots.
-            k = jax.lax.dynamic_index_in_dim(k_all, layer, 0, keepdims=False).astype(self.dtype)
-            v = jax.lax.dynamic_index_in_dim(v_all, layer, 0, keepdims=False).astype(self.dtype)
-        causal_block = layers.CAUSAL_BLOCK if cache is None else 0  # training: the mask is causal by index
-        out = layers.dot_product_attention(q, k, v, mask, scale=d**-0.5, causal_block=causal_block)
+        if cache is None:  # training: the mask is causal by index
+            out = layers.dot_product_attention(q, k, v, mask, scale=d**-0.5, causal_block=layers.CAUSAL_BLOCK)
+        else:
+            k_cache, v_cache, cache_mask = cache
+            k_cache, v_cache = k_cache.astype(self.dtype), v_cache.astype(self.dtype)
+            k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [batch, kv_heads, len, head_dim]
+            out = layers.cached_dot_product_attention(q, k_cache, v_cache, cache_mask, k, v, mask, d**-0.5)
         # out: [batch, len, heads, head_dim]
         out = layers.constrain(out, ("act_batch", "act_len", "act_heads", None))
         out = jnp.einsum("bthd,hde->bte", out, wo)
         if cache is not None:
-            return out, k_all, v_all
+            return out, k, v
         return out
 
 
@@ -259,25 +263,23 @@ class CohereDecoderLayer(nn.Module):
     @nn.compact
     def __call__(
         self,
-        carry: Array | tuple[Array, Array, Array, Array],
+        x: Array,
         positions: Array,
         mask: Array,
-        write_index=None,
-    ) -> tuple[Any, None]:
-        """carry: the hidden state x [batch, len, embed]; when decoding (`write_index` given) the tuple
-        (x, k_all, v_all, layer) of `CohereAttention`'s cache arguments. Returns (carry, None) for nn.scan."""
+        layer_cache: tuple[Array, Array] | None = None,
+        cache_mask: Array | None = None,
+    ) -> tuple[Array, tuple[Array, Array] | None]:
+        """(x, per-layer output) for nn.scan. Decoding passes this layer's (k, v) cache slices (scanned over
+        the stacked cache) and the mask over them; the per-layer output is then the new tokens' (k, v)."""
         cfg = self.cfg
-        decoding = write_index is not None
-        x = carry[0] if decoding else carry
         x = layers.constrain(x, ("act_batch", "act_len", "act_embed"))
         h = layers.CohereLayerNorm(cfg.layer_norm_eps, ("norm",), self.param_dtype, name="input_norm")(x)
         attention = CohereAttention(cfg, self.dtype, self.param_dtype, name="attn")
         mlp = CohereMLP(cfg, self.dtype, self.param_dtype, name="mlp")(h)
-        if not decoding:
+        if layer_cache is None:
             return x + attention(h, positions, mask) + mlp, None
-        _, k_all, v_all, layer = carry
-        attn, k_all, v_all = attention(h, positions, mask, (k_all, v_all, layer, write_index))
-        return (x + attn + mlp, k_all, v_all, layer + 1), None
+        attn, k, v = attention(h, positions, mask, (*layer_cache, cache_mask))
+        return x + attn + mlp, (k, v)
 
 
 class CohereLM(nn.Module):
@@ -312,7 +314,7 @@ class CohereLM(nn.Module):
                 layer_cls,
                 variable_axes={"params": 0},
                 split_rngs={"params": True},
-                in_axes=(nn.broadcast, nn.broadcast, nn.broadcast),
+                in_axes=(nn.broadcast, nn.broadcast, 0, nn.broadcast),
                 length=cfg.num_layers,
                 metadata_params={nn.PARTITION_NAME: "layers"},
             )(cfg, self.dtype, self.param_dtype, name="layers")
@@ -342,7 +344,7 @@ class CohereLM(nn.Module):
         if cache is not None:
             if positions is not None or segment_ids is not None:
                 raise ValueError("CohereLM: with a cache, positions and the mask come from the cache")
-            positions, mask = _decode_positions_and_mask(cache, length)
+            positions, mask, cache_mask = _decode_positions_and_masks(cache, length)
         else:
             if positions is None:
                 positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
@@ -354,19 +356,25 @@ class CohereLM(nn.Module):
         x = layers.constrain(x, ("act_batch", "act_len", "act_embed"))
         if cache is None:
             if self.scan_layers:
-                x, _ = self.layers(x, positions, mask, None)
+                x, _ = self.layers(x, positions, mask, None, None)
             else:
                 for layer in self.layers:
                     x, _ = layer(x, positions, mask)
         else:
-            carry = (x, cache.k, cache.v, jnp.zeros((), jnp.int32))
             if self.scan_layers:
-                carry, _ = self.layers(carry, positions, mask, cache.index)
+                x, (k_new, v_new) = self.layers(x, positions, mask, (cache.k, cache.v), cache_mask)
             else:
-                for layer in self.layers:
-                    carry, _ = layer(carry, positions, mask, cache.index)
-            x, k_all, v_all, _ = carry
-            cache = cache.replace(k=k_all, v=v_all, index=cache.index + length)
+                new = []
+                for i, layer in enumerate(self.layers):
+                    x, kv = layer(x, positions, mask, (cache.k[i], cache.v[i]), cache_mask)
+                    new.append(kv)
+                k_new, v_new = (jnp.stack(t) for t in zip(*new, strict=True))
+            # k_new, v_new: [layers, batch, kv_heads, len, head_dim], written at slot `index` of every row.
+            at = (0, 0, 0, cache.index, 0)
+            k = jax.lax.dynamic_update_slice(cache.k, k_new.astype(cache.k.dtype), at)
+            v = jax.lax.dynamic_update_slice(cache.v, v_new.astype(cache.v.dtype), at)
+            k, v = layers.constrain(k, KV_CACHE_AXES), layers.constrain(v, KV_CACHE_AXES)
+            cache = cache.replace(k=k, v=v, index=cache.index + length)
         if last_logits_only:
             x = x[:, -1:]
         h = self.final_norm(x)

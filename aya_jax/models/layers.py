@@ -161,6 +161,39 @@ def dot_product_attention(
     return out.reshape(batch, q_len, heads, head_dim)
 
 
+def cached_dot_product_attention(
+    q: Array,  # [batch, q_len, heads, head_dim]: the new tokens' queries
+    k_cache: Array,  # [batch, kv_heads, cache_len, head_dim]: keys already in the cache
+    v_cache: Array,  # [batch, kv_heads, cache_len, head_dim]
+    cache_mask: Array,  # [batch, 1, q_len, cache_len] bool
+    k: Array,  # [batch, kv_heads, q_len, head_dim]: the new tokens' own keys
+    v: Array,  # [batch, kv_heads, q_len, head_dim]
+    mask: Array,  # [batch, 1, q_len, q_len] bool
+    scale: float,
+) -> Array:
+    """`dot_product_attention` over the concatenation [cache keys, new keys], without building it: the two score
+    blocks share one fp32 softmax, so decoding reads the cache as it is and writes the new keys/values
+    afterwards. Keys/values are [batch, kv_heads, len, head_dim] (heads before length): the contractions then
+    batch over leading axes and XLA never transposes the cache. Returns [batch, q_len, heads, head_dim]."""
+    batch, q_len, heads, head_dim = q.shape
+    kv_heads = k.shape[1]
+    qg = q.reshape(batch, q_len, kv_heads, heads // kv_heads, head_dim).transpose(
+        0, 2, 3, 1, 4
+    )  # [b,h,g,q,d]
+
+    def scores(keys, m):  # [batch, kv_heads, groups, q_len, keys]
+        s = jnp.einsum("bhgqd,bhkd->bhgqk", qg, keys, preferred_element_type=jnp.float32) * scale
+        return jnp.where(m[:, :, None], s, MASK_VALUE)
+
+    s_cache, s_new = scores(k_cache, cache_mask), scores(k, mask)
+    top = jnp.maximum(jnp.max(s_cache, axis=-1, keepdims=True), jnp.max(s_new, axis=-1, keepdims=True))
+    p_cache, p_new = jnp.exp(s_cache - top), jnp.exp(s_new - top)
+    total = jnp.sum(p_cache, axis=-1, keepdims=True) + jnp.sum(p_new, axis=-1, keepdims=True)
+    out = jnp.einsum("bhgqk,bhkd->bhgqd", (p_cache / total).astype(v.dtype), v_cache)
+    out = out + jnp.einsum("bhgqk,bhkd->bhgqd", (p_new / total).astype(v.dtype), v)
+    return out.transpose(0, 3, 1, 2, 4).reshape(batch, q_len, heads, head_dim)
+
+
 def remat_policy(name: str):
     """Activation checkpointing policy by name (config.model.remat)."""
     if name == "full":

@@ -1,0 +1,464 @@
+"""Hugging Face checkpoints: import a local directory (config.json + safetensors shards + tokenizer.json) onto a
+mesh, and export params back to a directory that `transformers`' `from_pretrained` loads.
+
+    loaded = hf.load("/ckpt/aya-expanse-8b", mesh, rules, dtype=jnp.bfloat16)   # -> LoadedModel
+    logits = loaded.model.apply({"params": loaded.params}, tokens)
+    hf.save("/out/my-aya", loaded.params, loaded.config, tokenizer="/ckpt/aya-expanse-8b")
+
+Streaming, both ways. Import reads one tensor at a time from its shard, converts it to this repository's
+layout on the host and places it straight onto its target sharding with `jax.make_array_from_callback` (each
+device gets only its slice). A stacked `[layers, ...]` parameter is filled one layer at a time by a donated,
+jitted dynamic_update_slice, so the host never holds more than one layer's tensor (plus its converted copy):
+peak host memory is about twice the largest single Hugging Face tensor, not the model. Export gathers one
+layer of one parameter at a time and appends it to the current shard file. The safetensors format is read and
+written by `aya_jax/hf_safetensors.py` (no torch, transformers or safetensors package needed; bf16 through
+`ml_dtypes`).
+
+Architectures are a registry keyed by config.json's `model_type`. Cohere (Aya 23, Aya Expanse) lives in
+`aya_jax/hf_cohere.py`. **To add one** (e.g. mT5 for Aya 101), write `aya_jax/hf_<name>.py` that builds an
+`Architecture` and calls `hf.register(...)` at import time, then add the module name to
+`BUILTIN_ARCHITECTURE_MODULES` below (modules listed there are imported lazily the first time an architecture
+is looked up; a listed module that does not exist yet is skipped). An `Architecture` says:
+
+* `config_from_hf(config_json: dict) -> model config` and `config_to_hf(model config) -> dict` (raise
+  `HfCheckpointError` naming the field for anything unsupported);
+* `build_model(cfg, dtype, param_dtype, scan_layers) -> nn.Module` and `init_inputs(cfg) -> tuple` of dummy
+  arrays for `model.init` (used only under `jax.eval_shape`, for shapes and logical shardings);
+* `tensor_mappings(cfg, scan_layers) -> list[TensorMapping]`: for every parameter leaf, the Hugging Face tensor
+  name (with `{layer}` for a stacked leaf: one HF tensor per layer), and `to_ours` / `to_hf` layout functions
+  on NumPy arrays of one layer;
+* `optional_hf_tensors(cfg)`: HF names that may be present and are not needed (e.g. a tied `lm_head.weight`);
+* `generation_config(cfg)` and `tokenizer_config(tokenizer_json)` for what export writes besides the weights.
+* `eos_ids(generation_config_json, cfg)`: every stop token the checkpoint declares (used by generation).
+
+Errors are `HfCheckpointError` (a ValueError: `aya_jax.main` prints it as one line): unsupported
+architecture, missing shard file, missing or unexpected tensor, shape mismatch — each naming the tensor/file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import gzip
+import importlib
+import json
+import logging
+import os
+import pathlib
+import shutil
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
+
+from aya_jax import sharding
+from aya_jax.hf_safetensors import (  # noqa: F401 - part of this module's interface
+    DEFAULT_MAX_SHARD_BYTES,
+    EXPORT_DTYPES,
+    INDEX_FILE,
+    SINGLE_FILE,
+    HfCheckpointError,
+    SafetensorsReader,
+    SafetensorsWriter,
+    read_header,
+)
+
+log = logging.getLogger(__name__)
+
+# Modules that register an Architecture when imported (see the module docstring).
+BUILTIN_ARCHITECTURE_MODULES: tuple[str, ...] = ("aya_jax.hf_cohere", "aya_jax.hf_mt5")
+
+CONFIG_FILE = "config.json"
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+)
+
+
+# ============================================================================================================
+# Architectures
+# ============================================================================================================
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorMapping:
+    """One parameter leaf <-> Hugging Face tensor(s).
+
+    `param_path` is the leaf's path in the params tree, e.g. ("layers", "attn", "q_proj"). A `hf_name` with
+    "{layer}" marks a stacked leaf: its leading axis has `num_layers` entries, one HF tensor each; `to_ours` /
+    `to_hf` then convert one layer. `hf_shape` is the HF tensor's shape (one layer's), checked on import.
+    """
+
+    param_path: tuple[str, ...]
+    hf_name: str
+    hf_shape: tuple[int, ...]
+    to_ours: Callable[[np.ndarray], np.ndarray]
+    to_hf: Callable[[np.ndarray], np.ndarray]
+    num_layers: int | None = None
+
+    @property
+    def stacked(self) -> bool:
+        return self.num_layers is not None
+
+    def hf_names(self) -> list[str]:
+        if not self.stacked:
+            return [self.hf_name]
+        return [self.hf_name.format(layer=i) for i in range(self.num_layers)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    model_type: str  # config.json "model_type"
+    auto_class: str  # the transformers class that loads an export, for messages: "AutoModelForCausalLM"
+    config_from_hf: Callable[[dict[str, Any]], Any]
+    config_to_hf: Callable[[Any], dict[str, Any]]
+    build_model: Callable[..., nn.Module]  # (cfg, dtype, param_dtype, scan_layers) -> module
+    init_inputs: Callable[[Any], tuple]  # cfg -> dummy inputs for model.init (traced only)
+    tensor_mappings: Callable[[Any, bool], list[TensorMapping]]  # (cfg, scan_layers)
+    optional_hf_tensors: Callable[[Any], set[str]] = lambda cfg: set()
+    generation_config: Callable[[Any], dict[str, Any]] = lambda cfg: {}
+    tokenizer_config: Callable[[dict[str, Any]], dict[str, Any] | None] = lambda tokenizer_json: None
+    eos_ids: Callable[[dict[str, Any], Any], tuple[int, ...]] = lambda hf_config, cfg: ()
+
+
+_ARCHITECTURES: dict[str, Architecture] = {}
+
+
+def register(architecture: Architecture) -> Architecture:
+    """Make `architecture` importable/exportable under its `model_type` (last registration wins)."""
+    _ARCHITECTURES[architecture.model_type] = architecture
+    return architecture
+
+
+def _import_builtin_architectures() -> None:
+    for module in BUILTIN_ARCHITECTURE_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:  # a listed module that is there but fails to import is a real error
+                raise
+
+
+def architectures() -> dict[str, Architecture]:
+    _import_builtin_architectures()
+    return dict(_ARCHITECTURES)
+
+
+def architecture(model_type: str) -> Architecture:
+    known = architectures()
+    if model_type not in known:
+        hint = ""
+        if model_type == "cohere2":
+            hint = " (Cohere2 is Command R7B's sliding-window decoder; Aya 23 and Aya Expanse are 'cohere')"
+        raise HfCheckpointError(
+            f"config.json: model_type {model_type!r} is not supported{hint}; supported: {', '.join(sorted(known))}"
+        )
+    return known[model_type]
+
+
+# ============================================================================================================
+# Config
+# ============================================================================================================
+
+
+def read_config(hf_dir: str | os.PathLike) -> dict[str, Any]:
+    path = pathlib.Path(hf_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise HfCheckpointError(f"{hf_dir}: no {CONFIG_FILE} (expected a Hugging Face model directory)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise HfCheckpointError(f"{path}: not valid JSON ({e})") from None
+
+
+def model_config(hf_dir: str | os.PathLike) -> tuple[Architecture, Any, dict[str, Any]]:
+    """(architecture, this repository's model config, config.json as a dict) of an HF directory."""
+    hf_config = read_config(hf_dir)
+    model_type = hf_config.get("model_type")
+    if not model_type:
+        raise HfCheckpointError(f"{pathlib.Path(hf_dir) / CONFIG_FILE}: no model_type")
+    arch = architecture(model_type)
+    return arch, arch.config_from_hf(hf_config), hf_config
+
+
+# ============================================================================================================
+# Import
+# ============================================================================================================
+
+
+def abstract_params(
+    arch: Architecture, model: nn.Module, cfg: Any, mesh: Mesh | None = None, rules: Any = ()
+) -> Any:
+    """ShapeDtypeStructs of the model's params, carrying their target shardings (from the logical axis names
+    through `rules`; a single device when `mesh` is None). Nothing is allocated."""
+    boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), *arch.init_inputs(cfg))["params"]
+    shapes = nn.unbox(boxed)
+    if mesh is None:
+        device = SingleDeviceSharding(jax.devices()[0])
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), shapes)
+    rules = sharding.normalize_rules(rules, mesh)
+    shardings = sharding.tree_shardings(nn.get_partition_spec(boxed), mesh, rules)
+    sharding.check_divisible(shapes, shardings)
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
+
+
+def _leaf(tree: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(tree, dict) or key not in tree:
+            raise KeyError(path)
+        tree = tree[key]
+    return tree
+
+
+def _set_leaf(tree: dict, path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+def _without_leading_axis(s: jax.sharding.Sharding) -> jax.sharding.Sharding:
+    if isinstance(s, NamedSharding):
+        spec = tuple(s.spec) + (None,) * max(0, 1 - len(s.spec))
+        return NamedSharding(s.mesh, PartitionSpec(*spec[1:]))
+    return s
+
+
+def _place(host: np.ndarray, target: jax.ShapeDtypeStruct) -> jax.Array:
+    """A host array onto `target.sharding`: each device receives only its own slice."""
+    host = host.astype(target.dtype, copy=False)
+    return jax.make_array_from_callback(host.shape, target.sharding, lambda index: host[index])
+
+
+def load_params(
+    hf_dir: str | os.PathLike,
+    arch: Architecture,
+    cfg: Any,
+    target: Any,
+    *,
+    scan_layers: bool = True,
+    reader: SafetensorsReader | None = None,
+) -> Any:
+    """Read the HF weights of `hf_dir` into a params tree shaped, typed and sharded like `target` (a tree of
+    ShapeDtypeStructs with shardings, e.g. from `abstract_params`), one tensor at a time."""
+    reader = reader or SafetensorsReader(hf_dir)
+    mappings = arch.tensor_mappings(cfg, scan_layers)
+    needed = {name for m in mappings for name in m.hf_names()}
+    unexpected = reader.names - needed - arch.optional_hf_tensors(cfg)
+    if unexpected:
+        raise HfCheckpointError(
+            f"{hf_dir}: unexpected tensor(s) {sorted(unexpected)[:5]} for a {arch.model_type} model with this "
+            f"config.json (wrong config, or an unsupported variant)"
+        )
+    missing = sorted(needed - reader.names)
+    if missing:
+        raise HfCheckpointError(f"{hf_dir}: tensor {missing[0]} is missing ({len(missing)} missing in all)")
+    for name in sorted(needed):
+        m = next(m for m in mappings if name in m.hf_names())
+        if reader.shape(name) != m.hf_shape:
+            raise HfCheckpointError(
+                f"{name}: shape {reader.shape(name)} in the checkpoint, but config.json implies {m.hf_shape}"
+            )
+
+    params: dict[str, Any] = {}
+    for m in mappings:
+        try:
+            leaf_target = _leaf(target, m.param_path)
+        except KeyError:
+            raise HfCheckpointError(f"{'/'.join(m.param_path)}: not a parameter of the model") from None
+        if not m.stacked:
+            host = _checked(m.to_ours(reader.read(m.hf_name)), leaf_target.shape, m.hf_name)
+            _set_leaf(params, m.param_path, _place(host, leaf_target))
+            del host
+            continue
+        layer_target = jax.ShapeDtypeStruct(
+            leaf_target.shape[1:], leaf_target.dtype, sharding=_without_leading_axis(leaf_target.sharding)
+        )
+        zeros = functools.partial(jnp.zeros, leaf_target.shape, leaf_target.dtype)
+        stacked = jax.jit(zeros, out_shardings=leaf_target.sharding)()
+        set_layer = jax.jit(
+            lambda s, x, i: jax.lax.dynamic_update_index_in_dim(s, x, i, 0),
+            out_shardings=leaf_target.sharding,
+            donate_argnums=0,
+        )
+        for i, name in enumerate(m.hf_names()):
+            host = _checked(m.to_ours(reader.read(name)), layer_target.shape, name)
+            stacked = set_layer(stacked, _place(host, layer_target), jnp.int32(i))
+            del host
+        _set_leaf(params, m.param_path, stacked)
+
+    expected_paths = {
+        tuple(str(k.key) for k in p) for p, _ in jax.tree_util.tree_flatten_with_path(target)[0]
+    }
+    filled = {m.param_path for m in mappings}
+    if expected_paths != filled:
+        raise HfCheckpointError(
+            f"{arch.model_type}: parameters without an HF tensor: {sorted(expected_paths - filled)[:5]}"
+        )
+    return params
+
+
+def _checked(array: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
+    if tuple(array.shape) != tuple(shape):
+        raise HfCheckpointError(f"{name}: converts to shape {array.shape}, but the model expects {shape}")
+    return np.ascontiguousarray(array)
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """What `load` returns: the model (a flax module built for `dtype`), its config, sharded params, and the
+    HF metadata sampling needs."""
+
+    architecture: Architecture
+    config: Any
+    model: nn.Module
+    params: Any
+    hf_config: dict[str, Any]
+    eos_ids: tuple[int, ...]
+
+
+def load(
+    hf_dir: str | os.PathLike,
+    mesh: Mesh | None = None,
+    rules: Any = (),
+    *,
+    dtype: Any = jnp.float32,
+    param_dtype: Any = None,
+    scan_layers: bool = True,
+) -> LoadedModel:
+    """Import an HF directory: the architecture from config.json, the weights streamed onto `mesh` with the
+    logical `rules` (one device when `mesh` is None). `param_dtype` defaults to `dtype` (inference); pass
+    float32 for fp32 master weights when fine-tuning."""
+    arch, cfg, hf_config = model_config(hf_dir)
+    param_dtype = param_dtype or dtype
+    model = arch.build_model(cfg, jnp.dtype(dtype), jnp.dtype(param_dtype), scan_layers)
+    target = abstract_params(arch, model, cfg, mesh, rules)
+    params = load_params(hf_dir, arch, cfg, target, scan_layers=scan_layers)
+    return LoadedModel(
+        arch, cfg, model, params, hf_config, arch.eos_ids(_generation_json(hf_dir, hf_config), cfg)
+    )
+
+
+def _generation_json(hf_dir: str | os.PathLike, hf_config: dict[str, Any]) -> dict[str, Any]:
+    """generation_config.json where present (its eos_token_id may list several stop tokens), else config.json."""
+    path = pathlib.Path(hf_dir) / "generation_config.json"
+    if path.is_file():
+        return {**hf_config, **json.loads(path.read_text())}
+    return hf_config
+
+
+# ============================================================================================================
+# Export
+# ============================================================================================================
+
+
+def _to_host(x: jax.Array) -> np.ndarray:
+    if getattr(x, "is_fully_addressable", True):
+        return np.asarray(jax.device_get(x))
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+_take_layer = jax.jit(lambda x, i: jax.lax.dynamic_index_in_dim(x, i, 0, keepdims=False))
+
+
+def save(
+    out_dir: str | os.PathLike,
+    params: Any,
+    cfg: Any,
+    *,
+    model_type: str = "cohere",
+    dtype: str | None = "bfloat16",
+    tokenizer: str | os.PathLike | None = None,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    scan_layers: bool = True,
+) -> pathlib.Path:
+    """Export params to an HF directory: config.json, generation_config.json, safetensors shard(s) (+ index),
+    and the tokenizer files when `tokenizer` (a tokenizer.json[.gz] or an HF directory) is given.
+
+    `dtype`: "bfloat16" | "float16" | "float32", or None to keep each parameter's own dtype. On several hosts
+    every process must call this (the gathers are collective); only process 0 writes.
+    """
+    arch = architecture(model_type)
+    if dtype is not None and dtype not in EXPORT_DTYPES:
+        raise HfCheckpointError(f"export dtype {dtype!r}: expected one of {', '.join(EXPORT_DTYPES)} or None")
+    out = pathlib.Path(out_dir)
+    params = nn.unbox(params)  # a freshly initialised tree may still carry logical-partitioning boxes
+    writer_process = jax.process_index() == 0
+    mappings = arch.tensor_mappings(cfg, scan_layers)
+    plan = []
+    for m in mappings:
+        try:
+            leaf = _leaf(params, m.param_path)
+        except KeyError:
+            raise HfCheckpointError(f"export: params have no {'/'.join(m.param_path)}") from None
+        out_dtype = EXPORT_DTYPES[dtype] if dtype else np.dtype(leaf.dtype)
+        plan += [(name, m.hf_shape, out_dtype) for name in m.hf_names()]
+    if writer_process:
+        out.mkdir(parents=True, exist_ok=True)
+        writer = SafetensorsWriter(out, plan, max_shard_bytes)
+    planned_dtype = {name: d for name, _, d in plan}
+    for m in mappings:
+        leaf = _leaf(params, m.param_path)
+        layers: Iterable[tuple[str, Any]] = (
+            [(m.hf_name, leaf)]
+            if not m.stacked
+            else ((name, _take_layer(leaf, jnp.int32(i))) for i, name in enumerate(m.hf_names()))
+        )
+        for name, value in layers:
+            host = m.to_hf(_to_host(value)).astype(planned_dtype[name])
+            if writer_process:
+                writer.write(name, host)
+            del host
+    if not writer_process:
+        return out
+    writer.close()
+    hf_config = arch.config_to_hf(cfg)
+    hf_config["dtype"] = plan[0][2].name  # what from_pretrained(dtype="auto") loads in
+    (out / CONFIG_FILE).write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
+    generation = arch.generation_config(cfg)
+    if generation:
+        (out / "generation_config.json").write_text(json.dumps(generation, indent=2, sort_keys=True) + "\n")
+    if tokenizer:
+        export_tokenizer(tokenizer, out, arch)
+    log.info(
+        "exported %d tensors (%.1f MiB, %d file(s)) to %s; load with transformers.%s.from_pretrained",
+        len(plan),
+        writer.total_bytes / 2**20,
+        len(writer.files),
+        out,
+        arch.auto_class,
+    )
+    return out
+
+
+def export_tokenizer(source: str | os.PathLike, out_dir: pathlib.Path, arch: Architecture) -> None:
+    """Copy tokenizer files into `out_dir`. `source`: an HF directory (its tokenizer.json and, when present,
+    tokenizer_config.json / special_tokens_map.json / chat_template.jinja) or a tokenizer.json[.gz] file, for
+    which the architecture writes a default tokenizer_config.json (class, special tokens, chat template)."""
+    source = pathlib.Path(source)
+    if source.is_dir():
+        if not (source / "tokenizer.json").is_file():
+            raise HfCheckpointError(f"{source}: no tokenizer.json to export")
+        for name in TOKENIZER_FILES:
+            if (source / name).is_file():
+                shutil.copyfile(source / name, out_dir / name)
+        if (source / "tokenizer_config.json").is_file():
+            return
+        data = (source / "tokenizer.json").read_bytes()
+    elif source.is_file():
+        data = source.read_bytes()
+        if source.suffix == ".gz":
+            data = gzip.decompress(data)
+        (out_dir / "tokenizer.json").write_bytes(data)
+    else:
+        raise HfCheckpointError(f"{source}: tokenizer not found")
+    tokenizer_config = arch.tokenizer_config(json.loads(data))
+    if tokenizer_config:
+        (out_dir / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")

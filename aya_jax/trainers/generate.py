@@ -1,0 +1,310 @@
+"""Text generation from any checkpoint: a Hugging Face directory or an aya_jax run (orbax).
+
+    python -m aya_jax.main --config configs/generate.py --config.generate.hf_dir=/ckpt/aya-expanse-8b \\
+        --config.generate.prompt="Écris un haïku sur la mer."
+    python -m aya_jax.main --config configs/generate.py --config.generate.checkpoint_dir=workdirs/quickstart \\
+        --config.generate.prompts_file=prompts.txt
+
+One prompt streams its reply to stdout token by token; several are generated in batches of
+`config.generate.batch_size` (left-padded, one jitted prefill + decode loop per batch, see aya_jax/sampling.py)
+and printed as they finish. Every result also goes to `<workdir>/generations.jsonl` (prompt, completion, token
+ids, per-token log-probs, whether it stopped).
+
+The Cohere chat template (`chat_template = "auto"`: when the tokenizer has the turn tokens) wraps each prompt as
+one user turn ready for the model's reply. Stop strings (`stop`) stop a row when their token ids appear in the
+output, and the text is also cut at the first occurrence of any of them (a stop string can tokenize differently
+inside a reply).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import pathlib
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+
+from aya_jax import hf, sampling, sharding
+from aya_jax.trainers import pretrained
+from aya_jax.trainers import train_state as ts
+
+log = logging.getLogger(__name__)
+
+
+class GenerateConfigError(ValueError):
+    """A config.generate value that cannot work; raised before loading anything."""
+
+
+# ============================================================================================================
+# Tokenizers
+# ============================================================================================================
+
+
+class HfTokenizerCodec:
+    """A tokenizer.json through the `tokenizers` library (special tokens in the text are parsed as such)."""
+
+    CHAT_TOKENS = ("<BOS_TOKEN>", "<|START_OF_TURN_TOKEN|>", "<|USER_TOKEN|>", "<|CHATBOT_TOKEN|>")
+
+    def __init__(self, path: pathlib.Path):
+        import gzip
+
+        import tokenizers
+
+        data = path.read_bytes()
+        if path.suffix == ".gz":
+            data = gzip.decompress(data)
+        self.tokenizer = tokenizers.Tokenizer.from_str(data.decode("utf-8"))
+        vocab = self.tokenizer.get_vocab(with_added_tokens=True)
+        self.has_cohere_chat_tokens = all(t in vocab for t in self.CHAT_TOKENS)
+        self.pad_id = vocab.get("<PAD>", 0)
+        self.eos_ids = tuple(vocab[t] for t in ("<|END_OF_TURN_TOKEN|>", "<EOS_TOKEN>") if t in vocab)
+
+    def encode(self, text: str, add_special_tokens: bool) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+
+class SeqioCodec:
+    """A seqio vocabulary (the quickstart's SentencePiece model): no BOS, EOS = vocab.eos_id."""
+
+    has_cohere_chat_tokens = False
+
+    def __init__(self, vocab: Any):
+        self.vocab = vocab
+        self.pad_id = int(vocab.pad_id)
+        self.eos_ids = (int(vocab.eos_id),) if vocab.eos_id is not None else ()
+
+    def encode(self, text: str, add_special_tokens: bool) -> list[int]:
+        del add_special_tokens
+        return list(self.vocab.encode(text))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.vocab.decode([int(i) for i in ids])
+
+
+class IncrementalText:
+    """Decoded text of a growing token list, released as it becomes final: a trailing U+FFFD (an incomplete
+    UTF-8 sequence of byte-level tokens) is held back until the next token completes it."""
+
+    def __init__(self, codec: Any):
+        self.codec, self.ids, self.printed = codec, [], ""
+
+    def add(self, token: int) -> str:
+        self.ids.append(token)
+        text = self.codec.decode(self.ids).rstrip("\ufffd")
+        if not text.startswith(self.printed):
+            return ""  # the decoder revised earlier text (rare); print the rest once it agrees again
+        new, self.printed = text[len(self.printed) :], text
+        return new
+
+
+# ============================================================================================================
+# The job
+# ============================================================================================================
+
+
+@dataclasses.dataclass
+class GenerateSummary:
+    prompts: int
+    new_tokens: int
+    seconds: float
+    output_file: str
+    results: list[dict[str, Any]]
+
+
+def _validate(g: Any) -> None:
+    if bool(g.hf_dir) == bool(g.checkpoint_dir):
+        raise GenerateConfigError(
+            "config.generate: set exactly one of hf_dir (a Hugging Face directory) and checkpoint_dir "
+            f"(an aya_jax workdir or its checkpoints/); got hf_dir={g.hf_dir!r}, checkpoint_dir={g.checkpoint_dir!r}"
+        )
+    if g.chat_template not in ("auto", "cohere", "none"):
+        raise GenerateConfigError(
+            f"config.generate.chat_template: {g.chat_template!r} is not auto, cohere or none"
+        )
+    if int(g.batch_size) < 1:
+        raise GenerateConfigError(f"config.generate.batch_size: must be >= 1, got {g.batch_size}")
+    if not (g.prompt or g.prompts or g.prompts_file):
+        raise GenerateConfigError("config.generate: no prompt (set prompt, prompts or prompts_file)")
+    try:
+        _sampling_params(g, (), ())
+    except sampling.SamplingError as e:
+        raise GenerateConfigError(f"config.generate.{e}") from None
+
+
+def _sampling_params(g: Any, eos_ids: tuple[int, ...], stop_sequences: tuple[tuple[int, ...], ...]):
+    return sampling.SamplingParams(
+        max_new_tokens=int(g.max_new_tokens),
+        temperature=float(g.temperature),
+        top_k=int(g.top_k),
+        top_p=float(g.top_p),
+        eos_ids=eos_ids,
+        stop_sequences=stop_sequences,
+    )
+
+
+def read_prompts(g: Any) -> list[str]:
+    prompts = ([g.prompt] if g.prompt else []) + list(g.prompts)
+    if g.prompts_file:
+        path = pathlib.Path(g.prompts_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"config.generate.prompts_file: no file at {path}")
+        if path.suffix == ".jsonl":
+            for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if line.strip():
+                    row = json.loads(line)
+                    if g.prompt_field not in row:
+                        raise GenerateConfigError(
+                            f"{path}:{i}: no field {g.prompt_field!r} (config.generate.prompt_field)"
+                        )
+                    prompts.append(str(row[g.prompt_field]))
+        else:
+            prompts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return prompts
+
+
+def _load(config: Any, mesh, rules) -> tuple[Any, Any, Any, tuple[int, ...]]:
+    """(model, params, codec, eos ids) from config.generate.hf_dir or .checkpoint_dir."""
+    g = config.generate
+    dtype = ts.dtype_from_name(config.model.dtype, "config.model.dtype")
+    if g.hf_dir:
+        hf.read_config(g.hf_dir)  # a wrong directory is reported as such, before anything else
+        tokenizer = pathlib.Path(g.tokenizer or pathlib.Path(g.hf_dir) / "tokenizer.json")
+        if not tokenizer.is_file():
+            raise FileNotFoundError(f"config.generate.tokenizer: no tokenizer.json at {tokenizer}")
+        codec = HfTokenizerCodec(tokenizer)
+        loaded = hf.load(g.hf_dir, mesh, rules, dtype=dtype, scan_layers=bool(config.model.scan_layers))
+        return loaded.model, loaded.params, codec, tuple(dict.fromkeys(loaded.eos_ids + codec.eos_ids))
+
+    workdir, checkpoints = pretrained.split_checkpoint_path(g.checkpoint_dir)
+    recorded = pretrained.recorded_hf_source(workdir)
+    hf_config = recorded[0] if recorded else None
+    if g.tokenizer or (recorded and recorded[1]):
+        tokenizer = pathlib.Path(g.tokenizer or pathlib.Path(recorded[1]) / "tokenizer.json")
+        codec = HfTokenizerCodec(tokenizer)
+        vocab_size = codec.tokenizer.get_vocab_size(with_added_tokens=True)
+    else:
+        # The run's own vocabulary, rebuilt (or found in the cache) from config.data.
+        from aya_jax.data import pipeline
+
+        spec = pipeline.prepare(config.data)
+        codec, vocab_size = SeqioCodec(spec.vocab), spec.vocab_size
+    model, cfg = pretrained.build_model(config.model, vocab_size, hf_config)
+    model = model.clone(
+        param_dtype=dtype
+    )  # inference: weights in the compute dtype halve what decoding reads
+    target = pretrained.abstract_params(model, mesh, rules)
+    step, params = pretrained.load_orbax_params(checkpoints, target)
+    log.info("loaded step %d from %s", step, checkpoints)
+    eos = tuple(dict.fromkeys(codec.eos_ids + ((cfg.eos_id,) if cfg.eos_id >= 0 else ())))
+    return model, params, codec, eos
+
+
+def run(config: Any, workdir: str) -> GenerateSummary:
+    g = config.generate
+    _validate(g)
+    prompts = read_prompts(g)
+    if not prompts:
+        raise GenerateConfigError("config.generate: the prompts file holds no prompt")
+    sharding.maybe_initialize_distributed(config.mesh.distributed)
+    try:
+        mesh = sharding.mesh_from_config(config.mesh)
+        rules = sharding.normalize_rules(config.mesh.rules, mesh)
+    except sharding.ShardingError as e:
+        raise GenerateConfigError(str(e)) from None
+
+    t0 = time.perf_counter()
+    model, params, codec, eos_ids = _load(config, mesh, rules)
+    log.info("model ready in %.1f s (%s)", time.perf_counter() - t0, g.hf_dir or g.checkpoint_dir)
+
+    use_chat = g.chat_template == "cohere" or (g.chat_template == "auto" and codec.has_cohere_chat_tokens)
+    if g.chat_template == "cohere" and not codec.has_cohere_chat_tokens:
+        raise GenerateConfigError(
+            "config.generate.chat_template: 'cohere', but the tokenizer has no Cohere turn tokens"
+        )
+    system = g.system or None
+    if use_chat:
+        token_ids = [codec.encode(sampling.cohere_chat_prompt(p, system), False) for p in prompts]
+    else:
+        token_ids = [codec.encode(p, True) for p in prompts]
+    stops = tuple(s for s in g.stop if s)
+    stop_sequences = tuple(tuple(codec.encode(s, False)) for s in stops)
+    params_ = _sampling_params(g, eos_ids, tuple(s for s in stop_sequences if s))
+    sampler = sampling.Sampler(
+        model, params, mesh=mesh, rules=rules, pad_id=codec.pad_id, prompt_bucket=int(g.prompt_bucket)
+    )
+
+    results: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    if len(prompts) == 1 and bool(g.stream):
+        text = IncrementalText(codec)
+        ids, log_probs = [], []
+        for token, log_prob in sampler.stream(token_ids[0], params_, seed=int(g.seed)):
+            ids.append(token)
+            log_probs.append(log_prob)
+            if token not in eos_ids:
+                sys.stdout.write(text.add(token))
+                sys.stdout.flush()
+            if stops and any(s in text.printed for s in stops):
+                break
+        sys.stdout.write("\n")
+        stopped = bool(ids) and (
+            ids[-1] in eos_ids or any(tuple(ids[-len(s) :]) == s for s in stop_sequences)
+        )
+        results.append(_result(prompts[0], ids, log_probs, stopped, codec, eos_ids, stops))
+    else:
+        batch = int(g.batch_size)
+        for begin in range(0, len(prompts), batch):
+            out = sampler.generate(token_ids[begin : begin + batch], params_, seed=int(g.seed) + begin)
+            for i in range(out.tokens.shape[0]):
+                n = int(out.lengths[i])
+                result = _result(
+                    prompts[begin + i],
+                    out.tokens[i, :n].tolist(),
+                    out.log_probs[i, :n].tolist(),
+                    bool(out.stopped[i]),
+                    codec,
+                    eos_ids,
+                    stops,
+                )
+                results.append(result)
+                print(f"=== [{begin + i}] {result['prompt']}\n{result['completion']}\n", flush=True)
+    seconds = time.perf_counter() - t0
+    new_tokens = sum(len(r["tokens"]) for r in results)
+
+    output = pathlib.Path(g.output_file or pathlib.Path(workdir) / "generations.jsonl")
+    if jax.process_index() == 0:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with open(output, "w", encoding="utf-8") as f:
+            for r in results:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    log.info(
+        "generated %d tokens for %d prompt(s) in %.1f s (%.1f tokens/s, compilation included) -> %s",
+        new_tokens,
+        len(prompts),
+        seconds,
+        new_tokens / max(seconds, 1e-9),
+        output,
+    )
+    return GenerateSummary(len(prompts), new_tokens, seconds, str(output), results)
+
+
+def _result(prompt, ids, log_probs, stopped, codec, eos_ids, stops) -> dict[str, Any]:
+    text = codec.decode([t for t in ids if t not in eos_ids])
+    for s in stops:
+        if s in text:
+            text, stopped = text[: text.index(s)], True
+    return {
+        "prompt": prompt,
+        "completion": text,
+        "tokens": [int(t) for t in ids],
+        "log_probs": [float(x) for x in log_probs],
+        "stopped": stopped,
+    }

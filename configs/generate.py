@@ -1,0 +1,58 @@
+"""Generate text from a Hugging Face directory or an aya_jax run's checkpoints (aya_jax/trainers/generate.py).
+
+    # An Aya checkpoint downloaded with `huggingface-cli download CohereForAI/aya-expanse-8b --local-dir ...`:
+    python -m aya_jax.main --config configs/generate.py --config.generate.hf_dir=/ckpt/aya-expanse-8b \\
+        --config.generate.prompt="Écris un haïku sur la mer." --config.mesh.shape='(1,1,-1)'
+
+    # The quickstart's own model and SentencePiece vocabulary (no chat template):
+    python -m aya_jax.main --config configs/generate.py --config.generate.checkpoint_dir=workdirs/quickstart \\
+        --config.generate.prompt="Bonjour"
+
+    # Many prompts, batched (one per line, or .jsonl with config.generate.prompt_field):
+    python -m aya_jax.main --config configs/generate.py --config.generate.hf_dir=... \\
+        --config.generate.prompts_file=prompts.txt --config.generate.batch_size=32
+
+A checkpoint_dir run rebuilds the model from config.model and the vocabulary from config.data (the defaults
+here are the quickstart's; pass the overrides the run was trained with), unless the run started from a
+Hugging Face directory: then its recorded config.json and tokenizer are used.
+"""
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    del arg
+    config = common.base_config()
+    config.job = "generate"
+    config.workdir = "workdirs/generate"
+
+    # The quickstart's model and data, so that checkpoint_dir=workdirs/quickstart needs nothing else.
+    config.model.preset = "cohere-tiny"
+    config.model.dtype = "float32"  # CPU; use bfloat16 on accelerators
+    config.data.task = "aya_default"
+    config.data.seq_len = 256
+    config.data.vocab.size = 8000
+
+    g = config.generate = ml_collections.ConfigDict()
+    g.hf_dir = ""  # a Hugging Face directory: config.json + safetensors + tokenizer.json
+    g.checkpoint_dir = ""  # or an aya_jax workdir (or its checkpoints/): the newest step is loaded
+    g.tokenizer = ""  # tokenizer.json[.gz]; "" = <hf_dir>/tokenizer.json, or the run's vocabulary
+    g.prompt = ""  # one prompt (streams its reply)
+    g.prompts = ()  # several, e.g. --config.generate.prompts="('Hola', 'Salut')"
+    g.prompts_file = ""  # one prompt per line, or .jsonl
+    g.prompt_field = "prompt"  # the field of a .jsonl prompts_file
+    g.chat_template = "auto"  # auto (Cohere template when the tokenizer has its turn tokens) | cohere | none
+    g.system = ""  # optional system turn (chat template only)
+    g.max_new_tokens = 128
+    g.temperature = 0.0  # 0 = greedy
+    g.top_k = 0  # 0 = off
+    g.top_p = 1.0  # 1 = off
+    g.stop = ()  # stop strings, e.g. --config.generate.stop="('\\n\\n',)"
+    g.seed = 0
+    g.batch_size = 32  # prompts per jitted batch
+    g.stream = True  # one prompt: print tokens as they are decoded
+    g.prompt_bucket = 64  # prompt lengths are rounded up to a multiple of this (fewer recompilations)
+    g.output_file = ""  # "" = <workdir>/generations.jsonl
+    return config
