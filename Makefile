@@ -27,7 +27,7 @@ format:
 	$(VENV)/bin/ruff format aya_jax configs tests benchmarks
 
 test: install-test lint
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m pytest -n 2 -q -m "slow or not slow"
 
 bench: install-test
 	$(PY) benchmarks/train_step.py

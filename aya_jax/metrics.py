@@ -37,11 +37,11 @@ _MEASURED: dict[tuple[str, str], float] = {}
 
 def measure_matmul_peak(dtype: str = "float32", size: int = 1024, repeats: int = 10) -> float:
     """Best observed FLOP/s of a jitted square matmul chain on device 0 (used for CPUs, which have no table)."""
-    key = (jax.devices()[0].device_kind, dtype)
+    key = (jax.local_devices()[0].device_kind, dtype)
     if key in _MEASURED:
         return _MEASURED[key]
     dt = jnp.dtype(dtype)
-    device = jax.devices()[0]
+    device = jax.local_devices()[0]  # on multi-host runs devices()[0] may belong to another process
     a = jax.device_put(jnp.ones((size, size), dt) / size, device)
     b = jax.device_put(jnp.ones((size, size), dt), device)
 
@@ -66,7 +66,7 @@ def peak_flops_per_device(dtype: str, override: float = 0.0) -> tuple[float, str
     """(peak FLOP/s, where the figure came from) for the first local device."""
     if override > 0:
         return override, "config.metrics.peak_flops_per_device"
-    kind = jax.devices()[0].device_kind
+    kind = jax.local_devices()[0].device_kind
     for name, table in PEAK_FLOPS.items():
         if name.lower() in kind.lower():
             return table.get(dtype, table["bfloat16"]), f"table ({name}, {dtype})"
@@ -156,6 +156,39 @@ def plot_loss_curve(
     ax.set_title(title or "loss")
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    png_path = pathlib.Path(png_path)
+    fig.savefig(png_path)
+    plt.close(fig)
+    return png_path
+
+
+def plot_language_losses(jsonl_path: str | os.PathLike, png_path: str | os.PathLike) -> pathlib.Path | None:
+    """Bar chart of the latest eval loss per language (metrics.jsonl `loss/<code>` keys); None if none."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    evals = [r for r in read_jsonl(jsonl_path) if r.get("kind") == "eval"]
+    if not evals:
+        return None
+    last = evals[-1]
+    per_lang = sorted(
+        ((v, k[len("loss/") :]) for k, v in last.items() if k.startswith("loss/")), reverse=True
+    )
+    if not per_lang:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 1.5 + 0.16 * len(per_lang)), dpi=110)
+    values, codes = zip(*per_lang, strict=True)
+    ax.barh(range(len(codes)), values, color="tab:blue")
+    ax.axvline(last["loss"], color="tab:orange", lw=1.2, label=f"all languages {last['loss']:.3f}")
+    ax.set_yticks(range(len(codes)), codes, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("eval cross-entropy (nats/token)")
+    ax.set_title(f"eval loss per language at step {last['step']}")
+    ax.legend(loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     png_path = pathlib.Path(png_path)
     fig.savefig(png_path)

@@ -43,16 +43,62 @@ def multihost_runtime_detected() -> bool:
     )
 
 
-def maybe_initialize_distributed(mode: str) -> bool:
-    """Initialise jax.distributed for multi-host runs. mode: auto | on | off (config.mesh.distributed)."""
+def _int_from_env(name: str) -> int | None:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ShardingError(f"${name}: expected an integer, got {text!r}") from None
+
+
+def maybe_initialize_distributed(
+    mode: str,
+    *,
+    heartbeat_timeout_seconds: int = 100,
+    initialization_timeout_seconds: int = 300,
+    shutdown_timeout_seconds: int = 300,
+) -> bool:
+    """Initialise jax.distributed for multi-host runs. mode: auto | on | off (config.mesh.distributed).
+
+    Peers are found by jax itself on TPU VMs, SLURM and Open MPI. Anywhere else (several processes on one
+    machine, a hand-made cluster) set JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID;
+    jax 0.10 reads only the first of these itself, so the other two are passed on here.
+
+    A process that stops sending heartbeats for `heartbeat_timeout_seconds` (killed, VM gone) makes the
+    coordination service abort every other process with "Terminating process because the JAX distributed
+    service detected fatal errors", so a job with a dead host ends instead of waiting in a collective forever.
+    Losing process 0 (the coordinator) ends the others at once.
+    """
     if mode not in ("auto", "on", "off"):
         raise ShardingError(f"config.mesh.distributed: {mode!r} is not one of auto, on, off")
     if mode == "off" or (mode == "auto" and not multihost_runtime_detected()):
         return False
     if jax.distributed.is_initialized():
         return True
-    jax.distributed.initialize()
-    logging.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
+    for name, value in (
+        ("heartbeat_timeout_seconds", heartbeat_timeout_seconds),
+        ("initialization_timeout_seconds", initialization_timeout_seconds),
+        ("shutdown_timeout_seconds", shutdown_timeout_seconds),
+    ):
+        if int(value) < 1:
+            raise ShardingError(f"config.mesh.{name}: must be >= 1, got {value}")
+    jax.distributed.initialize(
+        num_processes=_int_from_env("JAX_NUM_PROCESSES"),
+        process_id=_int_from_env("JAX_PROCESS_ID"),
+        initialization_timeout=int(initialization_timeout_seconds),
+        heartbeat_timeout_seconds=int(heartbeat_timeout_seconds),
+        shutdown_timeout_seconds=int(shutdown_timeout_seconds),
+    )
+    logging.info(
+        "jax.distributed: process %d of %d, %d local / %d global devices (heartbeat timeout %d s)",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+        int(heartbeat_timeout_seconds),
+    )
     return True
 
 
@@ -171,6 +217,22 @@ def data_parallel_size(mesh: Mesh, rules: Rules) -> int:
         return 1
     axes = axes if isinstance(axes, tuple) else (axes,)
     return math.prod(mesh.shape[a] for a in axes)
+
+
+def process_batch_rows(mesh: Mesh, rules: Rules, global_batch_size: int) -> range:
+    """The rows of a global [global_batch_size, ...] batch that this process's devices hold: the rows, in order,
+    that it passes to `global_batch_from_host`. Every row when the batch is not split across processes."""
+    sharding = NamedSharding(mesh, batch_spec(rules, 1))
+    rows: set[int] = set()
+    for (index,) in sharding.addressable_devices_indices_map((global_batch_size,)).values():
+        rows.update(range(*index.indices(global_batch_size)))
+    lo, hi = min(rows), max(rows) + 1
+    if len(rows) != hi - lo:
+        raise ShardingError(
+            f"config.mesh: process {jax.process_index()} holds non-contiguous batch rows {sorted(rows)}; "
+            "put the batch axes (config.mesh.rules 'act_batch') first in config.mesh.axes"
+        )
+    return range(lo, hi)
 
 
 def global_batch_from_host(

@@ -62,6 +62,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.param_dtype = "float32"
     c.model.remat = "none"  # none | full | dots_saveable
     c.model.scan_layers = True
+    # A Hugging Face directory (config.json + safetensors + tokenizer.json) to start from: its config.json defines
+    # the architecture (preset and overrides unused) and its weights replace the random init (aya_jax/hf.py).
+    c.model.hf_init_dir = ""
     c.model.attention = "xla"  # xla (einsum + mask) | cudnn (jax.nn.dot_product_attention on GPU)
 
     # ---- mesh & sharding ----------------------------------------------------------------------------------
@@ -70,6 +73,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.mesh.shape = (1, -1, 1)  # one entry may be -1: "all the remaining devices"
     c.mesh.rules = default_rules()
     c.mesh.distributed = "auto"  # auto | on | off: jax.distributed.initialize() on multi-host runtimes
+    # Multi-host failure bounds (jax.distributed.initialize): a host silent for heartbeat_timeout_seconds ends
+    # the whole job with an error instead of leaving the others waiting in a collective.
+    c.mesh.heartbeat_timeout_seconds = 100
+    c.mesh.initialization_timeout_seconds = 300  # how long to wait for every host to join
+    c.mesh.shutdown_timeout_seconds = 300  # how long a finished host waits for the others at exit
 
     # ---- data ---------------------------------------------------------------------------------------------
     c.data = ml_collections.ConfigDict()
@@ -81,6 +89,24 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.strict = (
         False  # True: the first malformed row is an error (file:line); False: counted and reported
     )
+    c.data.max_example_chars = 65_536  # rows with more text are skipped as "over-long row"; 0 = no limit
+    c.data.chat_template = False  # format rows with the Cohere chat template (aya_jax/data/chat_template.py)
+    # Local copies of the published data (.jsonl / .jsonl.gz / .parquet, split by file name); "" = the
+    # environment variable (AYA_DATASET_DIR, ...) or <data_dir>/<source> if it exists. See aya_jax/data/catalog.py.
+    c.data.aya_dataset_dir = ""
+    c.data.aya_dataset_format = "files"  # files | tfds (a TFDS dataset prepared once from those files)
+    c.data.aya_collection_dir = ""
+    c.data.preference_dir = ""  # prompt, chosen, rejected, language
+    c.data.prompts_dir = ""  # prompt, language
+    # Mixtures (config.data.task = "aya23_sft", "aya101_sft", ...) are defined in gin/<name>.gin.
+    c.data.gin_files = ()  # more gin files, parsed after the mixture's own
+    c.data.gin_bindings = ()  # e.g. ("aya23_sft/mixture_spec.temperature = 1.0",)
+    c.data.mixture_temperature = 0.0  # > 0 overrides the mixture's temperature (p ∝ n^(1/T)); 0 = gin's
+    # Logical input shards; 0 = one per host. Each global batch is the concatenation of every shard's next
+    # global_batch_size / num_shards rows, and host h reads only its num_shards / hosts shards; a fixed value
+    # (dividing the batch, divisible by every host count you use) makes the data seen, and a resumed data
+    # position, the same on 1 host or many. See aya_jax/data/pipeline.py HostTrainIterator.
+    c.data.num_shards = 0
     c.data.train_split = "train"
     c.data.eval_split = "validation"
     c.data.vocab = ml_collections.ConfigDict()
@@ -116,6 +142,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every = 500
     c.checkpoint.keep = 3
+    c.checkpoint.directory = ""  # "" = <workdir>/checkpoints; may be gs://... (needed on multi-host pods)
     c.checkpoint.async_save = True
     c.checkpoint.init_from = (
         ""  # params-only start from another run's checkpoint directory (step dir or root)
@@ -126,4 +153,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.metrics.tensorboard = True
     c.metrics.jsonl = True
     c.metrics.peak_flops_per_device = 0.0  # 0 = look up the device kind, or measure it on CPU
+
+    # ---- ahead-of-time compile check (job aot_compile, aya_jax/aot.py) ---------------------------------------
+    c.aot = ml_collections.ConfigDict()
+    c.aot.platform = "tpu"  # tpu: for config.aot.topology (libtpu, no TPU needed) | cpu: the local devices
+    c.aot.topology = "v5e-16"  # gcloud accelerator type (v5litepod-16, v4-32, ...) or libtpu's (v5e:4x4)
+    c.aot.hbm_gib = 0.0  # per device; 0 = the device kind's from aya_jax/aot.py HBM_GIB_PER_CHIP
     return c

@@ -27,13 +27,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.seq_len = 256
     config.data.vocab.size = 8000
 
-    config.train.global_batch_size = 16
-    config.train.steps = 600
+    config.train.global_batch_size = 8
+    config.train.steps = 300
     config.train.eval_every = 100
     config.train.eval_batches = 4
-    config.train.log_every = 10
-    config.checkpoint.every = 100
+    config.train.log_every = 5
+    config.checkpoint.every = 50
 
     config.optimizer.learning_rate = 3e-3
-    config.optimizer.warmup_steps = 40
+    config.optimizer.warmup_steps = 30
     return config

@@ -10,6 +10,13 @@ from typing import Any
 JOBS: dict[str, str] = {
     "sft": "aya_jax.trainers.sft:train",
     "model_info": "aya_jax.model_info:run",
+    "aot_compile": "aya_jax.aot:run",
+    "data_stats": "aya_jax.data.stats:run",
+    "train_vocab": "aya_jax.data.vocab_training:run",
+    "generate": "aya_jax.trainers.generate:run",
+    "hf_export": "aya_jax.trainers.hf_convert:export",
+    "hf_import": "aya_jax.trainers.hf_convert:import_",
+    "merge": "aya_jax.trainers.merge:run",
 }
 
 

@@ -26,8 +26,9 @@ import optax
 from flax import linen as nn
 
 from aya_jax import checkpoint as ckpt_lib
-from aya_jax import losses, metrics, optimizers, sharding
+from aya_jax import hf, losses, metrics, optimizers, sharding
 from aya_jax.models import cohere
+from aya_jax.trainers import pretrained
 from aya_jax.trainers import train_state as ts
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,12 @@ def validate_config(
         )
     if gb % process_count:
         raise ConfigError(f"config.train.global_batch_size: {gb} is not divisible by {process_count} hosts")
+    num_shards = int(config.data.num_shards) or process_count
+    if int(config.data.num_shards) < 0 or gb % num_shards:
+        raise ConfigError(
+            f"config.data.num_shards: {config.data.num_shards} must be 0 (one per host) or a positive divisor "
+            f"of config.train.global_batch_size {gb}"
+        )
     return shape, rules
 
 
@@ -215,19 +222,28 @@ class RunSummary:
     tensorboard_dir: str
     plot: str | None
     preempted: bool
+    language_plot: str | None = None
 
 
 def train(config: Any, workdir: str) -> RunSummary:
     from aya_jax.data import languages, pipeline  # data stays off the import path of the model code
 
     workdir_path = pathlib.Path(workdir)
-    sharding.maybe_initialize_distributed(config.mesh.distributed)
+    sharding.maybe_initialize_distributed(
+        config.mesh.distributed,
+        heartbeat_timeout_seconds=int(config.mesh.heartbeat_timeout_seconds),
+        initialization_timeout_seconds=int(config.mesh.initialization_timeout_seconds),
+        shutdown_timeout_seconds=int(config.mesh.shutdown_timeout_seconds),
+    )
     process_index, process_count = jax.process_index(), jax.process_count()
     mesh_shape, rules = validate_config(config, jax.device_count(), process_count)
 
     # ---- data -------------------------------------------------------------------------------------------
     spec = pipeline.prepare(config.data)
-    model, model_cfg = ts.build_model(config.model, spec.vocab_size)
+    # With config.model.hf_init_dir, the architecture is the checkpoint's config.json (aya_jax/hf.py).
+    hf_init_dir = str(config.model.hf_init_dir)
+    hf_config = hf.read_config(hf_init_dir) if hf_init_dir else None
+    model, model_cfg = pretrained.build_model(config.model, spec.vocab_size, hf_config)
     seq_len = int(config.data.seq_len)
 
     # ---- mesh, optimiser, shardings ---------------------------------------------------------------------
@@ -248,15 +264,25 @@ def train(config: Any, workdir: str) -> RunSummary:
     )
 
     # ---- restore or initialise --------------------------------------------------------------------------
-    ckpt_dir = workdir_path / "checkpoints"
+    # A separate checkpoint directory may be remote (gs://, for multi-host pods); pathlib would mangle "://".
+    ckpt_dir = str(config.checkpoint.directory) or workdir_path / "checkpoints"
     checkpointer = ckpt_lib.Checkpointer(
         ckpt_dir, keep=int(config.checkpoint.keep), async_save=bool(config.checkpoint.async_save)
     )
     restored = checkpointer.restore_latest(ckpt_lib.abstract_like(abstract_state, state_sh))
-    host_batch = int(config.train.global_batch_size) // process_count
+    num_shards, shard_batch, host_shards = _data_shards(config, mesh, rules, process_count)
+    log.info(
+        "data: process %d of %d reads shards [%d, %d) of %d, %d rows of each global batch",
+        process_index,
+        process_count,
+        host_shards.start,
+        host_shards.stop,
+        num_shards,
+        len(host_shards) * shard_batch,
+    )
     data_identity = {
         "seed": int(config.seed),
-        "process_count": process_count,
+        "num_shards": num_shards,
         "global_batch_size": int(config.train.global_batch_size),
         "seq_len": seq_len,
         "task": str(config.data.task),
@@ -268,17 +294,23 @@ def train(config: Any, workdir: str) -> RunSummary:
     else:
         init_fn = ts.make_init_fn(model, tx, seq_len)
         with mesh, nn.logical_axis_rules(rules):
-            state = jax.jit(init_fn, out_shardings=state_sh)(jax.random.PRNGKey(int(config.seed)))
+            if hf_init_dir:  # the imported weights, streamed onto their shardings, instead of a random init
+                state = pretrained.train_state_from_hf(
+                    hf_init_dir, model, tx, abstract_state, state_sh, jax.random.PRNGKey(int(config.seed))
+                )
+                pretrained.record_hf_source(workdir_path, hf_init_dir)
+            else:
+                state = jax.jit(init_fn, out_shardings=state_sh)(jax.random.PRNGKey(int(config.seed)))
         start_step, start_position = 0, 0
-        log.info("initialised a new model (seed %d)", int(config.seed))
+        log.info("initialised %s (seed %d)", hf_init_dir or "a new model", int(config.seed))
 
-    train_iter = pipeline.TrainIterator(
+    train_iter = pipeline.HostTrainIterator(
         spec,
         config.data,
-        batch_size=host_batch,
+        shard_batch_size=shard_batch,
+        shards=host_shards,
+        num_shards=num_shards,
         seed=int(config.seed),
-        process_index=process_index,
-        process_count=process_count,
         start_position=start_position,
     )
 
@@ -318,13 +350,13 @@ def train(config: Any, workdir: str) -> RunSummary:
     def run_eval(step: int) -> dict[str, float]:
         nonlocal eval_data
         if eval_data is None:
-            eval_data = pipeline.eval_batches(
+            eval_data = pipeline.host_eval_batches(
                 spec,
                 config.data,
-                batch_size=host_batch,
+                shard_batch_size=shard_batch,
+                shards=host_shards,
+                num_shards=num_shards,
                 num_batches=int(config.train.eval_batches),
-                process_index=process_index,
-                process_count=process_count,
             )
         sums = None
         with mesh, nn.logical_axis_rules(rules):
@@ -350,7 +382,7 @@ def train(config: Any, workdir: str) -> RunSummary:
         return result
 
     def data_state(position: int) -> dict[str, Any]:
-        return {**data_identity, "position": position}
+        return {**data_identity, "process_count": process_count, "position": position}
 
     # ---- train ------------------------------------------------------------------------------------------
     step = start_step
@@ -412,7 +444,7 @@ def train(config: Any, workdir: str) -> RunSummary:
     if not preempted and int(config.train.eval_batches) > 0 and step % int(config.train.eval_every):
         run_eval(step)
     writer.close()
-    plot_path = None
+    plot_path = language_plot = None
     if bool(config.train.plot) and process_index == 0 and writer.jsonl_path.exists():
         plot_path = str(
             metrics.plot_loss_curve(
@@ -421,6 +453,10 @@ def train(config: Any, workdir: str) -> RunSummary:
                 title=f"{config.model.preset} SFT on {config.data.task}",
             )
         )
+        lang_plot = metrics.plot_language_losses(
+            writer.jsonl_path, workdir_path / "eval_loss_by_language.png"
+        )
+        language_plot = str(lang_plot) if lang_plot else None
     tps_mean = float(np.median(tps_history)) if tps_history else None
     summary = RunSummary(
         workdir=str(workdir_path.absolute()),
@@ -430,25 +466,43 @@ def train(config: Any, workdir: str) -> RunSummary:
         last_loss=last_loss,
         tokens_per_second=tps_mean,
         mfu=(tps_mean * flops_per_token / total_peak) if tps_mean else None,
-        checkpoint_dir=str(ckpt_dir.absolute()),
+        checkpoint_dir=str(checkpointer.directory),
         metrics_jsonl=str(writer.jsonl_path.absolute()),
         tensorboard_dir=str(writer.tb_dir.absolute()),
         plot=plot_path,
         preempted=preempted,
+        language_plot=language_plot,
     )
     _log_summary(summary)
     return summary
+
+
+def _data_shards(config: Any, mesh: jax.sharding.Mesh, rules: sharding.Rules, process_count: int):
+    """(num_shards, rows per shard per step, this host's shards): the shards that cover the rows of the global
+    batch this host's devices hold (see pipeline.HostTrainIterator)."""
+    global_batch = int(config.train.global_batch_size)
+    num_shards = int(config.data.num_shards) or process_count
+    shard_batch = global_batch // num_shards
+    rows = sharding.process_batch_rows(mesh, rules, global_batch)
+    if rows.start % shard_batch or rows.stop % shard_batch:
+        raise ConfigError(
+            f"config.data.num_shards: {num_shards} shards of {shard_batch} rows do not tile this host's batch "
+            f"rows [{rows.start}, {rows.stop}); use a multiple of the host count {process_count}"
+        )
+    return num_shards, shard_batch, range(rows.start // shard_batch, rows.stop // shard_batch)
 
 
 def _check_data_state(data_state: dict[str, Any], identity: dict[str, Any]) -> int:
     """The saved data position, if the stream it indexes is the one this run would read."""
     for key, value in identity.items():
         saved = data_state.get(key)
-        if key == "process_count" and saved != value:
-            # Each host's stream depends on the host count: positions don't transfer one-to-one.
+        if key == "num_shards":
+            saved = data_state.get(key, data_state.get("process_count"))  # older checkpoints: one per host
+        if key == "num_shards" and saved != value:
+            # Each shard's stream depends on the shard count: positions don't transfer one-to-one.
             log.warning(
-                "checkpoint was written with %s hosts, now %s: the data stream restarts from a new "
-                "position (some examples will repeat or be skipped; see README)",
+                "checkpoint was written with %s data shards, now %s: the data stream restarts from a new "
+                "position (some examples will repeat or be skipped; see README and config.data.num_shards)",
                 saved,
                 value,
             )
@@ -497,6 +551,8 @@ def _log_summary(s: RunSummary) -> None:
     ]
     if s.plot:
         lines.append(f"  loss curve    {s.plot}")
+    if s.language_plot:
+        lines.append(f"  per language  {s.language_plot}")
     lines.append("=" * 72)
     for line in lines:
         log.info(line)

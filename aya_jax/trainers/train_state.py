@@ -32,7 +32,11 @@ def dtype_from_name(name: str, field: str) -> jnp.dtype:
 def build_model(model_config: Any, vocab_size: int | None) -> tuple[cohere.CohereLM, cohere.CohereConfig]:
     """The Cohere decoder of config.model; `vocab_size` fills presets whose vocabulary comes from the data."""
     overrides = {k: v for k, v in model_config.overrides.to_dict().items() if v is not None}
-    cfg = cohere.resolve(model_config.preset, vocab_size=vocab_size, **overrides)
+    # An explicit vocab_size override wins over the tokenizer's (it may be larger, e.g. padded for sharding).
+    vocab_override = overrides.pop("vocab_size", None)
+    cfg = cohere.resolve(model_config.preset, vocab_size=vocab_override or vocab_size, **overrides)
+    if vocab_override:
+        cfg = cfg.replace(vocab_size=vocab_override)
     if vocab_size and cfg.vocab_size < vocab_size:
         raise ValueError(
             f"config.model: preset {model_config.preset!r} has vocab_size {cfg.vocab_size} < the tokenizer's {vocab_size}"
