@@ -449,12 +449,12 @@ def train(config: Any, workdir: str) -> RunSummary:
         plot_path = str(
             metrics.plot_loss_curve(
                 writer.jsonl_path,
-                workdir_path / "loss_curve.png",
+                workdir_path.absolute() / "loss_curve.png",
                 title=f"{config.model.preset} SFT on {config.data.task}",
             )
         )
         lang_plot = metrics.plot_language_losses(
-            writer.jsonl_path, workdir_path / "eval_loss_by_language.png"
+            writer.jsonl_path, workdir_path.absolute() / "eval_loss_by_language.png"
         )
         language_plot = str(lang_plot) if lang_plot else None
     tps_mean = float(np.median(tps_history)) if tps_history else None
