@@ -144,9 +144,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint.keep = 3
     c.checkpoint.directory = ""  # "" = <workdir>/checkpoints; may be gs://... (needed on multi-host pods)
     c.checkpoint.async_save = True
-    c.checkpoint.init_from = (
-        ""  # params-only start from another run's checkpoint directory (step dir or root)
-    )
+    # Params-only start (new optimiser, step 0) from another run: its workdir or checkpoints/ directory (the
+    # newest step), e.g. a quickstart run, a merge or an hf_import output. Ignored when resuming.
+    c.checkpoint.init_from = ""
 
     # ---- metrics ------------------------------------------------------------------------------------------
     c.metrics = ml_collections.ConfigDict()

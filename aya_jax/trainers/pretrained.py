@@ -113,6 +113,27 @@ def train_state_from_hf(
         state_shardings.params,
     )
     params = hf.load_params(hf_dir, arch, cfg, target, scan_layers=bool(model.scan_layers))
+    return _train_state_from_params(params, tx, state_shardings, rng)
+
+
+def train_state_from_orbax(
+    path: str, tx: Any, abstract_state: Any, state_shardings: Any, rng: jax.Array
+) -> tuple[int, ts.TrainState]:
+    """A fresh TrainState (step 0, new optimiser state) whose params are those of another run's checkpoint
+    (config.checkpoint.init_from: its workdir, checkpoints/ directory, or a merge/hf_import output), restored
+    straight onto their shardings. Returns (the source step, state)."""
+    _, checkpoints_dir = split_checkpoint_path(path)
+    target = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+        abstract_state.params,
+        state_shardings.params,
+    )
+    step, params = load_orbax_params(checkpoints_dir, target)
+    return step, _train_state_from_params(params, tx, state_shardings, rng)
+
+
+def _train_state_from_params(params: Any, tx: Any, state_shardings: Any, rng: jax.Array) -> ts.TrainState:
+    """Step 0, the optimiser initialised from `params`, the rng split exactly as `make_init_fn` does."""
 
     def init(params: Any, rng: jax.Array) -> ts.TrainState:
         _, state_rng = jax.random.split(rng)

@@ -59,6 +59,11 @@ def validate_config(
     for field in ("steps", "global_batch_size", "grad_accum_steps", "log_every"):
         if int(t[field]) < 1:
             raise ConfigError(f"config.train.{field}: must be >= 1, got {t[field]}")
+    if str(config.model.hf_init_dir) and str(config.checkpoint.init_from):
+        raise ConfigError(
+            "config.checkpoint.init_from: set either it or config.model.hf_init_dir, not both (both say where "
+            "the initial params come from)"
+        )
     if int(config.checkpoint.every) < 1:
         raise ConfigError(f"config.checkpoint.every: must be >= 1, got {config.checkpoint.every}")
     if int(config.data.seq_len) < 2:
@@ -299,10 +304,21 @@ def train(config: Any, workdir: str) -> RunSummary:
                     hf_init_dir, model, tx, abstract_state, state_sh, jax.random.PRNGKey(int(config.seed))
                 )
                 pretrained.record_hf_source(workdir_path, hf_init_dir)
+                source = hf_init_dir
+            elif str(config.checkpoint.init_from):  # another run's params; fresh optimiser, step 0
+                source_step, state = pretrained.train_state_from_orbax(
+                    str(config.checkpoint.init_from),
+                    tx,
+                    abstract_state,
+                    state_sh,
+                    jax.random.PRNGKey(int(config.seed)),
+                )
+                source = f"the params of {config.checkpoint.init_from} step {source_step}"
             else:
                 state = jax.jit(init_fn, out_shardings=state_sh)(jax.random.PRNGKey(int(config.seed)))
+                source = "a new model"
         start_step, start_position = 0, 0
-        log.info("initialised %s (seed %d)", hf_init_dir or "a new model", int(config.seed))
+        log.info("initialised %s (seed %d)", source, int(config.seed))
 
     train_iter = pipeline.HostTrainIterator(
         spec,

@@ -241,3 +241,24 @@ def test_unloadable_checkpoints_are_an_error_not_a_restart(reference_run, data_d
         not (workdir / "metrics.jsonl").exists()
         or '"kind": "train"' not in (workdir / "metrics.jsonl").read_text()
     )
+
+
+def test_init_from_starts_a_new_run_from_another_runs_params(reference_run, data_dir, tmp_path):
+    ref_dir, _ = reference_run
+    workdir = tmp_path / "from_ref"
+    proc = _run(
+        workdir,
+        data_dir,
+        "--config.train.steps=2",
+        "--config.checkpoint.every=4",
+        "--config.mesh.shape=(2,2,2)",
+        f"--config.checkpoint.init_from={ref_dir}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"initialised the params of {ref_dir} step 12" in proc.stderr
+    new, reference = _losses(workdir), _losses(ref_dir)
+    assert sorted(new) == [1, 2]  # a new run: step 0, fresh optimiser, data from the start
+    # Same first batch as the reference's step 1, but the trained params: a clearly lower loss, and close to
+    # where the reference ended.
+    assert new[1] < reference[1] - 0.1, (new, reference)
+    assert abs(new[1] - reference[12]) < 0.5, (new, reference)
