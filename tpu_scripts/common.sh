@@ -93,6 +93,14 @@ option_value() {
   fi
 }
 
+take_main_args() { # the arguments after --, for aya_jax.main (sets MAIN_ARGS)
+  MAIN_ARGS=("$@")
+  local arg
+  for arg in "${MAIN_ARGS[@]}"; do
+    [[ $arg != --dry-run ]] || die "--dry-run after -- would go to aya_jax.main; put it before --"
+  done
+}
+
 require_common() {
   [[ -n $NAME ]] || die "--name is required (or set AYA_TPU_NAME)"
   [[ -n $ZONE ]] || die "--zone is required (or set AYA_TPU_ZONE)"

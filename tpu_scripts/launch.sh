@@ -40,10 +40,7 @@ while (($#)); do
       ;;
     --)
       shift
-      MAIN_ARGS=("$@")
-      for arg in "${MAIN_ARGS[@]}"; do
-        [[ $arg != --dry-run ]] || die "--dry-run after -- would go to aya_jax.main; put it before --"
-      done
+      take_main_args "$@"
       break
       ;;
     *) die "unknown option $1 (see --help)" ;;

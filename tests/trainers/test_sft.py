@@ -72,6 +72,28 @@ def _losses(workdir: pathlib.Path) -> dict[int, float]:
     return out
 
 
+def _start_and_wait_for_step(workdir, data_dir, args, step, timeout=240) -> subprocess.Popen:
+    """Start a run in the background and return once `step` is in its metrics (the run is still going)."""
+    proc = subprocess.Popen(
+        _cmd(workdir, *args),
+        env=_env(data_dir),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.time() + timeout
+    while not (metrics.exists() and max(_losses(workdir) or [0]) >= step):
+        if proc.poll() is not None:
+            pytest.fail(f"run ended before step {step} could be awaited: {proc.stderr.read()[-2000:]}")
+        if time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"step {step} not logged within {timeout} s")
+        time.sleep(0.05)
+    return proc
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("aya_data")
@@ -143,23 +165,8 @@ def test_sigkill_then_rerun_matches_uninterrupted(reference_run, data_dir, tmp_p
     ref_dir, _ = reference_run
     workdir = tmp_path / "killed"
     args = ["--config.train.steps=12", "--config.checkpoint.every=4", "--config.mesh.shape=(2,2,2)"]
-    proc = subprocess.Popen(
-        _cmd(workdir, *args),
-        env=_env(data_dir),
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    metrics = workdir / "metrics.jsonl"
-    deadline = time.time() + 240
     # Kill once step 6 is logged: checkpoint 4 exists, steps 5-6 will be redone from it.
-    while time.time() < deadline:
-        if metrics.exists() and max(_losses(workdir) or [0]) >= 6:
-            break
-        if proc.poll() is not None:
-            pytest.fail(f"run ended before it could be killed: {proc.stderr.read()[-2000:]}")
-        time.sleep(0.05)
+    proc = _start_and_wait_for_step(workdir, data_dir, args, 6)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = max(_losses(workdir))
@@ -182,19 +189,7 @@ def test_sigkill_then_rerun_matches_uninterrupted(reference_run, data_dir, tmp_p
 def test_sigterm_saves_a_loadable_checkpoint_and_exits_zero(data_dir, tmp_path):
     workdir = tmp_path / "preempted"
     args = ["--config.train.steps=400", "--config.checkpoint.every=1000"]
-    proc = subprocess.Popen(
-        _cmd(workdir, *args),
-        env=_env(data_dir),
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    metrics = workdir / "metrics.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline and not (metrics.exists() and max(_losses(workdir) or [0]) >= 3):
-        assert proc.poll() is None, proc.stderr.read()[-2000:]
-        time.sleep(0.05)
+    proc = _start_and_wait_for_step(workdir, data_dir, args, 3)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-2000:]
