@@ -83,7 +83,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     c.data.task = "aya_default"  # a registered seqio task or mixture name
     c.data.data_dir = ""  # where local/generated data lives; "" = $AYA_DATA_DIR or ~/.cache/aya_jax/data
-    c.data.seq_len = 512
+    c.data.seq_len = 512  # decoder tokens per row (an encoder-decoder's targets)
+    c.data.inputs_len = 0  # encoder-decoder models (mT5): encoder tokens per row; 0 = seq_len
     c.data.pack = True
     c.data.shuffle_buffer = 10_000
     c.data.strict = (

@@ -27,7 +27,7 @@ preference-pair and prompt converters of `prompt_converters`; resume works the s
 
 import dataclasses
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import seqio
@@ -313,7 +313,11 @@ class HostTrainIterator:
         num_shards: int,
         seed: int,
         start_position: int = 0,
+        make_converter: Callable[[], seqio.FeatureConverter] | None = None,
+        feature_lengths: dict[str, int] | None = None,
     ):
+        """`make_converter` builds each shard's converter (default: the decoder-only packer); an
+        encoder-decoder model passes its own with its `feature_lengths`."""
         if not shards or shards.start < 0 or shards.stop > num_shards:
             raise ValueError(f"shards={shards}: expected a non-empty range inside [0, {num_shards})")
         self.shards = shards
@@ -327,6 +331,8 @@ class HostTrainIterator:
                 process_index=shard,
                 process_count=num_shards,
                 start_position=start_position,
+                feature_converter=make_converter() if make_converter else None,
+                feature_lengths=feature_lengths,
             )
             for shard in shards
         ]
@@ -349,6 +355,8 @@ def host_eval_batches(
     shards: range,
     num_shards: int,
     num_batches: int,
+    make_converter: Callable[[], seqio.FeatureConverter] | None = None,
+    feature_lengths: dict[str, int] | None = None,
 ) -> list[dict[str, np.ndarray]]:
     """`eval_batches` of each of this host's shards, concatenated batch by batch like HostTrainIterator."""
     per_shard = [
@@ -359,6 +367,8 @@ def host_eval_batches(
             num_batches=num_batches,
             process_index=shard,
             process_count=num_shards,
+            feature_converter=make_converter() if make_converter else None,
+            feature_lengths=feature_lengths,
         )
         for shard in shards
     ]

@@ -20,7 +20,7 @@ from jax.sharding import Mesh
 
 from aya_jax import checkpoint as ckpt_lib
 from aya_jax import hf
-from aya_jax.models import cohere
+from aya_jax.models import families
 from aya_jax.trainers import train_state as ts
 
 log = logging.getLogger(__name__)
@@ -86,11 +86,7 @@ def build_model(model_config: Any, vocab_size: int | None, hf_config: dict[str, 
             f"config.data.vocab: the tokenizer has {vocab_size} tokens, the checkpoint's embedding only "
             f"{cfg.vocab_size}"
         )
-    if model_config.remat not in ("none", "full", "dots_saveable"):
-        raise ValueError(
-            f"config.model.remat: {model_config.remat!r} is not one of none, full, dots_saveable"
-        )
-    model = cohere.CohereLM(
+    model = families.build_module(
         cfg,
         dtype=ts.dtype_from_name(model_config.dtype, "config.model.dtype"),
         param_dtype=ts.dtype_from_name(model_config.param_dtype, "config.model.param_dtype"),
@@ -146,7 +142,7 @@ def _train_state_from_params(params: Any, tx: Any, state_shardings: Any, rng: ja
 
 def abstract_params(model: nn.Module, mesh: Mesh, rules: Any) -> Any:
     """ShapeDtypeStructs with shardings for the model's params (nothing allocated)."""
-    arch = hf.architecture("cohere")  # CohereLM: the only decoder trainers build
+    arch = hf.architecture(families.MT5 if families.is_encoder_decoder(model) else families.COHERE)
     return hf.abstract_params(arch, model, model.cfg, mesh, rules)
 
 

@@ -27,7 +27,7 @@ from flax import linen as nn
 
 from aya_jax import checkpoint as ckpt_lib
 from aya_jax import hf, losses, metrics, optimizers, sharding
-from aya_jax.models import cohere
+from aya_jax.models import cohere, families
 from aya_jax.trainers import pretrained
 from aya_jax.trainers import train_state as ts
 
@@ -51,10 +51,10 @@ def validate_config(
         shape = sharding.resolve_mesh_shape(config.mesh.axes, config.mesh.shape, num_devices)
     except sharding.ShardingError as e:
         raise ConfigError(str(e)) from None
-    if config.model.preset not in cohere.PRESETS:
-        raise ConfigError(
-            f"config.model.preset: unknown preset {config.model.preset!r} (known: {', '.join(sorted(cohere.PRESETS))})"
-        )
+    try:
+        family = families.family_of_preset(config.model.preset)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     t = config.train
     for field in ("steps", "global_batch_size", "grad_accum_steps", "log_every"):
         if int(t[field]) < 1:
@@ -68,12 +68,15 @@ def validate_config(
         raise ConfigError(f"config.checkpoint.every: must be >= 1, got {config.checkpoint.every}")
     if int(config.data.seq_len) < 2:
         raise ConfigError(f"config.data.seq_len: must be >= 2, got {config.data.seq_len}")
-    preset = cohere.PRESETS[config.model.preset]
-    max_pos = config.model.overrides.max_position_embeddings or preset.max_position_embeddings
-    if int(config.data.seq_len) > max_pos:
-        raise ConfigError(
-            f"config.data.seq_len: {config.data.seq_len} exceeds the model's max_position_embeddings {max_pos}"
-        )
+    if family == families.COHERE:
+        preset = cohere.PRESETS[config.model.preset]
+        max_pos = config.model.overrides.max_position_embeddings or preset.max_position_embeddings
+        if int(config.data.seq_len) > max_pos:
+            raise ConfigError(
+                f"config.data.seq_len: {config.data.seq_len} exceeds the model's max_position_embeddings {max_pos}"
+            )
+    elif int(config.data.get("inputs_len", 0) or 0) < 0:
+        raise ConfigError(f"config.data.inputs_len: must be >= 0 (0 = seq_len), got {config.data.inputs_len}")
     axes = dict(zip(tuple(config.mesh.axes), shape, strict=True))
     try:
         rules = sharding.normalize_rules(config.mesh.rules)
@@ -113,19 +116,12 @@ def validate_config(
 def _forward_loss(model: nn.Module, params: Any, batch: dict[str, jax.Array], z_loss: float):
     """(token-summed loss, statistics). The output projection is fused into a chunked cross-entropy, so the
     [batch, len, vocab] logits never exist (see losses.linear_cross_entropy)."""
-    hidden = model.apply(
-        {"params": params},
-        batch["decoder_input_tokens"],
-        batch["decoder_positions"],
-        batch["decoder_segment_ids"],
-        return_hidden=True,
-    )
     out = losses.linear_cross_entropy(
-        hidden,
-        cohere.output_kernel(params).astype(model.dtype),
+        families.hidden_states(model, params, batch),
+        families.output_kernel(model, params).astype(model.dtype),
         batch["decoder_target_tokens"],
         batch["decoder_loss_weights"],
-        logit_scale=model.cfg.logit_scale,
+        logit_scale=families.logit_scale(model),
         z_loss=z_loss,
     )
     aux = {k: out[k] for k in ("loss_sum", "nll_sum", "z_loss_sum", "correct_sum", "weight_sum")}
@@ -179,20 +175,13 @@ def make_eval_step(model: nn.Module, num_languages: int):
     """(params, batch) -> token sums overall and per language id (for per-language loss)."""
 
     def step(params: Any, batch: dict[str, jax.Array]):
-        hidden = model.apply(
-            {"params": params},
-            batch["decoder_input_tokens"],
-            batch["decoder_positions"],
-            batch["decoder_segment_ids"],
-            return_hidden=True,
-        )
         w = batch["decoder_loss_weights"].astype(jnp.float32)
         out = losses.linear_cross_entropy(
-            hidden,
-            cohere.output_kernel(params).astype(model.dtype),
+            families.hidden_states(model, params, batch),
+            families.output_kernel(model, params).astype(model.dtype),
             batch["decoder_target_tokens"],
             w,
-            logit_scale=model.cfg.logit_scale,
+            logit_scale=families.logit_scale(model),
         )
         lang_loss, lang_weight = losses.per_group_sums(
             out["nll"], w, batch["decoder_language_ids"], num_languages
@@ -250,6 +239,10 @@ def train(config: Any, workdir: str) -> RunSummary:
     hf_config = hf.read_config(hf_init_dir) if hf_init_dir else None
     model, model_cfg = pretrained.build_model(config.model, spec.vocab_size, hf_config)
     seq_len = int(config.data.seq_len)
+    feature_lengths = families.feature_lengths(model_cfg, config.data)
+
+    def make_converter():
+        return families.feature_converter(model_cfg, config.data, spec.eos_id)
 
     # ---- mesh, optimiser, shardings ---------------------------------------------------------------------
     mesh = sharding.make_mesh(tuple(config.mesh.axes), mesh_shape)
@@ -258,7 +251,7 @@ def train(config: Any, workdir: str) -> RunSummary:
     with mesh, nn.logical_axis_rules(rules):
         abstract_state, state_sh = ts.state_shardings(model, tx, seq_len, mesh, rules)
     per_device = ts.per_device_bytes(abstract_state, state_sh)
-    n_params = cohere.param_count(model_cfg)
+    n_params = families.param_count(model_cfg)
     log.info(
         "model %s: %s parameters (%.1f M); state per device %.1f MiB on mesh %s",
         config.model.preset,
@@ -290,6 +283,7 @@ def train(config: Any, workdir: str) -> RunSummary:
         "num_shards": num_shards,
         "global_batch_size": int(config.train.global_batch_size),
         "seq_len": seq_len,
+        **({"inputs_len": feature_lengths["inputs"]} if families.is_encoder_decoder(model_cfg) else {}),
         "task": str(config.data.task),
     }
     if restored is not None:
@@ -328,6 +322,8 @@ def train(config: Any, workdir: str) -> RunSummary:
         num_shards=num_shards,
         seed=int(config.seed),
         start_position=start_position,
+        make_converter=make_converter,
+        feature_lengths=feature_lengths,
     )
 
     # ---- compile ----------------------------------------------------------------------------------------
@@ -351,8 +347,9 @@ def train(config: Any, workdir: str) -> RunSummary:
     on_cpu = jax.devices()[0].platform == "cpu"
     # Simulated CPU devices share one host's cores: the measured host peak is the whole budget.
     total_peak = peak if on_cpu else peak * jax.device_count()
-    flops_per_token = cohere.train_flops_per_token(model_cfg, seq_len)
-    tokens_per_step = int(config.train.global_batch_size) * seq_len
+    tokens_per_row = families.tokens_per_row(model_cfg, feature_lengths)
+    flops_per_token = families.train_flops_per_row(model_cfg, feature_lengths) / tokens_per_row
+    tokens_per_step = int(config.train.global_batch_size) * tokens_per_row
     log.info(
         "peak %.1f GFLOP/s per device (%s); %.2f MFLOP per token",
         peak / 1e9,
@@ -373,6 +370,8 @@ def train(config: Any, workdir: str) -> RunSummary:
                 shards=host_shards,
                 num_shards=num_shards,
                 num_batches=int(config.train.eval_batches),
+                make_converter=make_converter,
+                feature_lengths=feature_lengths,
             )
         sums = None
         with mesh, nn.logical_axis_rules(rules):

@@ -12,7 +12,7 @@ from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from aya_jax import sharding
-from aya_jax.models import cohere
+from aya_jax.models import cohere, families
 
 
 @flax.struct.dataclass
@@ -29,33 +29,31 @@ def dtype_from_name(name: str, field: str) -> jnp.dtype:
     return jnp.dtype(name)
 
 
-def build_model(model_config: Any, vocab_size: int | None) -> tuple[cohere.CohereLM, cohere.CohereConfig]:
-    """The Cohere decoder of config.model; `vocab_size` fills presets whose vocabulary comes from the data."""
+def build_model(model_config: Any, vocab_size: int | None) -> tuple[nn.Module, Any]:
+    """The model of config.model (its preset picks the family: Cohere decoder or mT5 encoder-decoder, see
+    models/families.py); `vocab_size` fills presets whose vocabulary comes from the data."""
     overrides = {k: v for k, v in model_config.overrides.to_dict().items() if v is not None}
-    # An explicit vocab_size override wins over the tokenizer's (it may be larger, e.g. padded for sharding).
-    vocab_override = overrides.pop("vocab_size", None)
-    cfg = cohere.resolve(model_config.preset, vocab_size=vocab_override or vocab_size, **overrides)
-    if vocab_override:
-        cfg = cfg.replace(vocab_size=vocab_override)
-    if vocab_size and cfg.vocab_size < vocab_size:
-        raise ValueError(
-            f"config.model: preset {model_config.preset!r} has vocab_size {cfg.vocab_size} < the tokenizer's {vocab_size}"
-        )
-    layers_remat = model_config.remat
-    if layers_remat not in ("none", "full", "dots_saveable"):
-        raise ValueError(f"config.model.remat: {layers_remat!r} is not one of none, full, dots_saveable")
-    model = cohere.CohereLM(
+    if families.family_of_preset(model_config.preset) == families.MT5:
+        cfg = families.resolve_mt5(model_config.preset, vocab_size, overrides)
+    else:
+        # An explicit vocab_size override wins over the tokenizer's (it may be larger, e.g. padded for sharding).
+        vocab_override = overrides.pop("vocab_size", None)
+        cfg = cohere.resolve(model_config.preset, vocab_size=vocab_override or vocab_size, **overrides)
+        if vocab_override:
+            cfg = cfg.replace(vocab_size=vocab_override)
+        if vocab_size and cfg.vocab_size < vocab_size:
+            raise ValueError(
+                f"config.model: preset {model_config.preset!r} has vocab_size {cfg.vocab_size} < the tokenizer's "
+                f"{vocab_size}"
+            )
+    model = families.build_module(
         cfg,
         dtype=dtype_from_name(model_config.dtype, "config.model.dtype"),
         param_dtype=dtype_from_name(model_config.param_dtype, "config.model.param_dtype"),
-        remat=layers_remat,
+        remat=model_config.remat,
         scan_layers=bool(model_config.scan_layers),
     )
     return model, cfg
-
-
-def _dummy_tokens(seq_len: int) -> jax.Array:
-    return jnp.zeros((1, seq_len), jnp.int32)
 
 
 def make_init_fn(model: nn.Module, tx: optax.GradientTransformation, seq_len: int):
@@ -63,7 +61,7 @@ def make_init_fn(model: nn.Module, tx: optax.GradientTransformation, seq_len: in
 
     def init(rng: jax.Array) -> TrainState:
         init_rng, state_rng = jax.random.split(rng)
-        params = nn.unbox(model.init(init_rng, _dummy_tokens(seq_len))["params"])
+        params = nn.unbox(model.init(init_rng, *families.dummy_inputs(model, seq_len))["params"])
         return TrainState(
             step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=state_rng
         )
@@ -81,7 +79,7 @@ def state_shardings(
     """
 
     def boxed_init(rng):
-        boxed = model.init(rng, _dummy_tokens(seq_len))["params"]
+        boxed = model.init(rng, *families.dummy_inputs(model, seq_len))["params"]
         return boxed, tx.init(nn.unbox(boxed))
 
     boxed_params, abstract_opt = jax.eval_shape(boxed_init, jax.random.PRNGKey(0))
