@@ -48,6 +48,7 @@ from flax import struct
 from jax.sharding import Mesh, NamedSharding
 
 from aya_jax import sharding
+from aya_jax.data import chat_template
 from aya_jax.models import cohere
 
 Array = jax.Array
@@ -415,11 +416,6 @@ class Sampler:
 def cohere_chat_prompt(user: str, system: str | None = None) -> str:
     """One user turn in the Cohere chat format (Aya 23 / Aya Expanse), ready for the model's reply — the text
     `tokenizer.apply_chat_template([...], add_generation_prompt=True)` renders with
-    `aya_jax.hf_cohere.CHAT_TEMPLATE`. Encode it with special tokens parsed and none added."""
-    text = "<BOS_TOKEN>"
-    if system is not None:
-        text += f"<|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|>{system}<|END_OF_TURN_TOKEN|>"
-    return text + (
-        f"<|START_OF_TURN_TOKEN|><|USER_TOKEN|>{user.strip()}<|END_OF_TURN_TOKEN|>"
-        "<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>"
-    )
+    `aya_jax.hf_cohere.CHAT_TEMPLATE`, and the prompt SFT rows are trained on with `config.data.chat_template`
+    (one implementation: `aya_jax.data.chat_template`). Encode it with special tokens parsed and none added."""
+    return chat_template.prompt_text(user, system or "")

@@ -12,14 +12,19 @@ The template (the tokenizer's default `chat_template`, rendered for a user turn 
 SentencePiece vocabulary it is `</s>`, and the markers are single user-defined pieces when the model was
 trained with `config.data.chat_template=True`). Loss stays on the reply and its end-of-turn only.
 
-`render` mirrors the Jinja template token for token (checked against the template itself in the tests).
+`render` mirrors the Jinja template token for token (checked against the template itself in the tests). The
+Python half imports no TensorFlow (generation uses it: `sampling.cohere_chat_prompt`); the tf half imports
+TensorFlow and seqio when first called.
 """
+
+from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-import seqio
-import tensorflow as tf
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 BOS = "<BOS_TOKEN>"
 START_OF_TURN = "<|START_OF_TURN_TOKEN|>"
@@ -66,17 +71,20 @@ def completion_text(reply: str) -> str:
 
 def strip_tf(text: tf.Tensor) -> tf.Tensor:
     """Python's str.strip() on a string tensor."""
+    import tensorflow as tf
+
     return tf.strings.regex_replace(text, _STRIP, "")
 
 
 def prompt_text_tf(user: tf.Tensor, system: str = "") -> tf.Tensor:
+    import tensorflow as tf
+
     system_turn = f"{START_OF_TURN}{SYSTEM}{system}{END_OF_TURN}" if system else ""
     return tf.strings.join(
         [BOS, system_turn, START_OF_TURN, USER, strip_tf(user), END_OF_TURN, START_OF_TURN, CHATBOT]
     )
 
 
-@seqio.map_over_dataset
 def _format(ex, prompt_field: str, completion_fields: tuple[str, ...], system: str):
     ex = dict(ex)
     ex[prompt_field] = prompt_text_tf(ex[prompt_field], system)
@@ -91,6 +99,10 @@ def chat_preprocessor(
     """A seqio preprocessor (before `tokenize`) that formats string features with the template: SFT rows
     (`inputs` -> prompt, `targets` -> reply), preference pairs (`prompt`; `chosen`, `rejected`) or
     prompts-only rows (`prompt`; no completion)."""
-    return functools.partial(
-        _format, prompt_field=prompt_field, completion_fields=tuple(completion_fields), system=system
+    import seqio
+
+    return seqio.map_over_dataset(
+        functools.partial(
+            _format, prompt_field=prompt_field, completion_fields=tuple(completion_fields), system=system
+        )
     )
