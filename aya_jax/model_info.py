@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from aya_jax import sharding
-from aya_jax.models import cohere
+from aya_jax.models import cohere, families
 
 
 def shard_elements(shape: tuple[int, ...], spec: Any, axis_sizes: dict[str, int], name: str) -> int:
@@ -39,12 +39,16 @@ def memory_report(
     vocab_size: int | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    cfg = cohere.resolve(preset, vocab_size=vocab_size or 256000, **(overrides or {}))
+    overrides = dict(overrides or {})
+    if families.family_of_preset(preset) == families.MT5:
+        cfg = families.resolve_mt5(preset, vocab_size, overrides)  # the preset's own vocabulary by default
+    else:
+        cfg = cohere.resolve(preset, vocab_size=vocab_size or 256000, **overrides)
     shape = sharding.resolve_mesh_shape(axes, shape, num_devices)
     axis_sizes = dict(zip(axes, shape, strict=True))
     rules = sharding.normalize_rules(rules)
-    model = cohere.CohereLM(cfg)
-    boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))["params"]
+    model = families.build_module(cfg, jnp.float32, jnp.float32, "none", True)
+    boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), *families.dummy_inputs(model, 8))["params"]
     specs = nn.get_partition_spec(boxed)
     flat = jax.tree_util.tree_flatten_with_path(nn.unbox(boxed))[0]
     flat_specs = jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
@@ -57,7 +61,7 @@ def memory_report(
     return {
         "preset": preset,
         "parameters": total,
-        "parameters_formula": cohere.param_count(cfg),
+        "parameters_formula": families.param_count(cfg),
         "mesh": axis_sizes,
         "per_device_params_gib_fp32": per_device * 4 / gib,
         "per_device_params_gib_bf16": per_device * 2 / gib,

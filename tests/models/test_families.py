@@ -1,0 +1,134 @@
+"""The per-family training interface (aya_jax/models/families.py) that the SFT step runs on.
+
+The fused loss of `sft._forward_loss` (hidden states x output kernel x logit scale, chunked) must equal a plain
+log-softmax cross-entropy over the logits each model returns from its own `__call__`, for the Cohere decoder
+(scaled tied logits) and the mT5 encoder-decoder (unscaled untied lm_head), packed rows included.
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from aya_jax.models import families
+from aya_jax.trainers import sft
+from aya_jax.trainers import train_state as ts
+
+
+def _model_config(preset: str, **overrides) -> ml_collections.ConfigDict:
+    names = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "head_dim")
+    return ml_collections.ConfigDict(
+        {
+            "preset": preset,
+            "overrides": {n: overrides.get(n) for n in names},
+            "dtype": "float32",
+            "param_dtype": "float32",
+            "remat": "none",
+            "scan_layers": True,
+        }
+    )
+
+
+def _reference_nll(logits: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> float:
+    logits = logits.astype(np.float64)
+    logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+    picked = np.take_along_axis(logits, targets[..., None], -1)[..., 0]
+    return float(((logz - picked) * weights).sum())
+
+
+def _packed_rows(rng: np.random.Generator, batch: int, length: int, vocab: int) -> dict[str, np.ndarray]:
+    """Two segments then padding per row, like the converters write."""
+    seg = np.zeros((batch, length), np.int32)
+    pos = np.zeros((batch, length), np.int32)
+    for b in range(batch):
+        a, c = rng.integers(2, length // 2), rng.integers(2, length // 2)
+        seg[b, :a], seg[b, a : a + c] = 1, 2
+        pos[b, :a], pos[b, a : a + c] = np.arange(a), np.arange(c)
+    tokens = np.where(seg > 0, rng.integers(2, vocab, (batch, length)), 0).astype(np.int32)
+    return {"tokens": tokens, "segment_ids": seg, "positions": pos}
+
+
+def test_preset_families_and_unknown_preset():
+    assert families.family_of_preset("aya-expanse-8b") == families.COHERE
+    assert families.family_of_preset("aya-101") == families.MT5
+    with pytest.raises(ValueError, match="config.model.preset: unknown preset 'aya-9000'"):
+        families.family_of_preset("aya-9000")
+
+
+def test_mt5_overrides_map_and_cohere_only_fields_are_named():
+    cfg = families.resolve_mt5("mt5-small", 1000, {"num_layers": 3, "hidden_size": 96})
+    assert (cfg.num_encoder_layers, cfg.num_decoder_layers, cfg.d_model, cfg.vocab_size) == (3, 3, 96, 1000)
+    with pytest.raises(ValueError, match=r"\['rope_theta'\] have no meaning for the mT5 preset"):
+        families.resolve_mt5("mt5-small", 1000, {"rope_theta": 1.0})
+
+
+def test_decoder_fused_loss_equals_logits_cross_entropy():
+    model, cfg = ts.build_model(_model_config("cohere-tiny", vocab_size=300, num_layers=2), None)
+    rng = np.random.default_rng(0)
+    rows = _packed_rows(rng, 2, 24, cfg.vocab_size)
+    targets = np.where(rows["segment_ids"] > 0, rng.integers(2, cfg.vocab_size, rows["tokens"].shape), 0)
+    weights = (rows["segment_ids"] > 0).astype(np.float32)
+    batch = {
+        "decoder_input_tokens": rows["tokens"],
+        "decoder_positions": rows["positions"],
+        "decoder_segment_ids": rows["segment_ids"],
+        "decoder_target_tokens": targets.astype(np.int32),
+        "decoder_loss_weights": weights,
+    }
+    params = nn.unbox(model.init(jax.random.PRNGKey(0), *families.dummy_inputs(model, 24))["params"])
+    loss_sum, aux = sft._forward_loss(model, params, jax.tree.map(jnp.asarray, batch), 0.0)
+    logits = model.apply(
+        {"params": params},
+        batch["decoder_input_tokens"],
+        batch["decoder_positions"],
+        batch["decoder_segment_ids"],
+    )
+    assert cfg.logit_scale != 1.0  # the scale is part of what is checked
+    np.testing.assert_allclose(
+        float(loss_sum), _reference_nll(np.asarray(logits), targets, weights), rtol=1e-5
+    )
+    assert float(aux["weight_sum"]) == weights.sum()
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_encoder_decoder_fused_loss_equals_logits_cross_entropy(tied):
+    model, cfg = ts.build_model(_model_config("mt5-tiny", vocab_size=300), None)
+    if tied:
+        cfg = cfg.replace(tie_word_embeddings=True)
+        model = families.build_module(cfg, jnp.float32, jnp.float32, "none", True)
+    rng = np.random.default_rng(1)
+    enc = _packed_rows(rng, 2, 20, cfg.vocab_size)
+    dec = _packed_rows(rng, 2, 16, cfg.vocab_size)
+    # Segment k of the decoder row reads segment k of the encoder row.
+    targets = np.where(dec["segment_ids"] > 0, rng.integers(2, cfg.vocab_size, dec["tokens"].shape), 0)
+    weights = (dec["segment_ids"] > 0).astype(np.float32)
+    batch = {
+        "encoder_input_tokens": enc["tokens"],
+        "encoder_segment_ids": enc["segment_ids"],
+        "encoder_positions": enc["positions"],
+        "decoder_input_tokens": dec["tokens"],
+        "decoder_segment_ids": dec["segment_ids"],
+        "decoder_positions": dec["positions"],
+        "decoder_target_tokens": targets.astype(np.int32),
+        "decoder_loss_weights": weights,
+    }
+    lengths = {"inputs": 20, "targets": 16}
+    params = nn.unbox(model.init(jax.random.PRNGKey(0), *families.dummy_inputs(model, lengths))["params"])
+    assert ("lm_head" in params) != tied
+    loss_sum, _ = sft._forward_loss(model, params, jax.tree.map(jnp.asarray, batch), 0.0)
+    logits = model.apply(
+        {"params": params},
+        batch["encoder_input_tokens"],
+        batch["decoder_input_tokens"],
+        encoder_segment_ids=batch["encoder_segment_ids"],
+        decoder_segment_ids=batch["decoder_segment_ids"],
+        encoder_positions=batch["encoder_positions"],
+        decoder_positions=batch["decoder_positions"],
+    )
+    np.testing.assert_allclose(
+        float(loss_sum), _reference_nll(np.asarray(logits), targets, weights), rtol=1e-5
+    )
+    assert families.logit_scale(model) == 1.0
+    assert families.param_count(cfg) == sum(x.size for x in jax.tree.leaves(params))
