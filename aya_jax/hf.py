@@ -125,6 +125,9 @@ class Architecture:
     generation_config: Callable[[Any], dict[str, Any]] = lambda cfg: {}
     tokenizer_config: Callable[[dict[str, Any]], dict[str, Any] | None] = lambda tokenizer_json: None
     eos_ids: Callable[[dict[str, Any], Any], tuple[int, ...]] = lambda hf_config, cfg: ()
+    # (config.json, the checkpoint's tensor names) -> config.json corrected by what the weights show (e.g. an
+    # lm_head.weight next to a config saying the head is tied); applied by `read_config`.
+    config_for_tensors: Callable[[dict[str, Any], set[str]], dict[str, Any]] | None = None
 
 
 _ARCHITECTURES: dict[str, Architecture] = {}
@@ -172,9 +175,17 @@ def read_config(hf_dir: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise HfCheckpointError(f"{hf_dir}: no {CONFIG_FILE} (expected a Hugging Face model directory)")
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise HfCheckpointError(f"{path}: not valid JSON ({e})") from None
+    arch = architectures().get(config.get("model_type", ""))
+    if arch is not None and arch.config_for_tensors is not None:
+        try:
+            names = SafetensorsReader(hf_dir).names
+        except HfCheckpointError:  # no weights (yet): config.json is all there is
+            return config
+        config = arch.config_for_tensors(config, names)
+    return config
 
 
 def model_config(hf_dir: str | os.PathLike) -> tuple[Architecture, Any, dict[str, Any]]:

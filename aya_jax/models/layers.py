@@ -170,22 +170,27 @@ def cached_dot_product_attention(
     v: Array,  # [batch, kv_heads, q_len, head_dim]
     mask: Array,  # [batch, 1, q_len, q_len] bool
     scale: float,
+    cache_bias: Array | None = None,  # [batch or 1, heads, q_len, cache_len]: added to the cache scores
+    new_bias: Array | None = None,  # [batch or 1, heads, q_len, q_len]: added to the new tokens' scores
 ) -> Array:
     """`dot_product_attention` over the concatenation [cache keys, new keys], without building it: the two score
     blocks share one fp32 softmax, so decoding reads the cache as it is and writes the new keys/values
     afterwards. Keys/values are [batch, kv_heads, len, head_dim] (heads before length): the contractions then
-    batch over leading axes and XLA never transposes the cache. Returns [batch, q_len, heads, head_dim]."""
+    batch over leading axes and XLA never transposes the cache. Returns [batch, q_len, heads, head_dim].
+    The optional additive biases (mT5's relative position bias) split the same way as the keys."""
     batch, q_len, heads, head_dim = q.shape
     kv_heads = k.shape[1]
     qg = q.reshape(batch, q_len, kv_heads, heads // kv_heads, head_dim).transpose(
         0, 2, 3, 1, 4
     )  # [b,h,g,q,d]
 
-    def scores(keys, m):  # [batch, kv_heads, groups, q_len, keys]
+    def scores(keys, m, bias):  # [batch, kv_heads, groups, q_len, keys]
         s = jnp.einsum("bhgqd,bhkd->bhgqk", qg, keys, preferred_element_type=jnp.float32) * scale
+        if bias is not None:
+            s = s + bias.reshape(bias.shape[0], kv_heads, -1, *bias.shape[2:]).astype(jnp.float32)
         return jnp.where(m[:, :, None], s, MASK_VALUE)
 
-    s_cache, s_new = scores(k_cache, cache_mask), scores(k, mask)
+    s_cache, s_new = scores(k_cache, cache_mask, cache_bias), scores(k, mask, new_bias)
     top = jnp.maximum(jnp.max(s_cache, axis=-1, keepdims=True), jnp.max(s_new, axis=-1, keepdims=True))
     p_cache, p_new = jnp.exp(s_cache - top), jnp.exp(s_new - top)
     total = jnp.sum(p_cache, axis=-1, keepdims=True) + jnp.sum(p_new, axis=-1, keepdims=True)
