@@ -30,6 +30,7 @@ from typing import Any
 import jax
 
 from aya_jax import hf, sampling, sharding
+from aya_jax.models import families
 from aya_jax.trainers import pretrained
 from aya_jax.trainers import train_state as ts
 
@@ -234,6 +235,9 @@ def run(config: Any, workdir: str) -> GenerateSummary:
         token_ids = [codec.encode(sampling.cohere_chat_prompt(p, system), False) for p in prompts]
     else:
         token_ids = [codec.encode(p, True) for p in prompts]
+    if families.is_encoder_decoder(model) and isinstance(codec, SeqioCodec) and codec.eos_ids:
+        # mT5 encoder inputs end with EOS, as the SFT converter wrote them (an HF T5 tokenizer appends it itself).
+        token_ids = [ids + [codec.eos_ids[0]] for ids in token_ids]
     stops = tuple(s for s in g.stop if s)
     stop_sequences = tuple(tuple(codec.encode(s, False)) for s in stops)
     params_ = _sampling_params(g, eos_ids, tuple(s for s in stop_sequences if s))

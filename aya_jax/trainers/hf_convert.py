@@ -20,6 +20,7 @@ import pathlib
 from typing import Any
 
 from aya_jax import hf, sharding
+from aya_jax.models import families
 from aya_jax.trainers import pretrained
 from aya_jax.trainers import train_state as ts
 
@@ -64,6 +65,7 @@ def export(config: Any, workdir: str) -> pathlib.Path:
         c.out_dir,
         params,
         cfg,
+        model_type=families.MT5 if families.is_encoder_decoder(cfg) else families.COHERE,
         dtype=c.dtype,
         tokenizer=tokenizer or None,
         max_shard_bytes=int(float(c.max_shard_gb) * 2**30),
