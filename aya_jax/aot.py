@@ -31,7 +31,7 @@ from flax import linen as nn
 from jax.sharding import NamedSharding
 
 from aya_jax import optimizers, sharding
-from aya_jax.models import cohere
+from aya_jax.models import families
 from aya_jax.trainers import sft
 from aya_jax.trainers import train_state as ts
 
@@ -154,9 +154,17 @@ def model_without_data(model_config: Any):
     return model, cfg
 
 
-def abstract_batch(batch_size: int, seq_len: int, batch_sharding: NamedSharding) -> dict[str, Any]:
-    """The trainer's batch as ShapeDtypeStructs: every key the data pipeline yields, int32 [batch, len]."""
-    keys = (
+def abstract_batch(
+    batch_size: int,
+    lengths: dict[str, int] | int,
+    batch_sharding: NamedSharding,
+    encoder_decoder: bool = False,
+) -> dict[str, Any]:
+    """The trainer's batch as ShapeDtypeStructs: every key the family's converter yields, int32 [batch, len]
+    (decoder features `lengths["targets"]` long, encoder ones `lengths["inputs"]`)."""
+    if isinstance(lengths, int):
+        lengths = {"inputs": lengths, "targets": lengths}
+    decoder = (
         "decoder_input_tokens",
         "decoder_target_tokens",
         "decoder_loss_weights",
@@ -164,14 +172,17 @@ def abstract_batch(batch_size: int, seq_len: int, batch_sharding: NamedSharding)
         "decoder_positions",
         "decoder_language_ids",
     )
-    return {k: jax.ShapeDtypeStruct((batch_size, seq_len), jnp.int32, sharding=batch_sharding) for k in keys}
+    encoder = ("encoder_input_tokens", "encoder_segment_ids", "encoder_positions") if encoder_decoder else ()
+    shapes = {k: (batch_size, lengths["targets"]) for k in decoder}
+    shapes.update({k: (batch_size, lengths["inputs"]) for k in encoder})
+    return {k: jax.ShapeDtypeStruct(v, jnp.int32, sharding=batch_sharding) for k, v in shapes.items()}
 
 
 def compile_train_step(config: Any) -> AotReport:
     """Lower and compile the SFT step of `config` for config.aot's devices; memory per device from XLA."""
     devices, topology = topology_devices(config.aot)
     shape, rules = sft.validate_config(config, len(devices), process_count=1)
-    model, _ = model_without_data(config.model)
+    model, model_cfg = model_without_data(config.model)
     seq_len, batch_size = int(config.data.seq_len), int(config.train.global_batch_size)
     mesh = sharding.make_mesh(tuple(config.mesh.axes), shape, devices=devices)
     tx, schedule = optimizers.make_optimizer(config.optimizer, int(config.train.steps))
@@ -189,7 +200,12 @@ def compile_train_step(config: Any) -> AotReport:
             jax.tree.map(
                 lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, state_sh
             ),
-            abstract_batch(batch_size, seq_len, batch_sh),
+            abstract_batch(
+                batch_size,
+                families.feature_lengths(model_cfg, config.data),
+                batch_sh,
+                families.is_encoder_decoder(model_cfg),
+            ),
         )
         hbm = hbm_gib_per_device(devices, float(config.aot.hbm_gib))
         try:
@@ -239,7 +255,7 @@ def _size(gib: float) -> str:
 def run(config: Any, workdir: str) -> AotReport:
     """The `aot_compile` job: compile, print the memory table, write <workdir>/aot_report.json."""
     report = compile_train_step(config)
-    n_params = cohere.param_count(model_without_data(config.model)[1])
+    n_params = families.param_count(model_without_data(config.model)[1])
     lines = [
         f"AOT compile of the SFT train step: {report.preset} ({n_params / 1e6:,.1f} M parameters)",
         f"  target        {report.topology}: {report.num_devices} x {report.device_kind}, mesh {report.mesh}",

@@ -75,6 +75,24 @@ def test_cpu_compile_reports_the_state_and_batch_it_holds(tmp_path):
     assert saved["total_gib"] == report.total_gib
 
 
+def test_cpu_compile_of_the_mt5_step_holds_both_stacks_inputs(tmp_path):
+    config = _tiny_config()
+    config.model.preset = "mt5-tiny"
+    config.model.overrides.num_layers = None
+    config.data.inputs_len = 48
+    report = aot.run(config, str(tmp_path))
+    model, _ = aot.model_without_data(config.model)
+    tx = aot.optimizers.make_optimizer(config.optimizer, 10)[0]
+    mesh = aot.sharding.make_mesh(config.mesh.axes, config.mesh.shape)
+    with mesh:
+        abstract, shardings = ts.state_shardings(
+            model, tx, 32, mesh, aot.sharding.normalize_rules(config.mesh.rules)
+        )
+    # The state, 5 decoder features [2, 32] and 3 encoder features [2, 48] per device (language ids unused).
+    expected = ts.per_device_bytes(abstract, shardings) + (5 * 32 + 3 * 48) * (8 // 4) * 4
+    np.testing.assert_allclose(report.argument_gib * aot.GIB, expected, rtol=0, atol=0)
+
+
 def test_a_step_over_the_hbm_budget_is_an_error_after_the_report(tmp_path, capsys):
     config = _tiny_config(hbm_gib=1e-4)  # ~100 KiB: far below the tiny model's state
     with pytest.raises(aot.AotError, match="more than the 0.0 GiB"):

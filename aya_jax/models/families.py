@@ -72,8 +72,9 @@ def is_encoder_decoder(model_or_cfg: Any) -> bool:
 
 def resolve_mt5(preset: str, vocab_size: int | None, overrides: dict[str, Any]) -> Any:
     """mT5 config of `preset` with config.model.overrides mapped onto mT5 fields (num_layers sets both
-    stacks); Cohere-only fields are an error naming them. The tokenizer's `vocab_size` fills the embedding
-    unless overridden (an override may pad it, never shrink below the tokenizer)."""
+    stacks); Cohere-only fields are an error naming them. The tokenizer's `vocab_size` fills a preset whose
+    vocabulary comes from the data (vocab 0) unless overridden; an override may pad it, never shrink it below
+    the tokenizer's."""
     mt5 = _mt5()
     unsupported = sorted(k for k in overrides if k not in _MT5_OVERRIDES)
     if unsupported:
@@ -85,8 +86,8 @@ def resolve_mt5(preset: str, vocab_size: int | None, overrides: dict[str, Any]) 
     for name, value in overrides.items():
         for target in _MT5_OVERRIDES[name]:
             fields[target] = value
-    if "vocab_size" not in fields and vocab_size:
-        fields["vocab_size"] = vocab_size
+    if "vocab_size" not in fields and vocab_size and mt5.PRESETS[preset].vocab_size == 0:
+        fields["vocab_size"] = vocab_size  # a placeholder vocabulary (0) takes the data's, as Cohere presets do
     cfg = mt5.get_config(preset, **fields)
     if vocab_size and cfg.vocab_size < vocab_size:
         raise ValueError(

@@ -58,10 +58,14 @@ def test_preset_families_and_unknown_preset():
 
 
 def test_mt5_overrides_map_and_cohere_only_fields_are_named():
-    cfg = families.resolve_mt5("mt5-small", 1000, {"num_layers": 3, "hidden_size": 96})
+    cfg = families.resolve_mt5("mt5-tiny", 1000, {"num_layers": 3, "hidden_size": 96})
     assert (cfg.num_encoder_layers, cfg.num_decoder_layers, cfg.d_model, cfg.vocab_size) == (3, 3, 96, 1000)
+    assert families.resolve_mt5("mt5-tiny", 1000, {}).vocab_size == 1000  # sized by the data
+    assert families.resolve_mt5("aya-101", 1000, {}).vocab_size == 250112  # its own vocabulary
+    with pytest.raises(ValueError, match=r"vocab_size 250112 < the tokenizer's 300000"):
+        families.resolve_mt5("aya-101", 300000, {})
     with pytest.raises(ValueError, match=r"\['rope_theta'\] have no meaning for the mT5 preset"):
-        families.resolve_mt5("mt5-small", 1000, {"rope_theta": 1.0})
+        families.resolve_mt5("mt5-tiny", 1000, {"rope_theta": 1.0})
 
 
 def test_decoder_fused_loss_equals_logits_cross_entropy():
