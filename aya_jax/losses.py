@@ -173,3 +173,216 @@ def _linear_ce_bwd(scale, z_loss, chunk, residuals, cotangents):
 
 
 _linear_ce.defvjp(_linear_ce_fwd, _linear_ce_bwd)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Preference losses: Bradley–Terry and DPO
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _weighted_mean(x: Array, weights: Array | None) -> Array:
+    """Mean of `x` [batch] over the rows with weight > 0 (all rows when `weights` is None); 0 when none."""
+    if weights is None:
+        return jnp.mean(x)
+    w = weights.astype(jnp.float32)
+    return jnp.sum(x * w) / jnp.maximum(jnp.sum(w), 1.0)
+
+
+def pairwise_accuracy(better: Array, worse: Array, weights: Array | None = None) -> Array:
+    """Fraction of pairs ranked right: 1 when better > worse, 1/2 on a tie (a constant scorer gets exactly
+    chance, 0.5), 0 otherwise; weighted mean over pairs."""
+    hit = jnp.where(better > worse, 1.0, jnp.where(better == worse, 0.5, 0.0))
+    return _weighted_mean(hit, weights)
+
+
+def bradley_terry_loss(
+    r_chosen: Array, r_rejected: Array, weights: Array | None = None
+) -> tuple[Array, Array]:
+    """Reward-model loss (SPEC §3): mean over pairs of `-log σ(r_chosen - r_rejected)`, the negative
+    log-likelihood of the preference under the Bradley–Terry model P(c ≻ r) = σ(r_c - r_r).
+
+    r_chosen, r_rejected: [pairs] scores; `weights` [pairs] (0 drops padding pairs). Returns (loss, pairwise
+    accuracy). `softplus(-x)` is `-log σ(x)` without overflow for large |x|.
+    """
+    margin = r_chosen.astype(jnp.float32) - r_rejected.astype(jnp.float32)
+    loss = _weighted_mean(jax.nn.softplus(-margin), weights)
+    return loss, pairwise_accuracy(r_chosen, r_rejected, weights)
+
+
+DPO_LOSS_TYPES = ("sigmoid", "ipo")
+
+
+def dpo_loss(
+    pi_chosen: Array,
+    pi_rejected: Array,
+    ref_chosen: Array,
+    ref_rejected: Array,
+    beta: float,
+    label_smoothing: float = 0.0,
+    *,
+    loss_type: str = "sigmoid",
+    weights: Array | None = None,
+) -> tuple[Array, dict[str, Array]]:
+    """Direct Preference Optimisation (Rafailov et al. 2023; SPEC §3) on sequence log-probabilities [pairs].
+
+    With the implicit rewards `r_c = β (log π(c) - log π_ref(c))`, `r_r = β (log π(r) - log π_ref(r))` and
+    `h = (log π(c) - log π_ref(c)) - (log π(r) - log π_ref(r))`:
+
+      sigmoid  -(1 - ε) log σ(β h) - ε log σ(-β h)     ε = label_smoothing; ε = 0 is DPO, ε > 0 is
+               conservative DPO (cDPO, Mitchell 2023: the label is flipped with probability ε), as TRL's
+               `label_smoothing`
+      ipo      (h - 1 / (2β))²                          IPO (Azar et al. 2023), as TRL's `loss_type="ipo"`
+                                                        (TRL feeds IPO per-token mean log-probs; pass those
+                                                        if you want its exact objective)
+
+    The reference log-probs carry no gradient. Mean over pairs (weighted by `weights`, 0 drops a pair).
+    Metrics (weighted means): rewards/chosen, rewards/rejected, rewards/margin (= r_c - r_r),
+    rewards/accuracy (r_c > r_r, ties 1/2), logps/chosen, logps/rejected (the policy's).
+    """
+    if loss_type not in DPO_LOSS_TYPES:
+        raise ValueError(f"loss_type: {loss_type!r} is not one of {', '.join(DPO_LOSS_TYPES)}")
+    if not 0.0 <= label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing: must be in [0, 0.5), got {label_smoothing}")
+    pi_c, pi_r = pi_chosen.astype(jnp.float32), pi_rejected.astype(jnp.float32)
+    ref_c = jax.lax.stop_gradient(ref_chosen.astype(jnp.float32))
+    ref_r = jax.lax.stop_gradient(ref_rejected.astype(jnp.float32))
+    chosen_ratio, rejected_ratio = pi_c - ref_c, pi_r - ref_r
+    h = chosen_ratio - rejected_ratio
+    if loss_type == "sigmoid":
+        per_pair = (1.0 - label_smoothing) * jax.nn.softplus(-beta * h) + label_smoothing * jax.nn.softplus(
+            beta * h
+        )
+    else:
+        per_pair = jnp.square(h - 1.0 / (2.0 * beta))
+    r_c = jax.lax.stop_gradient(beta * chosen_ratio)
+    r_r = jax.lax.stop_gradient(beta * rejected_ratio)
+    metrics = {
+        "rewards/chosen": _weighted_mean(r_c, weights),
+        "rewards/rejected": _weighted_mean(r_r, weights),
+        "rewards/margin": _weighted_mean(r_c - r_r, weights),
+        "rewards/accuracy": pairwise_accuracy(r_c, r_r, weights),
+        "logps/chosen": _weighted_mean(jax.lax.stop_gradient(pi_c), weights),
+        "logps/rejected": _weighted_mean(jax.lax.stop_gradient(pi_r), weights),
+    }
+    return _weighted_mean(per_pair, weights), metrics
+
+
+def completion_log_probs(
+    hidden: Array,
+    kernel: Array,
+    targets: Array,
+    weights: Array,
+    *,
+    logit_scale: float = 1.0,
+    chunk_size: int = 1024,
+) -> Array:
+    """Differentiable sequence log-probabilities `Σ_t w_t log p(target_t)` per row [batch] (DPO's log π(y|x)
+    over the completion tokens), from the final hidden state [batch, len, embed] and the output kernel
+    [vocab, embed] (`logits = hidden @ kernel.T * logit_scale`).
+
+    Tokens go through the output projection `chunk_size` at a time inside a scan whose body is
+    rematerialised (`jax.checkpoint`): forward and backward hold one [chunk, vocab] block of logits at a time,
+    never [batch, len, vocab] (at Aya's 256k vocabulary that is the difference between fitting and not).
+    """
+    batch, length = targets.shape
+    h = hidden.reshape(batch * length, hidden.shape[-1])
+    t = targets.reshape(-1).astype(jnp.int32)
+    n = h.shape[0]
+    chunk = min(int(chunk_size), n)
+
+    @jax.checkpoint
+    def chunk_log_probs(hc: Array, tc: Array) -> Array:
+        logits = _chunk_logits(hc, kernel, float(logit_scale))  # [chunk, vocab] fp32
+        hit = jnp.arange(logits.shape[-1], dtype=jnp.int32)[None, :] == tc[:, None]
+        return jnp.sum(jnp.where(hit, logits, 0.0), axis=-1) - jax.nn.logsumexp(logits, axis=-1)
+
+    _, logp = jax.lax.scan(
+        lambda _, xs: (None, chunk_log_probs(*xs)), None, (_chunked(h, chunk), _chunked(t, chunk))
+    )
+    logp = logp.reshape(-1)[:n].reshape(batch, length)
+    return jnp.sum(logp * weights.astype(jnp.float32), axis=-1)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# RLOO
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _std(x: Array) -> Array:
+    """Unbiased standard deviation (ddof = 1, torch's default, as TRL normalises with)."""
+    n = x.size
+    return jnp.sqrt(jnp.sum(jnp.square(x - jnp.mean(x))) / max(n - 1, 1))
+
+
+def shape_scores(
+    scores: Array,
+    ended_with_eos: Array,
+    *,
+    missing_eos_penalty: float = 0.0,
+    normalize: bool = False,
+    clip: float = 0.0,
+) -> Array:
+    """Task scores [n] -> the scores RLOO optimises, in TRL's order: subtract `missing_eos_penalty` where a
+    completion did not end with EOS; standardise over the batch when `normalize` (unbiased std + 1e-8);
+    clip to [-clip, clip] when `clip` > 0 (TRL clips only normalised scores; here the clip applies either way)."""
+    scores = scores.astype(jnp.float32)
+    if missing_eos_penalty:
+        scores = scores - missing_eos_penalty * (~ended_with_eos.astype(bool)).astype(jnp.float32)
+    if normalize:
+        scores = (scores - jnp.mean(scores)) / (_std(scores) + 1e-8)
+    if clip:
+        scores = jnp.clip(scores, -clip, clip)
+    return scores
+
+
+def rloo_advantages(rewards: Array) -> Array:
+    """Leave-one-out advantages [prompts, k] of rewards [prompts, k] (the k samples of a prompt on the last
+    axis): `A_i = R_i - (1/(k-1)) Σ_{j≠i} R_j`, which equals `k/(k-1) (R_i - mean_j R_j)`."""
+    k = rewards.shape[-1]
+    if k < 2:
+        raise ValueError(
+            f"rloo_advantages: need k >= 2 samples per prompt, got rewards of shape {rewards.shape}"
+        )
+    baseline = (jnp.sum(rewards, axis=-1, keepdims=True) - rewards) / (k - 1)
+    return rewards - baseline
+
+
+def normalize_advantages(advantages: Array) -> Array:
+    """Standardise over the whole batch: `(A - mean A) / (std A + 1e-8)` (unbiased std, as TRL)."""
+    return (advantages - jnp.mean(advantages)) / (_std(advantages) + 1e-8)
+
+
+def rloo_policy_loss(
+    log_probs: Array, old_log_probs: Array, advantages: Array, clip_eps: float = 0.0
+) -> tuple[Array, dict[str, Array]]:
+    """REINFORCE on whole completions with an optional PPO-style clip of the *sequence* ratio.
+
+    log_probs [n]: Σ_t log π(y_t | ...) of each completion under the params being trained; old_log_probs [n]:
+    the same under the params that sampled them (no gradient); advantages [n] (no gradient). With
+    `ratio = exp(log_probs - old_log_probs)`:
+
+        loss = mean_i max(-A_i ratio_i, -A_i clip(ratio_i, 1 - eps, 1 + eps))      (eps = clip_eps > 0)
+        loss = mean_i -A_i ratio_i                                                  (clip_eps = 0)
+
+    On fresh samples the ratio is 1 and the gradient is `-mean_i A_i ∇ Σ_t log π(y_i,t)`: the RLOO estimator
+    (SPEC §3). Reusing the samples for more updates, the clip stops a completion's probability from moving more
+    than a factor 1 ± eps from the sampler's. Metrics: the clipped fraction, the mean ratio, and the k3
+    estimate of KL(old || new) (`E[(r - 1) - log r]`).
+    """
+    advantages = jax.lax.stop_gradient(advantages.astype(jnp.float32))
+    log_ratio = log_probs - jax.lax.stop_gradient(old_log_probs)
+    ratio = jnp.exp(log_ratio)
+    unclipped = -advantages * ratio
+    if clip_eps:
+        clipped = -advantages * jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
+        per_row = jnp.maximum(unclipped, clipped)
+        clip_fraction = jnp.mean((clipped > unclipped).astype(jnp.float32))
+    else:
+        per_row, clip_fraction = unclipped, jnp.zeros((), jnp.float32)
+    ratio_sg = jax.lax.stop_gradient(ratio)
+    metrics = {
+        "clip_fraction": clip_fraction,
+        "ratio": jnp.mean(ratio_sg),
+        "approx_kl_old_new": jnp.mean((ratio_sg - 1.0) - jax.lax.stop_gradient(log_ratio)),
+    }
+    return jnp.mean(per_row), metrics

@@ -87,7 +87,9 @@ def resolve_mt5(preset: str, vocab_size: int | None, overrides: dict[str, Any]) 
         for target in _MT5_OVERRIDES[name]:
             fields[target] = value
     if "vocab_size" not in fields and vocab_size and mt5.PRESETS[preset].vocab_size == 0:
-        fields["vocab_size"] = vocab_size  # a placeholder vocabulary (0) takes the data's, as Cohere presets do
+        fields["vocab_size"] = (
+            vocab_size  # a placeholder vocabulary (0) takes the data's, as Cohere presets do
+        )
     cfg = mt5.get_config(preset, **fields)
     if vocab_size and cfg.vocab_size < vocab_size:
         raise ValueError(

@@ -17,6 +17,9 @@ JOBS: dict[str, str] = {
     "hf_export": "aya_jax.trainers.hf_convert:export",
     "hf_import": "aya_jax.trainers.hf_convert:import_",
     "merge": "aya_jax.trainers.merge:run",
+    "reward": "aya_jax.trainers.reward:train",
+    "dpo": "aya_jax.trainers.dpo:train",
+    "rloo": "aya_jax.trainers.rloo:train",
 }
 
 

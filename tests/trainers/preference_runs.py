@@ -1,0 +1,99 @@
+"""Subprocess runs of `python -m aya_jax.main` for the reward and DPO end-to-end tests: a tiny SFT checkpoint
+built by the real sft job (the quickstart shrunk), then the preference jobs on it."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+# The quickstart shrunk: 2 layers, a 2048-piece vocabulary, short rows. The preference jobs repeat the model
+# and vocabulary flags (config.model / config.data describe the SFT run they start from).
+TINY_MODEL = [
+    "--config.model.overrides.num_layers=2",
+    "--config.data.vocab.size=2048",
+    "--config.train.progress_bar=False",
+    "--config.metrics.tensorboard=False",
+    "--config.checkpoint.async_save=False",
+]
+
+
+def env(data_dir: pathlib.Path) -> dict[str, str]:
+    out = dict(os.environ)
+    out.update(
+        AYA_DATA_DIR=str(data_dir),
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS="--xla_force_host_platform_device_count=8",
+        TF_CPP_MIN_LOG_LEVEL="3",
+        PYTHONPATH=str(REPO),
+    )
+    return out
+
+
+def command(config: str, workdir: pathlib.Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "aya_jax.main",
+        "--config",
+        str(REPO / config),
+        "--workdir",
+        str(workdir),
+        *TINY_MODEL,
+        *extra,
+    ]
+
+
+def run(config: str, workdir: pathlib.Path, data_dir: pathlib.Path, *extra: str, timeout: int = 300):
+    return subprocess.run(
+        command(config, workdir, *extra),
+        env=env(data_dir),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def tiny_sft(workdir: pathlib.Path, data_dir: pathlib.Path, steps: int = 40) -> pathlib.Path:
+    """A tiny SFT checkpoint of the default data (the real sft job); returns its workdir."""
+    proc = run(
+        "configs/quickstart.py", workdir, data_dir,
+        f"--config.train.steps={steps}", "--config.data.seq_len=64", "--config.train.eval_batches=1",
+        "--config.train.eval_every=1000", "--config.train.log_every=10", f"--config.checkpoint.every={steps}",
+        "--config.train.plot=False",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return workdir
+
+
+def metric_rows(workdir: pathlib.Path, kind: str) -> list[dict]:
+    path = workdir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r["kind"] == kind]
+
+
+def start_and_wait(config: str, workdir, data_dir, args, done, timeout: int = 240) -> subprocess.Popen:
+    """Start a run in the background; return once `done(workdir)` is true (the run still going)."""
+    proc = subprocess.Popen(
+        command(config, workdir, *args), env=env(data_dir), cwd=REPO,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + timeout
+    while not done(workdir):
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before it could be interrupted: {proc.stderr.read()[-2000:]}")
+        if time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"not reached within {timeout} s")
+        time.sleep(0.05)
+    return proc
