@@ -126,6 +126,7 @@ TRAIN_KEYS = {
 }  # fmt: skip
 
 
+@pytest.mark.slow
 def test_pulse_logs_evaluates_checkpoints_and_plots(reference_run):
     workdir, proc = reference_run
     train = _metrics(workdir)
@@ -152,6 +153,7 @@ def test_pulse_logs_evaluates_checkpoints_and_plots(reference_run):
     assert log.index("memory per device: total") < log.index("step 1:")
 
 
+@pytest.mark.slow
 def test_rerun_after_the_end_resumes_and_does_not_retrain(reference_run, data_dir, sft_dir):
     workdir, _ = reference_run
     before = (workdir / "metrics.jsonl").read_text()
@@ -196,6 +198,7 @@ def test_sigkill_then_rerun_continues_and_matches_uninterrupted(reference_run, d
     assert _metrics(tmp_path, "eval")[6]["reward"] == _metrics(ref_dir, "eval")[6]["reward"]
 
 
+@pytest.mark.slow
 def test_bad_config_and_missing_sft_run_are_one_line_errors(data_dir, sft_dir, tmp_path):
     proc = _run(
         "configs/rloo.py", tmp_path / "a", data_dir, *_rloo_args(sft_dir, "--config.rloo.k=1"), timeout=120
