@@ -66,7 +66,7 @@ from jax.sharding import NamedSharding
 from aya_jax import checkpoint as ckpt_lib
 from aya_jax import losses, metrics, optimizers, rewards, sampling, sharding
 from aya_jax.models import cohere
-from aya_jax.trainers import policy_state, prompt_sets, rollouts, sft
+from aya_jax.trainers import policy_state, prompt_sets, rollouts, run_utils
 from aya_jax.trainers import train_state as ts
 
 log = logging.getLogger(__name__)
@@ -524,7 +524,7 @@ def train(config: Any, workdir: str) -> DpoSummary:
     start_step = int(state.step)
     watcher = ckpt_lib.PreemptionWatcher()
     preempted = False
-    progress = sft._progress_bar(config, start_step, total_steps_bound(config), jax.process_index())
+    progress = run_utils.progress_bar(config, start_step, total_steps_bound(config), "dpo")
     try:
         with mesh, nn.logical_axis_rules(rules):
             if start_step == 0 and setup.resumed_state is None:
@@ -703,25 +703,20 @@ def plot_progress(jsonl_path: pathlib.Path, png_path: pathlib.Path, verifiable_n
 
 
 def _log_summary(s: DpoSummary, verifiable_name: str) -> None:
-    lines = [
-        "=" * 72,
-        f"DPO finished at step {s.end_step} (started at {s.start_step})"
-        + ("  [PREEMPTED]" if s.preempted else ""),
-    ]
+    body = []
     if s.evaluations:
-        lines.append(f"  held-out      {'RM score':>9}  {verifiable_name or '':>10}  {'KL':>7}  length")
+        body.append(f"  held-out      {'RM score':>9}  {verifiable_name or '':>10}  {'KL':>7}  length")
         for r in s.evaluations:
             v = f"{r['verifiable']:10.4f}" if "verifiable" in r else " " * 10
-            lines.append(
+            body.append(
                 f"  {_eval_label(r):<12}  {r['score']:9.4f}  {v}  {r['kl']:7.3f}  {r['completion_length']:6.1f}"
             )
-    lines += [
-        f"  checkpoints   {s.checkpoint_dir}",
-        f"  metrics       {s.metrics_jsonl}",
-        f"  tensorboard   tensorboard --logdir {s.tensorboard_dir}",
-    ]
-    if s.plot:
-        lines.append(f"  progress      {s.plot}")
-    lines.append("=" * 72)
-    for line in lines:
-        log.info(line)
+    run_utils.log_summary(
+        log, "DPO", s.start_step, s.end_step, s.preempted, body,
+        [
+            ("checkpoints", s.checkpoint_dir),
+            ("metrics", s.metrics_jsonl),
+            ("tensorboard", f"tensorboard --logdir {s.tensorboard_dir}"),
+            ("progress", s.plot),
+        ],
+    )  # fmt: skip

@@ -41,7 +41,7 @@ from jax.sharding import Mesh
 from aya_jax import checkpoint as ckpt_lib
 from aya_jax import losses, metrics, optimizers, sharding
 from aya_jax.models import cohere, families, reward
-from aya_jax.trainers import policy_state, pretrained, sft
+from aya_jax.trainers import policy_state, pretrained, run_utils, sft
 from aya_jax.trainers import train_state as ts
 
 log = logging.getLogger(__name__)
@@ -273,12 +273,7 @@ def train(config: Any, workdir: str) -> RewardSummary:
     from aya_jax.data import languages, pipeline, preference_default, prompt_converters
 
     workdir_path = pathlib.Path(workdir)
-    sharding.maybe_initialize_distributed(
-        config.mesh.distributed,
-        heartbeat_timeout_seconds=int(config.mesh.heartbeat_timeout_seconds),
-        initialization_timeout_seconds=int(config.mesh.initialization_timeout_seconds),
-        shutdown_timeout_seconds=int(config.mesh.shutdown_timeout_seconds),
-    )
+    run_utils.initialize_distributed(config.mesh)
     process_index, process_count = jax.process_index(), jax.process_count()
     mesh_shape, rules = validate_config(config, jax.device_count(), process_count)
     init_from = str(config.checkpoint.init_from)
@@ -328,7 +323,7 @@ def train(config: Any, workdir: str) -> RewardSummary:
         ckpt_dir, keep=int(config.checkpoint.keep), async_save=bool(config.checkpoint.async_save)
     )
     restored = checkpointer.restore_latest(ckpt_lib.abstract_like(abstract_state, state_sh))
-    num_shards, shard_batch, host_shards = sft._data_shards(config, mesh, rules, process_count)
+    num_shards, shard_batch, host_shards = run_utils.data_shards(config, mesh, rules, process_count)
     data_identity = {
         "seed": int(config.seed),
         "num_shards": num_shards,
@@ -338,7 +333,7 @@ def train(config: Any, workdir: str) -> RewardSummary:
     }
     if restored is not None:
         start_step, state, data_state = restored
-        start_position = sft._check_data_state(data_state, data_identity)
+        start_position = run_utils.check_data_state(data_state, data_identity)
         log.info(
             "resumed from %s step %d (data position %d)", checkpointer.directory, start_step, start_position
         )
@@ -437,7 +432,7 @@ def train(config: Any, workdir: str) -> RewardSummary:
     step = start_step
     first_loss = last_loss = None
     preempted = False
-    progress = sft._progress_bar(config, start_step, total_steps, process_index)
+    progress = run_utils.progress_bar(config, start_step, total_steps, "reward")
     try:
         with mesh, nn.logical_axis_rules(rules):
             if start_step == 0:
@@ -595,27 +590,21 @@ def plot_language_accuracy(result: dict[str, float], step: int, png_path: pathli
 
 
 def _log_summary(s: RewardSummary) -> None:
-    lines = [
-        "=" * 72,
-        f"reward model finished at step {s.end_step} (started at {s.start_step})"
-        + ("  [PREEMPTED]" if s.preempted else ""),
-    ]
+    body = []
     if s.first_loss is not None:
-        lines.append(f"  train loss        {s.first_loss:.4f} -> {s.last_loss:.4f}")
+        body.append(f"  train loss    {s.first_loss:.4f} -> {s.last_loss:.4f}")
     if s.eval_accuracy is not None:
-        best = sorted(s.eval_accuracy_by_language.items(), key=lambda kv: -kv[1])
-        lines.append(
-            f"  held-out accuracy {s.eval_accuracy:.3f} on {s.eval_pairs} pairs, {len(best)} languages"
+        body.append(
+            f"  held-out accuracy {s.eval_accuracy:.3f} on {s.eval_pairs} pairs, "
+            f"{len(s.eval_accuracy_by_language)} languages"
         )
-    lines += [
-        f"  checkpoints       {s.checkpoint_dir}",
-        f"  metrics           {s.metrics_jsonl}",
-        f"  tensorboard       tensorboard --logdir {s.tensorboard_dir}",
-    ]
-    if s.plot:
-        lines.append(f"  curves            {s.plot}")
-    if s.accuracy_plot:
-        lines.append(f"  per language      {s.accuracy_plot}")
-    lines.append("=" * 72)
-    for line in lines:
-        log.info(line)
+    run_utils.log_summary(
+        log, "reward model", s.start_step, s.end_step, s.preempted, body,
+        [
+            ("checkpoints", s.checkpoint_dir),
+            ("metrics", s.metrics_jsonl),
+            ("tensorboard", f"tensorboard --logdir {s.tensorboard_dir}"),
+            ("curves", s.plot),
+            ("per language", s.accuracy_plot),
+        ],
+    )  # fmt: skip

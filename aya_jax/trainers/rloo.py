@@ -48,7 +48,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pathlib
-import sys
 import time
 from typing import Any
 
@@ -62,7 +61,7 @@ from jax.sharding import NamedSharding
 from aya_jax import checkpoint as ckpt_lib
 from aya_jax import losses, metrics, optimizers, rewards, sampling, sharding
 from aya_jax.models import cohere
-from aya_jax.trainers import policy_state, prompt_sets, rollouts
+from aya_jax.trainers import policy_state, prompt_sets, rollouts, run_utils
 from aya_jax.trainers import train_state as ts
 
 log = logging.getLogger(__name__)
@@ -392,7 +391,7 @@ def train(config: Any, workdir: str) -> RlooSummary:
     step = start_step = setup.start_step
     checkpointer = setup.checkpointer
     watcher = ckpt_lib.PreemptionWatcher()
-    progress = _progress_bar(config, start_step, total_steps)
+    progress = run_utils.progress_bar(config, start_step, total_steps, "rloo")
     B, n_rows = int(r.prompts_per_step), int(r.prompts_per_step) * k
     mb_rows = n_rows // int(r.num_minibatches)
     times: dict[str, list[float]] = {"generation": [], "scoring": [], "update": [], "total": []}
@@ -523,14 +522,6 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
-def _progress_bar(config: Any, start: int, total: int):
-    if not bool(config.train.progress_bar) or jax.process_index() != 0:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=start, desc="rloo", unit="step", dynamic_ncols=True, file=sys.stderr)
-
-
 def plot_curves(jsonl_path: pathlib.Path, png_path: pathlib.Path, reward_name: str) -> pathlib.Path:
     """Reward (train, held-out sampled and greedy), KL, entropy and completion length per iteration."""
     import matplotlib
@@ -569,27 +560,23 @@ def plot_curves(jsonl_path: pathlib.Path, png_path: pathlib.Path, reward_name: s
 
 
 def _log_summary(s: RlooSummary) -> None:
-    lines = [
-        "=" * 72,
-        f"RLOO finished at step {s.end_step} (started at {s.start_step})"
-        + ("  [PREEMPTED]" if s.preempted else ""),
+    body = [
         f"  held-out reward (sampled)  {_fmt(s.eval_reward_first)} -> {_fmt(s.eval_reward_last)}",
         f"  held-out reward (greedy)   {_fmt(s.eval_greedy_first)} -> {_fmt(s.eval_greedy_last)}",
         f"  KL to the reference        {_fmt(s.kl_last)} (last step)",
     ]
     if s.seconds_per_step:
         t = s.seconds_per_step
-        lines.append(
+        body.append(
             f"  time per step (median)     {t['total']:.2f}s = generation {t['generation']:.2f} + scoring "
             f"{t['scoring']:.2f} + update {t['update']:.2f}"
         )
-    lines += [
-        f"  checkpoints   {s.checkpoint_dir}",
-        f"  metrics       {s.metrics_jsonl}",
-        f"  tensorboard   tensorboard --logdir {s.tensorboard_dir}",
-    ]
-    if s.plot:
-        lines.append(f"  curves        {s.plot}")
-    lines.append("=" * 72)
-    for line in lines:
-        log.info(line)
+    run_utils.log_summary(
+        log, "RLOO", s.start_step, s.end_step, s.preempted, body,
+        [
+            ("checkpoints", s.checkpoint_dir),
+            ("metrics", s.metrics_jsonl),
+            ("tensorboard", f"tensorboard --logdir {s.tensorboard_dir}"),
+            ("curves", s.plot),
+        ],
+    )  # fmt: skip

@@ -103,6 +103,19 @@ def sample(
     )
 
 
+def _completion_states(model: cohere.CohereLM, params: Any, rollouts: Rollouts) -> Array:
+    """Final hidden states [n, L, embed] that predict the completion tokens: the state at slot t predicts the
+    token at slot t + 1, so slots P-1 .. P+L-2."""
+    hidden = model.apply(
+        {"params": params},
+        rollouts.tokens,
+        rollouts.positions,
+        rollouts.segment_ids,
+        return_hidden=True,
+    )  # [n, P+L, embed]
+    return hidden[:, rollouts.prompt_len - 1 : -1]
+
+
 @functools.partial(jax.jit, static_argnames=("model", "temperature"))
 def sequence_log_probs(
     model: cohere.CohereLM, params: Any, rollouts: Rollouts, temperature: float = 1.0
@@ -113,15 +126,7 @@ def sequence_log_probs(
     divides the logits first: the distribution that sampling at that temperature draws from (top-k/top-p
     aside), as TRL computes its policy and reference log-probs."""
     p = rollouts.prompt_len
-    hidden = model.apply(
-        {"params": params},
-        rollouts.tokens,
-        rollouts.positions,
-        rollouts.segment_ids,
-        return_hidden=True,
-    )  # [n, P+L, embed]
-    # The state at slot t predicts the token at slot t + 1: slots P-1 .. P+L-2 predict the completion.
-    h = hidden[:, p - 1 : -1]  # [n, L, embed]
+    h = _completion_states(model, params, rollouts)  # [n, L, embed]
     kernel = cohere.output_kernel(params).astype(model.dtype)
     logits = jnp.einsum("bte,ve->btv", h, kernel, preferred_element_type=jnp.float32)
     logits = logits * (model.cfg.logit_scale / temperature)
@@ -144,15 +149,8 @@ def sequence_log_prob_sums(
     """The `sums` of `sequence_log_probs` alone [n], differentiable, with the output projection fused into a
     chunked log-softmax (aya_jax/losses.py `completion_log_probs`): what the policy-gradient update uses."""
     p = rollouts.prompt_len
-    hidden = model.apply(
-        {"params": params},
-        rollouts.tokens,
-        rollouts.positions,
-        rollouts.segment_ids,
-        return_hidden=True,
-    )  # [n, P+L, embed]
     return losses.completion_log_probs(
-        hidden[:, p - 1 : -1],
+        _completion_states(model, params, rollouts),
         cohere.output_kernel(params).astype(model.dtype),
         rollouts.tokens[:, p:],
         rollouts.completion_mask[:, p:],

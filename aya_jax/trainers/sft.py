@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pathlib
-import sys
 import time
 from typing import Any
 
@@ -28,14 +27,13 @@ from flax import linen as nn
 from aya_jax import checkpoint as ckpt_lib
 from aya_jax import hf, losses, metrics, optimizers, sharding
 from aya_jax.models import cohere, families
-from aya_jax.trainers import pretrained
+from aya_jax.trainers import pretrained, run_utils
 from aya_jax.trainers import train_state as ts
 
 log = logging.getLogger(__name__)
 
 
-class ConfigError(ValueError):
-    """A config value that cannot work; raised before any compilation, naming the field."""
+ConfigError = run_utils.ConfigError  # raised by validate_config
 
 
 # ============================================================================================================
@@ -223,12 +221,7 @@ def train(config: Any, workdir: str) -> RunSummary:
     from aya_jax.data import languages, pipeline  # data stays off the import path of the model code
 
     workdir_path = pathlib.Path(workdir)
-    sharding.maybe_initialize_distributed(
-        config.mesh.distributed,
-        heartbeat_timeout_seconds=int(config.mesh.heartbeat_timeout_seconds),
-        initialization_timeout_seconds=int(config.mesh.initialization_timeout_seconds),
-        shutdown_timeout_seconds=int(config.mesh.shutdown_timeout_seconds),
-    )
+    run_utils.initialize_distributed(config.mesh)
     process_index, process_count = jax.process_index(), jax.process_count()
     mesh_shape, rules = validate_config(config, jax.device_count(), process_count)
 
@@ -268,7 +261,7 @@ def train(config: Any, workdir: str) -> RunSummary:
         ckpt_dir, keep=int(config.checkpoint.keep), async_save=bool(config.checkpoint.async_save)
     )
     restored = checkpointer.restore_latest(ckpt_lib.abstract_like(abstract_state, state_sh))
-    num_shards, shard_batch, host_shards = _data_shards(config, mesh, rules, process_count)
+    num_shards, shard_batch, host_shards = run_utils.data_shards(config, mesh, rules, process_count)
     log.info(
         "data: process %d of %d reads shards [%d, %d) of %d, %d rows of each global batch",
         process_index,
@@ -288,7 +281,7 @@ def train(config: Any, workdir: str) -> RunSummary:
     }
     if restored is not None:
         start_step, state, data_state = restored
-        start_position = _check_data_state(data_state, data_identity)
+        start_position = run_utils.check_data_state(data_state, data_identity)
         log.info("resumed from %s step %d (data position %d)", ckpt_dir, start_step, start_position)
     else:
         init_fn = ts.make_init_fn(model, tx, seq_len)
@@ -405,7 +398,7 @@ def train(config: Any, workdir: str) -> RunSummary:
     window_t0, window_steps, tps_history = time.perf_counter(), 0, []
     mfu_last = None
     preempted = False
-    progress = _progress_bar(config, start_step, total_steps, process_index)
+    progress = run_utils.progress_bar(config, start_step, total_steps)
     compile_t0 = time.perf_counter()
     try:
         with mesh, nn.logical_axis_rules(rules):
@@ -492,82 +485,19 @@ def train(config: Any, workdir: str) -> RunSummary:
     return summary
 
 
-def _data_shards(config: Any, mesh: jax.sharding.Mesh, rules: sharding.Rules, process_count: int):
-    """(num_shards, rows per shard per step, this host's shards): the shards that cover the rows of the global
-    batch this host's devices hold (see pipeline.HostTrainIterator)."""
-    global_batch = int(config.train.global_batch_size)
-    num_shards = int(config.data.num_shards) or process_count
-    shard_batch = global_batch // num_shards
-    rows = sharding.process_batch_rows(mesh, rules, global_batch)
-    if rows.start % shard_batch or rows.stop % shard_batch:
-        raise ConfigError(
-            f"config.data.num_shards: {num_shards} shards of {shard_batch} rows do not tile this host's batch "
-            f"rows [{rows.start}, {rows.stop}); use a multiple of the host count {process_count}"
-        )
-    return num_shards, shard_batch, range(rows.start // shard_batch, rows.stop // shard_batch)
-
-
-def _check_data_state(data_state: dict[str, Any], identity: dict[str, Any]) -> int:
-    """The saved data position, if the stream it indexes is the one this run would read."""
-    for key, value in identity.items():
-        saved = data_state.get(key)
-        if key == "num_shards":
-            saved = data_state.get(key, data_state.get("process_count"))  # older checkpoints: one per host
-        if key == "num_shards" and saved != value:
-            # Each shard's stream depends on the shard count: positions don't transfer one-to-one.
-            log.warning(
-                "checkpoint was written with %s data shards, now %s: the data stream restarts from a new "
-                "position (some examples will repeat or be skipped; see README and config.data.num_shards)",
-                saved,
-                value,
-            )
-            return 0
-        if saved != value:
-            log.warning(
-                "data.%s changed since the checkpoint (%r -> %r): data position kept, but the stream "
-                "differs from the original run",
-                key,
-                saved,
-                value,
-            )
-    return int(data_state["position"])
-
-
-def _progress_bar(config: Any, start: int, total: int, process_index: int):
-    if not bool(config.train.progress_bar) or process_index != 0:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        initial=start,
-        desc="train",
-        unit="step",
-        dynamic_ncols=True,
-        file=sys.stderr,
-        mininterval=1.0,
-    )
-
-
 def _log_summary(s: RunSummary) -> None:
-    lines = [
-        "=" * 72,
-        f"SFT finished at step {s.end_step} (started at {s.start_step})"
-        + ("  [PREEMPTED]" if s.preempted else ""),
-    ]
+    body = []
     if s.first_loss is not None:
-        lines.append(f"  loss          {s.first_loss:.4f} -> {s.last_loss:.4f}")
+        body.append(f"  loss          {s.first_loss:.4f} -> {s.last_loss:.4f}")
     if s.tokens_per_second:
-        lines.append(f"  throughput    {s.tokens_per_second:,.0f} tokens/s   MFU {100 * (s.mfu or 0):.1f}%")
-    lines += [
-        f"  checkpoints   {s.checkpoint_dir}",
-        f"  metrics       {s.metrics_jsonl}",
-        f"  tensorboard   tensorboard --logdir {s.tensorboard_dir}",
-    ]
-    if s.plot:
-        lines.append(f"  loss curve    {s.plot}")
-    if s.language_plot:
-        lines.append(f"  per language  {s.language_plot}")
-    lines.append("=" * 72)
-    for line in lines:
-        log.info(line)
+        body.append(f"  throughput    {s.tokens_per_second:,.0f} tokens/s   MFU {100 * (s.mfu or 0):.1f}%")
+    run_utils.log_summary(
+        log, "SFT", s.start_step, s.end_step, s.preempted, body,
+        [
+            ("checkpoints", s.checkpoint_dir),
+            ("metrics", s.metrics_jsonl),
+            ("tensorboard", f"tensorboard --logdir {s.tensorboard_dir}"),
+            ("loss curve", s.plot),
+            ("per language", s.language_plot),
+        ],
+    )  # fmt: skip
