@@ -41,7 +41,7 @@ def main(argv: list[str]) -> int:
 
     tf.config.set_visible_devices([], "GPU")
 
-    from aya_jax import trainers
+    from aya_jax import jobs as trainers
     from aya_jax.checkpoint import CheckpointError
 
     config = _CONFIG.value

@@ -204,7 +204,7 @@ def exact_match_reward(completion: str, prompt: PromptInfo) -> float:
 
 @dataclasses.dataclass
 class RewardModelScorer:
-    """Scores prompt + completion rows (the `aya_jax.trainers.rollouts.Rollouts` layout: left-padded prompt,
+    """Scores prompt + completion rows (the `aya_jax.training.rollouts.Rollouts` layout: left-padded prompt,
     completion, right padding, segment ids 0 on padding) with a trained reward model on the policy's mesh.
     The model reads the final state of each row's last real token (the EOS when there is one)."""
 
@@ -233,7 +233,7 @@ def reward_model_scorer(
     """Load the reward model trained by the `reward` job at `path` (its workdir or checkpoints/) onto `mesh`
     with the policy's `rules`. `vocab_size` is the policy's: a reward model over another vocabulary would read
     the policy's token ids as different words, so that is an error."""
-    from aya_jax.trainers import reward as reward_trainer  # trainers import rewards, not the other way round
+    from aya_jax.jobs import reward as reward_trainer  # trainers import rewards, not the other way round
 
     loaded = reward_trainer.load_reward_model(path, mesh, rules, dtype=dtype)
     if loaded.model.cfg.vocab_size != vocab_size:

@@ -35,8 +35,8 @@ import numpy as np  # noqa: E402
 
 from aya_jax import optimizers  # noqa: E402
 from aya_jax.data import pipeline  # noqa: E402
-from aya_jax.trainers import sft  # noqa: E402
-from aya_jax.trainers import train_state as ts  # noqa: E402
+from aya_jax.jobs import sft  # noqa: E402
+from aya_jax.training import state as ts  # noqa: E402
 from configs import quickstart  # noqa: E402
 
 CASES = (  # name, task, model preset, dtype, batch, seq_len

@@ -47,7 +47,7 @@ def make_checkpoints(root: pathlib.Path) -> None:
     from flax import linen as nn
 
     from aya_jax import checkpoint, optimizers, sharding
-    from aya_jax.trainers import train_state as ts
+    from aya_jax.training import state as ts
     from configs import common
 
     config = common.base_config()

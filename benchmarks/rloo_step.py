@@ -5,7 +5,7 @@ measured in the same run.
     python benchmarks/rloo_step.py --dtype bfloat16 --prompts 16 --steps 5
 
 Model (fixed): the `cohere-bench` preset (hidden 512, ffn 1536, 8 layers, 8 heads, vocab 32000), random
-weights, on one device. Each iteration runs the trainer's own pieces (aya_jax/trainers/rloo.py):
+weights, on one device. Each iteration runs the trainer's own pieces (aya_jax/jobs/rloo.py):
 `rollouts.sample` (k completions per prompt; no EOS, so every row generates exactly `--new-tokens` and the
 token count is fixed), scoring (a host-side reward of the token ids standing in for a Python reward function,
 plus the policy and reference log-probs and the leave-one-out advantages), and the update (one optax step on
@@ -13,7 +13,7 @@ the REINFORCE loss over all rows). References, on the same rows:
 
 * sampling alone: `aya_jax.sampling.Sampler.generate` of the same B·k prompts and token count, i.e. what the
   generation phase costs without RLOO's row layout around it (ratio near 1 = no overhead);
-* the SFT train step (`aya_jax.trainers.sft.make_train_step`: fused chunked cross-entropy, AdamW) on the same
+* the SFT train step (`aya_jax.jobs.sft.make_train_step`: fused chunked cross-entropy, AdamW) on the same
   [B·k, prompt + new] tokens, loss on the completion tokens: what one supervised step on the same data costs.
 
 Prints per-phase seconds (median over `--steps` iterations after a compile/warm-up iteration), tokens/s and
@@ -37,9 +37,10 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from aya_jax import optimizers, sampling  # noqa: E402
+from aya_jax.jobs import rloo, sft  # noqa: E402
 from aya_jax.models import cohere  # noqa: E402
-from aya_jax.trainers import rloo, rollouts, sft  # noqa: E402
-from aya_jax.trainers import train_state as ts  # noqa: E402
+from aya_jax.training import rollouts
+from aya_jax.training import state as ts  # noqa: E402
 from configs import rloo as rloo_config  # noqa: E402
 
 

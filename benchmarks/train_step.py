@@ -26,9 +26,9 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from aya_jax import metrics, optimizers  # noqa: E402
+from aya_jax.jobs import sft  # noqa: E402
 from aya_jax.models import cohere  # noqa: E402
-from aya_jax.trainers import sft  # noqa: E402
-from aya_jax.trainers import train_state as ts  # noqa: E402
+from aya_jax.training import state as ts  # noqa: E402
 from configs import common  # noqa: E402
 
 BATCH, SEQ = 8, 512

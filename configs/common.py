@@ -30,7 +30,7 @@ def default_rules() -> tuple[tuple[str, str | tuple[str, ...] | None], ...]:
 
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.job = "sft"  # trainer name: see aya_jax/trainers/__init__.py
+    c.job = "sft"  # trainer name: see aya_jax/jobs/__init__.py
     c.workdir = "workdirs/run"  # --workdir overrides
     c.seed = 0
 
@@ -63,7 +63,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.remat = "none"  # none | full | dots_saveable
     c.model.scan_layers = True
     # A Hugging Face directory (config.json + safetensors + tokenizer.json) to start from: its config.json defines
-    # the architecture (preset and overrides unused) and its weights replace the random init (aya_jax/hf.py).
+    # the architecture (preset and overrides unused) and its weights replace the random init (aya_jax/hf/io.py).
     c.model.hf_init_dir = ""
     c.model.attention = "xla"  # xla (einsum + mask) | cudnn (jax.nn.dot_product_attention on GPU)
 
@@ -155,9 +155,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.metrics.jsonl = True
     c.metrics.peak_flops_per_device = 0.0  # 0 = look up the device kind, or measure it on CPU
 
-    # ---- ahead-of-time compile check (job aot_compile, aya_jax/aot.py) ---------------------------------------
+    # ---- ahead-of-time compile check (job aot_compile, aya_jax/jobs/aot.py) ---------------------------------------
     c.aot = ml_collections.ConfigDict()
     c.aot.platform = "tpu"  # tpu: for config.aot.topology (libtpu, no TPU needed) | cpu: the local devices
     c.aot.topology = "v5e-16"  # gcloud accelerator type (v5litepod-16, v4-32, ...) or libtpu's (v5e:4x4)
-    c.aot.hbm_gib = 0.0  # per device; 0 = the device kind's from aya_jax/aot.py HBM_GIB_PER_CHIP
+    c.aot.hbm_gib = 0.0  # per device; 0 = the device kind's from aya_jax/jobs/aot.py HBM_GIB_PER_CHIP
     return c

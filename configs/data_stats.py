@@ -1,5 +1,5 @@
 """What a config is about to train on: examples and tokens per language and source, configured vs sampled
-language proportions, and a bar chart (`aya_jax/data/stats.py`).
+language proportions, and a bar chart (`aya_jax/jobs/data_stats.py`).
 
 Launch (from the repository root; the argument is the task or mixture, default the embedded mixture):
 

@@ -1,5 +1,5 @@
 """DPO from the quickstart's SFT policy: offline on preference pairs, then online iterative DPO ranked by a
-trained reward model (aya_jax/trainers/dpo.py), on CPU.
+trained reward model (aya_jax/jobs/dpo.py), on CPU.
 
 Launch (from the repository root; the SFT and reward-model runs first):
 
@@ -51,7 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.beta = 0.1
     d.label_smoothing = 0.0  # > 0: conservative DPO (cDPO)
     d.loss_type = "sigmoid"  # sigmoid (DPO) | ipo
-    d.reference = "iteration_start"  # iteration_start | sft (see aya_jax/trainers/dpo.py)
+    d.reference = "iteration_start"  # iteration_start | sft (see aya_jax/jobs/dpo.py)
     # Stage 1: offline pairs.
     d.offline_steps = 40
     d.task = "preference_pairs"  # or preference_pairs_<lang>

@@ -1,4 +1,4 @@
-"""Generate text from a Hugging Face directory or an aya_jax run's checkpoints (aya_jax/trainers/generate.py).
+"""Generate text from a Hugging Face directory or an aya_jax run's checkpoints (aya_jax/jobs/generate.py).
 
     # An Aya checkpoint downloaded with `huggingface-cli download CohereForAI/aya-expanse-8b --local-dir ...`:
     python -m aya_jax.main --config configs/generate.py --config.generate.hf_dir=/ckpt/aya-expanse-8b \\

@@ -1,4 +1,4 @@
-"""Hugging Face directory <-> aya_jax orbax checkpoint (aya_jax/trainers/hf_convert.py).
+"""Hugging Face directory <-> aya_jax orbax checkpoint (aya_jax/jobs/hf_convert.py).
 
     python -m aya_jax.main --config configs/hf_convert.py:export \\
         --config.hf_convert.checkpoint_dir=workdirs/sft_hf --config.hf_convert.out_dir=/out/my-aya

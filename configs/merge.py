@@ -1,4 +1,4 @@
-"""Model merging: linear/weighted averaging, SLERP, task arithmetic, TIES, DARE (aya_jax/merging.py, SPEC §3).
+"""Model merging: linear/weighted averaging, SLERP, task arithmetic, TIES, DARE (aya_jax/merging/methods.py, SPEC §3).
 
 Launch (from the repository root), e.g. averaging two runs with weights 0.7 / 0.3:
 
@@ -79,7 +79,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m.rescale = ""  # ties / dare_*: l1 | density | none; "": the method's default (dare_*: l1, ties: none)
     m.rules = ()  # per-tensor values: ((filter, parameter, value), ...); see the docstring
     m.eval_batches = 0  # > 0: per-language held-out loss of every input and of the merge, in the report
-    m.hf_export_dir = ""  # also write a Hugging Face export here (needs aya_jax/hf.py)
+    m.hf_export_dir = ""  # also write a Hugging Face export here (needs aya_jax/hf/io.py)
     for field, value in _METHOD_DEFAULTS.get(m.method, {}).items():
         m[field] = value
     # config.seed seeds DARE's drop masks; config.mesh is the mesh the merge runs and is written on.

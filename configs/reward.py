@@ -1,4 +1,4 @@
-"""Reward model (Bradley–Terry) from the quickstart's SFT checkpoint (aya_jax/trainers/reward.py).
+"""Reward model (Bradley–Terry) from the quickstart's SFT checkpoint (aya_jax/jobs/reward.py).
 
     python -m aya_jax.main --config configs/quickstart.py --workdir workdirs/quickstart     # the SFT run, once
     python -m aya_jax.main --config configs/reward.py --workdir workdirs/reward \\

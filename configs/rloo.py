@@ -1,4 +1,4 @@
-"""RLOO (aya_jax/trainers/rloo.py) from the quickstart's SFT policy, with a verifiable reward, on CPU.
+"""RLOO (aya_jax/jobs/rloo.py) from the quickstart's SFT policy, with a verifiable reward, on CPU.
 
 Launch (from the repository root; the quickstart's run must exist first):
 

@@ -1,4 +1,4 @@
-"""Supervised fine-tuning of the Cohere decoder (aya_jax/trainers/sft.py).
+"""Supervised fine-tuning of the Cohere decoder (aya_jax/jobs/sft.py).
 
 Fine-tune a released Aya checkpoint from a local Hugging Face directory (config.json + safetensors shards +
 tokenizer.json, e.g. `huggingface-cli download CohereForAI/aya-expanse-8b --local-dir /ckpt/aya-expanse-8b`);

@@ -1,4 +1,4 @@
-"""Supervised fine-tuning of the mT5 encoder-decoder (Aya 101) with the SFT trainer (aya_jax/trainers/sft.py).
+"""Supervised fine-tuning of the mT5 encoder-decoder (Aya 101) with the SFT trainer (aya_jax/jobs/sft.py).
 
 Rows are (inputs, targets) pairs: the prompt is the encoder input (EOS appended, as T5 tasks do), the answer the
 decoder target, through `EncoderDecoderFeatureConverter` (packed, segment-aware). From scratch on the embedded

@@ -1,5 +1,5 @@
 """Train a SentencePiece vocabulary on a task or mixture's text with language-balanced sampling
-(`aya_jax/data/vocab_training.py`).
+(`aya_jax/jobs/train_vocab.py`).
 
 Launch (from the repository root; the argument is the task or mixture, default the embedded data):
 

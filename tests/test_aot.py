@@ -11,8 +11,8 @@ import jax
 import numpy as np
 import pytest
 
-from aya_jax import aot
-from aya_jax.trainers import train_state as ts
+from aya_jax.jobs import aot
+from aya_jax.training import state as ts
 from configs import aot as aot_config
 
 

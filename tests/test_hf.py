@@ -19,7 +19,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from aya_jax import hf, hf_cohere, sampling, sharding  # noqa: E402
+from aya_jax import hf, sampling, sharding  # noqa: E402
+from aya_jax.hf import cohere as hf_cohere  # noqa: E402
 from aya_jax.models import cohere  # noqa: E402
 from configs.common import default_rules  # noqa: E402
 

@@ -20,7 +20,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
-from aya_jax import hf, hf_mt5, sampling, sharding  # noqa: E402
+from aya_jax import hf, sampling, sharding  # noqa: E402
+from aya_jax.hf import mt5 as hf_mt5  # noqa: E402
 from aya_jax.models import mt5  # noqa: E402
 from configs.common import default_rules  # noqa: E402
 

@@ -7,8 +7,8 @@ import pytest
 from flax import linen as nn
 
 from aya_jax import losses, optimizers
-from aya_jax.trainers import sft
-from aya_jax.trainers import train_state as ts
+from aya_jax.jobs import sft
+from aya_jax.training import state as ts
 from configs import common
 
 

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
-from aya_jax import merge_kernels, merging, sharding
+from aya_jax import sharding
+from aya_jax.merging import kernels as merge_kernels
+from aya_jax.merging import methods as merging
 
 TOL = dict(rtol=1e-6, atol=1e-6)
 SHAPE = (4, 6, 5)  # a stacked leaf: 4 layers of [6, 5]

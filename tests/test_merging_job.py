@@ -17,10 +17,11 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import linen as nn
 
-from aya_jax import checkpoint, merging, sharding
+from aya_jax import checkpoint, sharding
+from aya_jax.jobs import merge as merge_job
+from aya_jax.merging import methods as merging
 from aya_jax.models import cohere
-from aya_jax.trainers import merge as merge_job
-from aya_jax.trainers import train_state as ts
+from aya_jax.training import state as ts
 from configs import common
 from configs import merge as merge_config
 
@@ -259,7 +260,7 @@ def test_bad_merges_fail_with_one_line(runs, odd_runs, tmp_path, method, fields,
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Hugging Face export and import (aya_jax/hf.py)
+# Hugging Face export and import (aya_jax/hf/io.py)
 # ------------------------------------------------------------------------------------------------------------
 
 

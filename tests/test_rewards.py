@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from aya_jax import rewards, sampling, sharding
+from aya_jax import pretrained, rewards, sampling, sharding
+from aya_jax.jobs import reward as reward_trainer
 from aya_jax.models import cohere, reward
-from aya_jax.trainers import pretrained, rollouts
-from aya_jax.trainers import reward as reward_trainer
+from aya_jax.training import rollouts
 from configs.common import default_rules
 
 

@@ -9,8 +9,8 @@ from flax import linen as nn
 from jax.sharding import NamedSharding, PartitionSpec
 
 from aya_jax import optimizers, sharding
-from aya_jax.trainers import sft
-from aya_jax.trainers import train_state as ts
+from aya_jax.jobs import sft
+from aya_jax.training import state as ts
 from configs import common
 
 

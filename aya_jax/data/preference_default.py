@@ -1,5 +1,5 @@
 """Preference pairs built from the embedded default data: a multilingual set anyone can rebuild offline, for
-reward models and offline DPO (aya_jax/trainers/reward.py, dpo.py).
+reward models and offline DPO (aya_jax/jobs/reward.py, dpo.py).
 
 One pair per default-data row (`default_data`), in the preference schema (`sources.PREFERENCE`):
 

@@ -12,7 +12,7 @@ token and the ones before it only: padding, and anything after it, cannot change
 Parameters: {"backbone": <CohereLM params, the same names and logical axes>, "head": {"kernel": [embed],
 "bias": []}} — so an SFT checkpoint's params are a backbone as they are (`reward_params_from_policy`), and
 the mesh rules that shard the policy shard the reward model the same way. Loading a trained reward model
-from its run's checkpoints is `aya_jax.trainers.reward.load_reward_model` (models know nothing of
+from its run's checkpoints is `aya_jax.jobs.reward.load_reward_model` (models know nothing of
 checkpoints or meshes).
 """
 

@@ -9,7 +9,9 @@ import sys
 import pytest
 import seqio
 
-from aya_jax.data import pipeline, stats, vocab_training
+from aya_jax.data import pipeline
+from aya_jax.jobs import data_stats as stats
+from aya_jax.jobs import train_vocab as vocab_training
 from configs import data_stats as data_stats_config
 from configs import train_vocab as train_vocab_config
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
+from aya_jax.jobs import sft
 from aya_jax.models import families
-from aya_jax.trainers import sft
-from aya_jax.trainers import train_state as ts
+from aya_jax.training import state as ts
 
 
 def _model_config(preset: str, **overrides) -> ml_collections.ConfigDict:

@@ -17,9 +17,10 @@ import pytest
 from flax import linen as nn
 
 from aya_jax import sampling
+from aya_jax.jobs import dpo
 from aya_jax.models import cohere
-from aya_jax.trainers import dpo, rollouts
-from aya_jax.trainers import train_state as ts
+from aya_jax.training import rollouts
+from aya_jax.training import state as ts
 from configs import dpo as dpo_config
 
 CFG = cohere.CohereConfig(

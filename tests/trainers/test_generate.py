@@ -17,7 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from aya_jax.trainers import generate, hf_convert  # noqa: E402
+from aya_jax.jobs import generate, hf_convert  # noqa: E402
 from configs import generate as generate_config  # noqa: E402
 from configs import hf_convert as hf_convert_config  # noqa: E402
 
@@ -68,7 +68,8 @@ def hf_dir(tmp_path_factory):
         for name, p in model.named_parameters():
             p.normal_(0, 1.0 if "embed" in name else 0.2) if "norm" not in name else p.uniform_(0.5, 1.5)
     model.save_pretrained(directory)
-    from aya_jax import hf, hf_cohere
+    from aya_jax import hf
+    from aya_jax.hf import cohere as hf_cohere
 
     (directory / "tokenizer_config.json").write_text(
         json.dumps(hf_cohere.tokenizer_config(json.loads((directory / "tokenizer.json").read_text())))
@@ -197,7 +198,7 @@ def test_generate_from_a_quickstart_checkpoint(tmp_path, monkeypatch, capsys):
 
     from aya_jax import checkpoint as ckpt_lib
     from aya_jax.data import pipeline
-    from aya_jax.trainers import train_state as ts
+    from aya_jax.training import state as ts
 
     monkeypatch.setenv("AYA_DATA_DIR", str(tmp_path / "data"))
     config = generate_config.get_config()

@@ -13,8 +13,8 @@ import pytest
 from jax.sharding import PartitionSpec
 
 from aya_jax import checkpoint as ckpt_lib
-from aya_jax.trainers import policy_state
-from aya_jax.trainers import train_state as ts
+from aya_jax.training import policy as policy_state
+from aya_jax.training import state as ts
 from configs import quickstart
 
 EMBED, LAYERS = 256, 2  # cohere-tiny with 2 layers
@@ -124,7 +124,7 @@ def test_log_memory_matches_a_hand_count(source, tmp_path, caplog):
     # tensor; norms and the layer axis replicated.
     per_layer = EMBED + (EMBED * heads * hd + 2 * EMBED * kv * hd + heads * hd * EMBED + 3 * EMBED * ffn) // 4
     params_bytes = 4 * (vocab * EMBED // 4 + LAYERS * per_layer + EMBED)
-    with caplog.at_level(logging.INFO, logger="aya_jax.trainers.policy_state"):
+    with caplog.at_level(logging.INFO, logger="aya_jax.training.policy"):
         report = policy_state.log_memory(
             {
                 "policy state": (setup.state, setup.state_shardings),

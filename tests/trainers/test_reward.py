@@ -18,9 +18,9 @@ from flax import linen as nn
 
 from aya_jax import checkpoint as ckpt_lib
 from aya_jax import sharding
+from aya_jax.jobs import reward as reward_trainer
 from aya_jax.models import cohere, reward
-from aya_jax.trainers import reward as reward_trainer
-from aya_jax.trainers import train_state as ts
+from aya_jax.training import state as ts
 from configs import common
 from configs import reward as reward_config
 

@@ -13,7 +13,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from aya_jax import sampling, sharding
 from aya_jax.models import cohere
-from aya_jax.trainers import rollouts
+from aya_jax.training import rollouts
 from configs.common import default_rules
 
 VOCAB = 212  # even: the vocab axis splits over tensor=2

@@ -1,4 +1,4 @@
-"""The merge job: stream a weight-space merge (aya_jax/merging.py) out of orbax checkpoints into a new one.
+"""The merge job: stream a weight-space merge (aya_jax/merging/methods.py) out of orbax checkpoints into a new one.
 
     python -m aya_jax.main --config configs/merge.py:ties --config.merge.models='("runs/ar","runs/hi")' \
         --config.merge.base_model=runs/base --workdir workdirs/merged
@@ -45,9 +45,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from aya_jax import checkpoint, merging, sharding
-from aya_jax.trainers import merge_io
-from aya_jax.trainers.merge_io import HfSource, MergeConfigError, OrbaxSource
+from aya_jax import checkpoint, sharding
+from aya_jax.merging import io as merge_io
+from aya_jax.merging import methods as merging
+from aya_jax.merging.io import HfSource, MergeConfigError, OrbaxSource
 
 log = logging.getLogger(__name__)
 
@@ -427,8 +428,8 @@ class _Evaluator:
         from flax import linen as nn
 
         from aya_jax.data import languages, pipeline
-        from aya_jax.trainers import sft
-        from aya_jax.trainers import train_state as ts
+        from aya_jax.jobs import sft
+        from aya_jax.training import state as ts
 
         self.config, self.mesh, self._nn = config, mesh, nn
         self._languages, self._pipeline = languages, pipeline

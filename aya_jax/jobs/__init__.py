@@ -8,18 +8,18 @@ from typing import Any
 
 # name -> "module:function"; imported lazily so that `main --help` stays fast.
 JOBS: dict[str, str] = {
-    "sft": "aya_jax.trainers.sft:train",
-    "model_info": "aya_jax.model_info:run",
-    "aot_compile": "aya_jax.aot:run",
-    "data_stats": "aya_jax.data.stats:run",
-    "train_vocab": "aya_jax.data.vocab_training:run",
-    "generate": "aya_jax.trainers.generate:run",
-    "hf_export": "aya_jax.trainers.hf_convert:export",
-    "hf_import": "aya_jax.trainers.hf_convert:import_",
-    "merge": "aya_jax.trainers.merge:run",
-    "reward": "aya_jax.trainers.reward:train",
-    "dpo": "aya_jax.trainers.dpo:train",
-    "rloo": "aya_jax.trainers.rloo:train",
+    "sft": "aya_jax.jobs.sft:train",
+    "model_info": "aya_jax.jobs.model_info:run",
+    "aot_compile": "aya_jax.jobs.aot:run",
+    "data_stats": "aya_jax.jobs.data_stats:run",
+    "train_vocab": "aya_jax.jobs.train_vocab:run",
+    "generate": "aya_jax.jobs.generate:run",
+    "hf_export": "aya_jax.jobs.hf_convert:export",
+    "hf_import": "aya_jax.jobs.hf_convert:import_",
+    "merge": "aya_jax.jobs.merge:run",
+    "reward": "aya_jax.jobs.reward:train",
+    "dpo": "aya_jax.jobs.dpo:train",
+    "rloo": "aya_jax.jobs.rloo:train",
 }
 
 

@@ -29,10 +29,9 @@ from typing import Any
 
 import jax
 
-from aya_jax import hf, sampling, sharding
+from aya_jax import hf, pretrained, sampling, sharding
 from aya_jax.models import families
-from aya_jax.trainers import pretrained
-from aya_jax.trainers import train_state as ts
+from aya_jax.training import state as ts
 
 log = logging.getLogger(__name__)
 

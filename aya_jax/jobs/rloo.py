@@ -22,7 +22,7 @@ One iteration, for a batch of B prompts x from the training prompts:
 
 Log-probs are those of the sampling distribution: logits divided by T (as TRL computes them), over the
 completion tokens, EOS included. The reference π_ref is the frozen `config.checkpoint.init_from` policy on the
-same mesh and shardings (aya_jax/trainers/policy_state.py). Every `config.train.eval_every` iterations, and at
+same mesh and shardings (aya_jax/training/policy.py). Every `config.train.eval_every` iterations, and at
 iteration 0 (the SFT policy), the held-out prompts are sampled (`eval_samples` per prompt at temperature T,
 and greedily) with a fixed seed and their mean reward logged.
 
@@ -35,7 +35,7 @@ Where this departs from the paper and from TRL:
   default (`token_level_kl=False`); no adaptive KL controller.
 * Generation runs with the KV-cache sampler of aya_jax/sampling.py inside jit on the training mesh, not in a
   separate inference engine; the policy's fp32 master weights are sampled directly.
-* Prompts come from a JSONL file or the embedded default data (aya_jax/trainers/prompt_sets.py), with the
+* Prompts come from a JSONL file or the embedded default data (aya_jax/training/prompt_sets.py), with the
   reference answer passed to reward functions that check it.
 
 Time per iteration is split into generation / scoring (reward, reference and sampling-policy log-probs,
@@ -61,8 +61,10 @@ from jax.sharding import NamedSharding
 from aya_jax import checkpoint as ckpt_lib
 from aya_jax import losses, metrics, optimizers, rewards, sampling, sharding
 from aya_jax.models import cohere
-from aya_jax.trainers import policy_state, prompt_sets, rollouts, run_utils
-from aya_jax.trainers import train_state as ts
+from aya_jax.training import loop as run_utils
+from aya_jax.training import policy as policy_state
+from aya_jax.training import prompt_sets, rollouts
+from aya_jax.training import state as ts
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ included) and β = `config.dpo.beta`:
    per prompt should be written as its (best, worst) pair.
 2. Online, `config.dpo.iterations` times (Aya Expanse: 3):
      a. sample `samples_per_prompt` (k) completions for each of `prompts_per_iteration` training prompts from
-        the current policy (temperature T; aya_jax/trainers/rollouts.py, jitted on the training mesh)
+        the current policy (temperature T; aya_jax/training/rollouts.py, jitted on the training mesh)
      b. score every completion with the trained reward model (`config.dpo.reward_model`, the `reward` job's
         workdir; aya_jax/rewards.py `reward_model_scorer`), minus `missing_eos_penalty` for one that hit
         `max_new_tokens` without an EOS
@@ -66,8 +66,10 @@ from jax.sharding import NamedSharding
 from aya_jax import checkpoint as ckpt_lib
 from aya_jax import losses, metrics, optimizers, rewards, sampling, sharding
 from aya_jax.models import cohere
-from aya_jax.trainers import policy_state, prompt_sets, rollouts, run_utils
-from aya_jax.trainers import train_state as ts
+from aya_jax.training import loop as run_utils
+from aya_jax.training import policy as policy_state
+from aya_jax.training import prompt_sets, rollouts
+from aya_jax.training import state as ts
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from aya_jax import hf
+from aya_jax.hf import io as hf
 from aya_jax.models import cohere
 
 # The default Cohere chat template (Command R / Aya 23 / Aya Expanse), as shipped in their tokenizer_config.json

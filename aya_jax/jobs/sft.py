@@ -25,10 +25,10 @@ import optax
 from flax import linen as nn
 
 from aya_jax import checkpoint as ckpt_lib
-from aya_jax import hf, losses, metrics, optimizers, sharding
+from aya_jax import hf, losses, metrics, optimizers, pretrained, sharding
 from aya_jax.models import cohere, families
-from aya_jax.trainers import pretrained, run_utils
-from aya_jax.trainers import train_state as ts
+from aya_jax.training import loop as run_utils
+from aya_jax.training import state as ts
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ def train(config: Any, workdir: str) -> RunSummary:
 
     # ---- data -------------------------------------------------------------------------------------------
     spec = pipeline.prepare(config.data)
-    # With config.model.hf_init_dir, the architecture is the checkpoint's config.json (aya_jax/hf.py).
+    # With config.model.hf_init_dir, the architecture is the checkpoint's config.json (aya_jax/hf/io.py).
     hf_init_dir = str(config.model.hf_init_dir)
     hf_config = hf.read_config(hf_init_dir) if hf_init_dir else None
     model, model_cfg = pretrained.build_model(config.model, spec.vocab_size, hf_config)

@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aya_jax import merge_kernels
+from aya_jax.merging import kernels as merge_kernels
 
 Array = jax.Array
 

@@ -57,7 +57,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from aya_jax import hf
+from aya_jax.hf import io as hf
 from aya_jax.models import mt5
 
 log = logging.getLogger(__name__)

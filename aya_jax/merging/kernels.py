@@ -1,7 +1,7 @@
 """The per-tensor arithmetic of aya_jax.merging: float32 kernels on one tensor (or one layer slice of a stacked
 leaf), and the jitted per-leaf functions that apply them, keeping the first input's sharding.
 
-Formulas and their provenance (mergekit `merge_methods/`, SPEC §3) are in aya_jax/merging.py's docstring. Every
+Formulas and their provenance (mergekit `merge_methods/`, SPEC §3) are in aya_jax/merging/methods.py's docstring. Every
 reduction here (norms, dots, counts) shards: nothing gathers a tensor whole, so a leaf merges on its mesh.
 """
 

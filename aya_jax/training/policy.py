@@ -13,7 +13,7 @@ donated and updated every step. A rerun in the same workdir resumes the policy f
 (params, optimiser, step, rng and the trainer's JSON state) and reloads the reference from `init_from` again,
 at the step recorded in that JSON (`PolicySetup.source_record()`) — the reference never changes, so it is not
 checkpointed twice. An `init_from` workdir that recorded a Hugging
-Face source (`hf_config.json`, see aya_jax/trainers/pretrained.py) rebuilds that architecture and its tokenizer;
+Face source (`hf_config.json`, see aya_jax/pretrained.py) rebuilds that architecture and its tokenizer;
 otherwise the model is `config.model`'s preset and the vocabulary is `config.data`'s (the quickstart's
 SentencePiece model, found in the data cache).
 
@@ -36,10 +36,10 @@ from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding
 
 from aya_jax import checkpoint as ckpt_lib
-from aya_jax import sharding
+from aya_jax import pretrained, sharding
+from aya_jax.jobs import generate
 from aya_jax.models import cohere
-from aya_jax.trainers import generate, pretrained
-from aya_jax.trainers import train_state as ts
+from aya_jax.training import state as ts
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +63,7 @@ class PolicySetup:
     checkpointer: ckpt_lib.Checkpointer  # <workdir>/checkpoints (or config.checkpoint.directory)
     init_from: str  # where policy and reference params came from
     init_step: int  # the source checkpoint's step
-    codec: (
-        Any  # encode(text, add_special_tokens) / decode(ids) / pad_id / eos_ids (aya_jax.trainers.generate)
-    )
+    codec: Any  # encode(text, add_special_tokens) / decode(ids) / pad_id / eos_ids (aya_jax.jobs.generate)
     eos_ids: tuple[int, ...]  # every token that ends a completion
     vocab_size: int
 

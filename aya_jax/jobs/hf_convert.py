@@ -10,7 +10,7 @@
 Export rebuilds the model from the run's recorded Hugging Face config.json (runs started with
 config.model.hf_init_dir record it, see trainers/pretrained.py), else from config.model and config.data (pass
 the run's overrides). The tokenizer is copied from config.hf_convert.tokenizer, else the recorded source
-directory, else config.data.vocab.path when it is a tokenizer.json. Weights stream both ways (aya_jax/hf.py).
+directory, else config.data.vocab.path when it is a tokenizer.json. Weights stream both ways (aya_jax/hf/io.py).
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ import logging
 import pathlib
 from typing import Any
 
-from aya_jax import hf, sharding
+from aya_jax import hf, pretrained, sharding
 from aya_jax.models import families
-from aya_jax.trainers import pretrained
-from aya_jax.trainers import train_state as ts
+from aya_jax.training import state as ts
 
 log = logging.getLogger(__name__)
 

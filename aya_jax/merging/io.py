@@ -24,7 +24,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from aya_jax import merging, sharding
+from aya_jax import sharding
+from aya_jax.merging import methods as merging
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def hf_module(field: str, what: str):
     try:
         from aya_jax import hf
     except ImportError:
-        raise MergeConfigError(f"{field}: HF {what} not available (aya_jax/hf.py is missing)") from None
+        raise MergeConfigError(f"{field}: HF {what} not available (aya_jax/hf/io.py is missing)") from None
     return hf
 
 

@@ -14,7 +14,7 @@ rows go through the model as one [2 x pairs, seq_len] batch.
 
 Held-out evaluation scores every pair of the eval split once (at most `config.reward.max_eval_pairs`) and logs
 the pairwise accuracy and loss overall and per language (`accuracy/<code>`, `pairs/<code>`); the last one is
-drawn as a bar chart (`reward_accuracy_by_language.png`). The loop is SFT's (aya_jax/trainers/sft.py): config
+drawn as a bar chart (`reward_accuracy_by_language.png`). The loop is SFT's (aya_jax/jobs/sft.py): config
 checked before compiling, memory per device logged before the run, donated jitted step with explicit shardings,
 JSONL/TensorBoard metrics, checkpoints every `config.checkpoint.every` steps with the data position, SIGTERM
 saves and exits, and rerunning the same command resumes. The workdir also gets `reward_model.json` (the
@@ -39,10 +39,12 @@ from flax import linen as nn
 from jax.sharding import Mesh
 
 from aya_jax import checkpoint as ckpt_lib
-from aya_jax import losses, metrics, optimizers, sharding
+from aya_jax import losses, metrics, optimizers, pretrained, sharding
+from aya_jax.jobs import sft
 from aya_jax.models import cohere, families, reward
-from aya_jax.trainers import policy_state, pretrained, run_utils, sft
-from aya_jax.trainers import train_state as ts
+from aya_jax.training import loop as run_utils
+from aya_jax.training import policy as policy_state
+from aya_jax.training import state as ts
 
 log = logging.getLogger(__name__)
 

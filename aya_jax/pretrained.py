@@ -21,7 +21,7 @@ from jax.sharding import Mesh
 from aya_jax import checkpoint as ckpt_lib
 from aya_jax import hf
 from aya_jax.models import families
-from aya_jax.trainers import train_state as ts
+from aya_jax.training import state as ts
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,11 @@ device gets only its slice). A stacked `[layers, ...]` parameter is filled one l
 jitted dynamic_update_slice, so the host never holds more than one layer's tensor (plus its converted copy):
 peak host memory is about twice the largest single Hugging Face tensor, not the model. Export gathers one
 layer of one parameter at a time and appends it to the current shard file. The safetensors format is read and
-written by `aya_jax/hf_safetensors.py` (no torch, transformers or safetensors package needed; bf16 through
+written by `aya_jax/hf/safetensors.py` (no torch, transformers or safetensors package needed; bf16 through
 `ml_dtypes`).
 
 Architectures are a registry keyed by config.json's `model_type`. Cohere (Aya 23, Aya Expanse) lives in
-`aya_jax/hf_cohere.py`. **To add one** (e.g. mT5 for Aya 101), write `aya_jax/hf_<name>.py` that builds an
+`aya_jax/hf/cohere.py`. **To add one** (e.g. mT5 for Aya 101), write `aya_jax/hf_<name>.py` that builds an
 `Architecture` and calls `hf.register(...)` at import time, then add the module name to
 `BUILTIN_ARCHITECTURE_MODULES` below (modules listed there are imported lazily the first time an architecture
 is looked up; a listed module that does not exist yet is skipped). An `Architecture` says:
@@ -56,21 +56,18 @@ from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 
 from aya_jax import sharding
-from aya_jax.hf_safetensors import (  # noqa: F401 - part of this module's interface
+from aya_jax.hf.safetensors import (
     DEFAULT_MAX_SHARD_BYTES,
     EXPORT_DTYPES,
-    INDEX_FILE,
-    SINGLE_FILE,
     HfCheckpointError,
     SafetensorsReader,
     SafetensorsWriter,
-    read_header,
 )
 
 log = logging.getLogger(__name__)
 
 # Modules that register an Architecture when imported (see the module docstring).
-BUILTIN_ARCHITECTURE_MODULES: tuple[str, ...] = ("aya_jax.hf_cohere", "aya_jax.hf_mt5")
+BUILTIN_ARCHITECTURE_MODULES: tuple[str, ...] = ("aya_jax.hf.cohere", "aya_jax.hf.mt5")
 
 CONFIG_FILE = "config.json"
 TOKENIZER_FILES = (

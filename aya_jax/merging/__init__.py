@@ -1,0 +1,1 @@
+"""Weight-space model merging: methods (pytree functions), kernels (per-tensor arithmetic), io (streamed inputs and output)."""
