@@ -69,27 +69,38 @@ def split_checkpoint_path(path: str) -> tuple[pathlib.Path, pathlib.Path]:
     raise FileNotFoundError(f"{path}: no such checkpoint directory")
 
 
+def dtype_from_name(name: str, field: str) -> jnp.dtype:
+    if name not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"{field}: {name!r} is not one of float32, bfloat16, float16")
+    return jnp.dtype(name)
+
+
 def build_model(model_config: Any, vocab_size: int | None, hf_config: dict[str, Any] | None = None):
-    """(model, model config): from an HF config.json dict when given, else config.model's preset. dtypes,
-    remat and layer scanning always come from config.model."""
-    if hf_config is None:
-        return ts.build_model(model_config, vocab_size)
+    """(model, model config) of config.model: from an HF config.json dict when given, else the preset (its
+    family picks the architecture, aya_jax/models/families.py) with config.model.overrides; `vocab_size` (the
+    tokenizer's) fills presets whose vocabulary comes from the data. dtypes, remat and layer scanning always
+    come from config.model."""
     overrides = {k: v for k, v in model_config.overrides.to_dict().items() if v is not None}
-    if overrides:
-        raise ValueError(
-            f"config.model.overrides: {sorted(overrides)} cannot change an architecture read from a Hugging "
-            "Face config.json (config.model.hf_init_dir)"
+    if hf_config is None:
+        cfg = families.family_of_preset(model_config.preset).resolve(
+            model_config.preset, vocab_size, overrides
         )
-    cfg = hf.architecture(hf_config.get("model_type", "")).config_from_hf(hf_config)
-    if vocab_size and cfg.vocab_size < vocab_size:
-        raise ValueError(
-            f"config.data.vocab: the tokenizer has {vocab_size} tokens, the checkpoint's embedding only "
-            f"{cfg.vocab_size}"
-        )
-    model = families.build_module(
+    else:
+        if overrides:
+            raise ValueError(
+                f"config.model.overrides: {sorted(overrides)} cannot change an architecture read from a Hugging "
+                "Face config.json (config.model.hf_init_dir)"
+            )
+        cfg = hf.architecture(hf_config.get("model_type", "")).config_from_hf(hf_config)
+        if vocab_size and cfg.vocab_size < vocab_size:
+            raise ValueError(
+                f"config.data.vocab: the tokenizer has {vocab_size} tokens, the checkpoint's embedding only "
+                f"{cfg.vocab_size}"
+            )
+    model = families.build(
         cfg,
-        dtype=ts.dtype_from_name(model_config.dtype, "config.model.dtype"),
-        param_dtype=ts.dtype_from_name(model_config.param_dtype, "config.model.param_dtype"),
+        dtype=dtype_from_name(model_config.dtype, "config.model.dtype"),
+        param_dtype=dtype_from_name(model_config.param_dtype, "config.model.param_dtype"),
         remat=model_config.remat,
         scan_layers=bool(model_config.scan_layers),
     )
@@ -142,7 +153,7 @@ def _train_state_from_params(params: Any, tx: Any, state_shardings: Any, rng: ja
 
 def abstract_params(model: nn.Module, mesh: Mesh, rules: Any) -> Any:
     """ShapeDtypeStructs with shardings for the model's params (nothing allocated)."""
-    arch = hf.architecture(families.MT5 if families.is_encoder_decoder(model) else families.COHERE)
+    arch = hf.architecture(families.family_of(model).hf_model_type)
     return hf.abstract_params(arch, model, model.cfg, mesh, rules)
 
 

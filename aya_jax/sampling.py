@@ -24,12 +24,11 @@ Determinism. Token t of row b is drawn with `fold_in(fold_in(key(seed), t), row_
 prompts give the same tokens whatever the batch padding, mesh or chunking; different rows get independent
 draws (RLOO's k samples of one prompt are k rows).
 
-Encoder-decoder models. The loop `decode_loop` is model-agnostic: it takes the first logits and a
-`step_fn(tokens [batch, 1], cache) -> (logits [batch, vocab], cache)` closing over params. A decoder-only model
-builds both with `decoder_only_prefill_and_step`; an encoder-decoder (mT5) with its sibling
-`encoder_decoder_prefill_and_step`, which runs the encoder once, "prefills" the decoder with its start token
-and keeps every decoder layer's cross-attention keys/values in the cache (`generate_encoder_decoder`; the
-`Sampler` dispatches on the model) — `decode_loop`, `SamplingParams` and `Generation` are shared.
+Model families. The loop `decode_loop` is model-agnostic: it takes the first logits and a
+`step_fn(tokens [batch, 1], cache) -> (logits [batch, vocab], cache)` closing over params. Both come from the
+model's `Family` record (aya_jax/models/families.py): `prefill` and `decode`. A decoder-only model (Cohere)
+prefills its KV cache with the whole prompt; an encoder-decoder (mT5) runs the encoder once, "prefills" the
+decoder with its start token and keeps every decoder layer's cross-attention keys/values in the cache.
 """
 
 from __future__ import annotations
@@ -50,7 +49,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from aya_jax import sharding
 from aya_jax.data import chat_template
-from aya_jax.models import cohere, mt5
+from aya_jax.models import families
 
 Array = jax.Array
 StepFn = Callable[[Array, Any], tuple[Array, Any]]  # (tokens [batch, 1], cache) -> (logits [batch, V], cache)
@@ -228,32 +227,42 @@ def decode_loop(
 
 
 # ============================================================================================================
-# Decoder-only models (CohereLM)
+# Prefill + loop, for any model family
 # ============================================================================================================
 
 
-def decoder_only_step_fn(model: cohere.CohereLM, params: Any) -> StepFn:
-    """(tokens [batch, T], cache) -> (logits of the last of them [batch, vocab], cache)."""
+def generate(
+    model: nn.Module,
+    params: Any,
+    tokens: Array,
+    segment_ids: Array,
+    rng: Array,
+    sampling: SamplingParams,
+    *,
+    row_ids: Array | None = None,
+    pad_id: int = 0,
+    cache_dtype: Any = None,
+) -> Generation:
+    """Pure and jittable: prompts `tokens` [batch, P] whose real tokens are where `segment_ids` is non-zero ->
+    `Generation`. The model's family (aya_jax/models/families.py) prefills a cache in `cache_dtype` (default:
+    the model's dtype) and decodes one token at a time; a decoder-only model needs left padding, an
+    encoder-decoder's prompt may be padded anywhere (it is the encoder input)."""
+    family = families.family_of(model)
+    row_ids = jnp.arange(tokens.shape[0], dtype=jnp.int32) if row_ids is None else row_ids
+    logits, cache = family.prefill(
+        model, params, tokens, segment_ids, sampling.max_new_tokens, cache_dtype or model.dtype
+    )
+    step = functools.partial(family.decode, model, params)
+    return decode_loop(logits, cache, step, rng, row_ids, sampling, pad_id)
 
-    def run(tokens: Array, cache: cohere.KVCache) -> tuple[Array, cohere.KVCache]:
-        logits, cache = model.apply({"params": params}, tokens, cache=cache, last_logits_only=True)
-        return logits[:, -1], cache
 
-    return run
-
-
-def decoder_only_prefill_and_step(
-    model: cohere.CohereLM, params: Any, tokens: Array, start: Array, max_len: int, cache_dtype: Any
-) -> tuple[Array, cohere.KVCache, StepFn]:
-    """Run the left-padded prompts [batch, P] through the model once; returns (logits of the last prompt
-    token [batch, vocab], the filled cache, the one-token step function)."""
-    step = decoder_only_step_fn(model, params)
-    logits, cache = step(tokens, cohere.init_cache(model.cfg, start, max_len, cache_dtype))
-    return logits, cache, step
+def left_padded_segment_ids(length: int, start: Array) -> Array:
+    """Segment ids [batch, length] of `left_pad`'s rows: 1 from slot `start[b]` on, 0 before."""
+    return (jnp.arange(length, dtype=jnp.int32)[None, :] >= start[:, None]).astype(jnp.int32)
 
 
 def generate_from_prompt(
-    model: cohere.CohereLM,
+    model: nn.Module,
     params: Any,
     tokens: Array,
     start: Array,
@@ -264,15 +273,20 @@ def generate_from_prompt(
     pad_id: int = 0,
     cache_dtype: Any = None,
 ) -> Generation:
-    """Pure and jittable: left-padded prompts `tokens` [batch, P] whose real tokens begin at `start` [batch]
-    -> `Generation`. The cache holds P + max_new_tokens slots in `cache_dtype` (default: the model's dtype)."""
-    batch, prompt_len = tokens.shape
-    row_ids = jnp.arange(batch, dtype=jnp.int32) if row_ids is None else row_ids
-    max_len = prompt_len + sampling.max_new_tokens
-    logits, cache, step = decoder_only_prefill_and_step(
-        model, params, tokens, start, max_len, cache_dtype or model.dtype
+    """`generate` on `left_pad`'s layout: left-padded prompts `tokens` [batch, P] whose real tokens begin at
+    `start` [batch]. The cache holds P + max_new_tokens slots (decoder-only) or 1 + max_new_tokens decoder
+    slots (encoder-decoder)."""
+    return generate(
+        model,
+        params,
+        tokens,
+        left_padded_segment_ids(tokens.shape[1], start),
+        rng,
+        sampling,
+        row_ids=row_ids,
+        pad_id=pad_id,
+        cache_dtype=cache_dtype,
     )
-    return decode_loop(logits, cache, step, rng, row_ids, sampling, pad_id)
 
 
 def left_pad(
@@ -298,117 +312,14 @@ def left_pad(
     return tokens, start, len(prompts)
 
 
-# ============================================================================================================
-# Encoder-decoder models (MT5)
-# ============================================================================================================
-
-
-def encoder_decoder_step_fn(model: mt5.MT5, params: Any) -> StepFn:
-    """(decoder tokens [batch, T], cache) -> (logits of the last of them [batch, vocab], cache)."""
-
-    def run(tokens: Array, cache: mt5.DecodeCache) -> tuple[Array, mt5.DecodeCache]:
-        logits, cache = model.apply({"params": params}, tokens, cache, method=mt5.MT5.decode_step)
-        return logits[:, -1], cache
-
-    return run
-
-
-def encoder_decoder_prefill_and_step(
-    model: mt5.MT5,
-    params: Any,
-    encoder_tokens: Array,
-    encoder_segment_ids: Array,
-    max_new_tokens: int,
-    cache_dtype: Any,
-    decoder_start_id: int,
-) -> tuple[Array, mt5.DecodeCache, StepFn]:
-    """Run the encoder once over `encoder_tokens` [batch, S] (real tokens where `encoder_segment_ids` > 0),
-    then the decoder on `decoder_start_id`, which also puts every layer's cross-attention keys/values in the
-    cache. Returns (logits of the first new token [batch, vocab], the cache, the one-token step function)."""
-    encoded = model.apply(
-        {"params": params}, encoder_tokens, encoder_segment_ids, method=mt5.MT5.encode
-    )  # [batch, S, d_model]
-    # The start token plus every chosen token is fed back (decode_step also runs after the last one).
-    cache = mt5.init_cache(model.cfg, encoder_segment_ids, 1 + max_new_tokens, cache_dtype)
-    start = jnp.full((encoder_tokens.shape[0], 1), decoder_start_id, jnp.int32)
-    logits, cache = model.apply({"params": params}, start, cache, encoded, method=mt5.MT5.decode_step)
-    return logits[:, -1], cache, encoder_decoder_step_fn(model, params)
-
-
-def generate_encoder_decoder(
-    model: mt5.MT5,
-    params: Any,
-    encoder_tokens: Array,
-    rng: Array,
-    sampling: SamplingParams,
-    *,
-    encoder_segment_ids: Array | None = None,
-    row_ids: Array | None = None,
-    pad_id: int = 0,
-    decoder_start_id: int = 0,
-    cache_dtype: Any = None,
-) -> Generation:
-    """Pure and jittable: encoder inputs `encoder_tokens` [batch, S] -> `Generation` of the decoder. Padding
-    may sit anywhere in a row (the encoder is bidirectional and its position bias relative, so left- and
-    right-padded rows compute the same); it is `encoder_segment_ids == 0`, by default `token == pad_id`. The
-    self-attention cache holds 1 + max_new_tokens slots in `cache_dtype` (default: the model's dtype)."""
-    batch = encoder_tokens.shape[0]
-    row_ids = jnp.arange(batch, dtype=jnp.int32) if row_ids is None else row_ids
-    if encoder_segment_ids is None:
-        encoder_segment_ids = (encoder_tokens != pad_id).astype(jnp.int32)
-    logits, cache, step = encoder_decoder_prefill_and_step(
-        model,
-        params,
-        encoder_tokens,
-        encoder_segment_ids,
-        sampling.max_new_tokens,
-        cache_dtype or model.dtype,
-        decoder_start_id,
-    )
-    return decode_loop(logits, cache, step, rng, row_ids, sampling, pad_id)
-
-
-def left_padded_segment_ids(length: int, start: Array) -> Array:
-    """Segment ids [batch, length] of `left_pad`'s rows: 1 from slot `start[b]` on, 0 before."""
-    return (jnp.arange(length, dtype=jnp.int32)[None, :] >= start[:, None]).astype(jnp.int32)
-
-
-def generate_from_encoder_prompt(
-    model: mt5.MT5,
-    params: Any,
-    tokens: Array,
-    start: Array,
-    rng: Array,
-    sampling: SamplingParams,
-    *,
-    row_ids: Array | None = None,
-    pad_id: int = 0,
-    cache_dtype: Any = None,
-) -> Generation:
-    """`generate_encoder_decoder` on `left_pad`'s layout (the encoder input of row b begins at `start[b]`),
-    with the model's decoder_start_id: the encoder-decoder twin of `generate_from_prompt`."""
-    return generate_encoder_decoder(
-        model,
-        params,
-        tokens,
-        rng,
-        sampling,
-        encoder_segment_ids=left_padded_segment_ids(tokens.shape[1], start),
-        row_ids=row_ids,
-        pad_id=pad_id,
-        decoder_start_id=model.cfg.decoder_start_id,
-        cache_dtype=cache_dtype,
-    )
-
-
 class Sampler:
-    """Generation from a decoder-only model on a mesh: host-side padding and batching around the jitted
-    `generate_from_prompt`, plus token-by-token streaming of one prompt (same tokens, same seed). An `mt5.MT5`
-    model takes the prompts as encoder inputs (`generate_from_encoder_prompt`, same padding and batching)."""
+    """Generation from a model of any family on a mesh: host-side padding and batching around the jitted
+    `generate_from_prompt`, plus token-by-token streaming of one prompt (same tokens, same seed). An
+    encoder-decoder takes the prompts as encoder inputs (same padding and batching)."""
 
     def __init__(
         self,
-        model: cohere.CohereLM | mt5.MT5,
+        model: nn.Module,
         params: Any,
         *,
         mesh: Mesh | None = None,
@@ -422,10 +333,9 @@ class Sampler:
         self.prompt_bucket = int(prompt_bucket)
         self.cache_dtype = cache_dtype or model.dtype
         self.rows_multiple = sharding.data_parallel_size(mesh, self.rules) if mesh is not None else 1
-        self.encoder_decoder = isinstance(model, mt5.MT5)
-        generate = generate_from_encoder_prompt if self.encoder_decoder else generate_from_prompt
+        self.family = families.family_of(model)
         self._generate = jax.jit(
-            functools.partial(generate, model, pad_id=self.pad_id, cache_dtype=self.cache_dtype),
+            functools.partial(generate_from_prompt, model, pad_id=self.pad_id, cache_dtype=self.cache_dtype),
             static_argnames=("sampling",),
         )
         self._stream_fns: dict[SamplingParams, tuple[Callable, Callable]] = {}
@@ -446,10 +356,10 @@ class Sampler:
         return jax.device_put(x, NamedSharding(self.mesh, spec))
 
     def _check_length(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams) -> None:
-        if self.encoder_decoder:  # relative position buckets: no maximum length
+        limit = self.family.max_positions(self.model.cfg)
+        if limit is None:  # relative position buckets: no maximum length
             return
         longest = max(len(p) for p in prompts) + sampling.max_new_tokens
-        limit = self.model.cfg.max_position_embeddings
         if longest > limit:
             raise SamplingError(
                 f"max_new_tokens: longest prompt + {sampling.max_new_tokens} new tokens = {longest} positions, "
@@ -479,25 +389,17 @@ class Sampler:
     # -- streaming ------------------------------------------------------------------------------------------
     def _stream_functions(self, sampling: SamplingParams):
         if sampling not in self._stream_fns:
-            model, pad_id, cache_dtype = self.model, self.pad_id, self.cache_dtype
+            model, family, pad_id, cache_dtype = self.model, self.family, self.pad_id, self.cache_dtype
 
             def prefill(params, tokens, start):
-                if self.encoder_decoder:
-                    segment_ids = left_padded_segment_ids(tokens.shape[1], start)
-                    start_id = model.cfg.decoder_start_id
-                    logits, cache, _ = encoder_decoder_prefill_and_step(
-                        model, params, tokens, segment_ids, sampling.max_new_tokens, cache_dtype, start_id
-                    )
-                    return init_decode_state(logits, cache, sampling, pad_id)
-                max_len = tokens.shape[1] + sampling.max_new_tokens
-                logits, cache, _ = decoder_only_prefill_and_step(
-                    model, params, tokens, start, max_len, cache_dtype
+                segment_ids = left_padded_segment_ids(tokens.shape[1], start)
+                logits, cache = family.prefill(
+                    model, params, tokens, segment_ids, sampling.max_new_tokens, cache_dtype
                 )
                 return init_decode_state(logits, cache, sampling, pad_id)
 
             def step(params, state, rng, row_ids):
-                make_step = encoder_decoder_step_fn if self.encoder_decoder else decoder_only_step_fn
-                step_fn = make_step(model, params)
+                step_fn = functools.partial(family.decode, model, params)
                 return decode_step(state, step_fn, rng, row_ids, sampling, pad_id)
 
             self._stream_fns[sampling] = (jax.jit(prefill), jax.jit(step, donate_argnums=(1,)))

@@ -6,7 +6,7 @@ memory-bandwidth bound and transformers' `generate`, in one run: the mT5 twin of
 
 Model (fixed): mt5-bench (d_model 512, d_ff 1536, 8 heads of 64, 4 encoder + 4 decoder layers, vocab 32000,
 untied lm_head), random weights, greedy. The prompt is the encoder input; the decoder starts from
-`decoder_start_id`. aya_jax runs `sampling.Sampler` (jitted `generate_from_encoder_prompt`: the encoder once,
+`decoder_start_id`. aya_jax runs `sampling.Sampler` (jitted `generate_from_prompt`: the encoder once,
 then a `while_loop` of cached decoder steps); transformers runs the same weights, exported by
 `aya_jax.hf.save(model_type="mt5", dtype="float32")` and loaded by `AutoModelForSeq2SeqLM` (torch fp32, same
 threads), with `generate(do_sample=False, num_beams=1, min_new_tokens=N, max_new_tokens=N)`. Before timing,

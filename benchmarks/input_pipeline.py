@@ -33,7 +33,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from aya_jax import optimizers  # noqa: E402
+from aya_jax import (
+    optimizers,  # noqa: E402
+    pretrained,  # noqa: E402
+)
 from aya_jax.data import pipeline  # noqa: E402
 from aya_jax.jobs import sft  # noqa: E402
 from aya_jax.training import state as ts  # noqa: E402
@@ -62,7 +65,7 @@ def time_pipeline(config, batches: int) -> tuple[float, float, float, dict]:
 
 def time_train_step(config, batch: dict, vocab_size: int, steps: int) -> float:
     """Row tokens/s of the SFT step on this process's devices (jit, donated state, no sharding)."""
-    model, _ = ts.build_model(config.model, vocab_size)
+    model, _ = pretrained.build_model(config.model, vocab_size)
     tx, schedule = optimizers.make_optimizer(config.optimizer, 1000)
     state = jax.jit(ts.make_init_fn(model, tx, config.data.seq_len))(jax.random.PRNGKey(0))
     step = jax.jit(sft.make_train_step(model, tx, schedule, 0.0, 1), donate_argnums=(0,))

@@ -46,13 +46,13 @@ def make_checkpoints(root: pathlib.Path) -> None:
     import jax.numpy as jnp
     from flax import linen as nn
 
-    from aya_jax import checkpoint, optimizers, sharding
+    from aya_jax import checkpoint, optimizers, pretrained, sharding
     from aya_jax.training import state as ts
     from configs import common
 
     config = common.base_config()
     config.model.preset = PRESET
-    model, cfg = ts.build_model(config.model, None)
+    model, cfg = pretrained.build_model(config.model, None)
     tx, _ = optimizers.make_optimizer(config.optimizer, 100)
     mesh = sharding.make_mesh(("data", "fsdp", "tensor"), (1, -1, 1))
     rules = sharding.normalize_rules(common.default_rules(), mesh)

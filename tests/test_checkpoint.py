@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from aya_jax import checkpoint, optimizers, sharding
+from aya_jax import checkpoint, optimizers, pretrained, sharding
 from aya_jax.training import state as ts
 from configs import common
 
@@ -18,7 +18,7 @@ from configs import common
 def _sharded_state(seed=0):
     config = common.base_config()
     config.model.dtype = "float32"
-    model, _ = ts.build_model(config.model, 256)
+    model, _ = pretrained.build_model(config.model, 256)
     tx, _ = optimizers.make_optimizer(config.optimizer, 10)
     mesh = sharding.make_mesh(("data", "fsdp", "tensor"), (2, 2, 2))
     rules = sharding.normalize_rules(common.default_rules(), mesh)

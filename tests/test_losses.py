@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from aya_jax import losses, optimizers
+from aya_jax import losses, optimizers, pretrained
 from aya_jax.jobs import sft
 from aya_jax.training import state as ts
 from configs import common
@@ -54,7 +54,7 @@ def test_token_log_probs_and_group_sums():
 def test_gradient_accumulation_equals_one_batch():
     config = common.base_config()
     config.model.dtype = "float32"
-    model, _ = ts.build_model(config.model, 300)
+    model, _ = pretrained.build_model(config.model, 300)
     tx, schedule = optimizers.make_optimizer(config.optimizer, 10)
     state = ts.make_init_fn(model, tx, 16)(jax.random.PRNGKey(0))
     rng = np.random.default_rng(0)

@@ -279,8 +279,8 @@ def right_pad(rows, length=ENC_LEN):
 @functools.cache
 def _generate_mt5(model, sampling_params):
     return jax.jit(
-        lambda params, enc: sampling.generate_encoder_decoder(
-            model, params, enc, jax.random.PRNGKey(0), sampling_params, decoder_start_id=0
+        lambda params, enc: sampling.generate(
+            model, params, enc, (enc != 0).astype(jnp.int32), jax.random.PRNGKey(0), sampling_params
         )
     )
 

@@ -8,7 +8,7 @@ import pytest
 from flax import linen as nn
 from jax.sharding import NamedSharding, PartitionSpec
 
-from aya_jax import optimizers, sharding
+from aya_jax import optimizers, pretrained, sharding
 from aya_jax.jobs import sft
 from aya_jax.training import state as ts
 from configs import common
@@ -38,7 +38,7 @@ def _setup(mesh_shape, rules=None, accum=1, vocab=512):
     config = common.base_config()
     config.model.preset = "cohere-tiny"
     config.model.dtype = "float32"
-    model, cfg = ts.build_model(config.model, vocab)
+    model, cfg = pretrained.build_model(config.model, vocab)
     tx, schedule = optimizers.make_optimizer(config.optimizer, 10)
     mesh = sharding.make_mesh(("data", "fsdp", "tensor"), mesh_shape)
     rules = sharding.normalize_rules(rules or common.default_rules(), mesh)
@@ -98,7 +98,7 @@ def _single_device(batch):
     config = common.base_config()
     config.model.preset = "cohere-tiny"
     config.model.dtype = "float32"
-    model, cfg = ts.build_model(config.model, 512)
+    model, cfg = pretrained.build_model(config.model, 512)
     mesh = sharding.make_mesh(("data", "fsdp", "tensor"), (1, 1, 1), devices=jax.devices()[:1])
     rules = sharding.normalize_rules(common.default_rules(), mesh)
     tx, _ = optimizers.make_optimizer(config.optimizer, 10)

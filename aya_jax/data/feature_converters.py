@@ -396,3 +396,18 @@ class EncoderDecoderFeatureConverter(seqio.FeatureConverter):
             name: task_feature_lengths["inputs" if name.startswith("encoder") else "targets"]
             for name in self.MODEL_FEATURES
         }
+
+
+def make_converter(
+    kind: str, *, pack: bool, eos_id: int, decoder_start_id: int = 0
+) -> seqio.FeatureConverter:
+    """The converter of a model family's rows (`Family.converter` in aya_jax/models/families.py): "decoder"
+    (prompt and answer as one packed sequence) or "encoder_decoder" (the prompt, ending with `eos_id`, as the
+    encoder input; the answer as the decoder target behind `decoder_start_id`)."""
+    if kind == "decoder":
+        return DecoderPackedFeatureConverter(pack=pack)
+    if kind == "encoder_decoder":
+        return EncoderDecoderFeatureConverter(
+            pack=pack, inputs_eos_id=eos_id, decoder_start_id=decoder_start_id
+        )
+    raise ValueError(f"unknown row layout {kind!r} (decoder, encoder_decoder)")

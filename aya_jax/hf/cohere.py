@@ -33,7 +33,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
 
 from aya_jax.hf import io as hf
@@ -265,14 +264,6 @@ def optional_hf_tensors(cfg: cohere.CohereConfig) -> set[str]:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def build_model(cfg: cohere.CohereConfig, dtype, param_dtype, scan_layers: bool = True) -> cohere.CohereLM:
-    return cohere.CohereLM(cfg, dtype=dtype, param_dtype=param_dtype, scan_layers=scan_layers)
-
-
-def init_inputs(cfg: cohere.CohereConfig) -> tuple:
-    return (jnp.zeros((1, 8), jnp.int32),)
-
-
 def generation_config(cfg: cohere.CohereConfig) -> dict[str, Any]:
     out = {"pad_token_id": cfg.pad_id}
     if cfg.bos_id >= 0:
@@ -317,8 +308,6 @@ ARCHITECTURE = hf.register(
         auto_class="AutoModelForCausalLM",
         config_from_hf=config_from_hf,
         config_to_hf=config_to_hf,
-        build_model=build_model,
-        init_inputs=init_inputs,
         tensor_mappings=tensor_mappings,
         optional_hf_tensors=optional_hf_tensors,
         generation_config=generation_config,

@@ -22,8 +22,6 @@ is looked up; a listed module that does not exist yet is skipped). An `Architect
 
 * `config_from_hf(config_json: dict) -> model config` and `config_to_hf(model config) -> dict` (raise
   `HfCheckpointError` naming the field for anything unsupported);
-* `build_model(cfg, dtype, param_dtype, scan_layers) -> nn.Module` and `init_inputs(cfg) -> tuple` of dummy
-  arrays for `model.init` (used only under `jax.eval_shape`, for shapes and logical shardings);
 * `tensor_mappings(cfg, scan_layers) -> list[TensorMapping]`: for every parameter leaf, the Hugging Face tensor
   name (with `{layer}` for a stacked leaf: one HF tensor per layer), and `to_ours` / `to_hf` layout functions
   on NumPy arrays of one layer;
@@ -63,6 +61,7 @@ from aya_jax.hf.safetensors import (
     SafetensorsReader,
     SafetensorsWriter,
 )
+from aya_jax.models import families
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +114,6 @@ class Architecture:
     auto_class: str  # the transformers class that loads an export, for messages: "AutoModelForCausalLM"
     config_from_hf: Callable[[dict[str, Any]], Any]
     config_to_hf: Callable[[Any], dict[str, Any]]
-    build_model: Callable[..., nn.Module]  # (cfg, dtype, param_dtype, scan_layers) -> module
-    init_inputs: Callable[[Any], tuple]  # cfg -> dummy inputs for model.init (traced only)
     tensor_mappings: Callable[[Any, bool], list[TensorMapping]]  # (cfg, scan_layers)
     optional_hf_tensors: Callable[[Any], set[str]] = lambda cfg: set()
     generation_config: Callable[[Any], dict[str, Any]] = lambda cfg: {}
@@ -205,7 +202,9 @@ def abstract_params(
 ) -> Any:
     """ShapeDtypeStructs of the model's params, carrying their target shardings (from the logical axis names
     through `rules`; a single device when `mesh` is None). Nothing is allocated."""
-    boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), *arch.init_inputs(cfg))["params"]
+    boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), *families.family_of(cfg).init_inputs())[
+        "params"
+    ]
     shapes = nn.unbox(boxed)
     if mesh is None:
         device = SingleDeviceSharding(jax.devices()[0])
@@ -344,7 +343,9 @@ def load(
     float32 for fp32 master weights when fine-tuning."""
     arch, cfg, hf_config = model_config(hf_dir)
     param_dtype = param_dtype or dtype
-    model = arch.build_model(cfg, jnp.dtype(dtype), jnp.dtype(param_dtype), scan_layers)
+    model = families.build(
+        cfg, dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(param_dtype), scan_layers=scan_layers
+    )
     target = abstract_params(arch, model, cfg, mesh, rules)
     params = load_params(hf_dir, arch, cfg, target, scan_layers=scan_layers)
     return LoadedModel(

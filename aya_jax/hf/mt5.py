@@ -54,7 +54,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
 
 from aya_jax.hf import io as hf
@@ -248,14 +247,6 @@ def optional_hf_tensors(cfg: mt5.MT5Config) -> set[str]:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def build_model(cfg: mt5.MT5Config, dtype, param_dtype, scan_layers: bool = True) -> mt5.MT5:
-    return mt5.MT5(cfg, dtype=dtype, param_dtype=param_dtype, scan_layers=scan_layers)
-
-
-def init_inputs(cfg: mt5.MT5Config) -> tuple:
-    return jnp.zeros((1, 8), jnp.int32), jnp.zeros((1, 8), jnp.int32)
-
-
 def generation_config(cfg: mt5.MT5Config) -> dict[str, Any]:
     return {
         "decoder_start_token_id": cfg.decoder_start_id,
@@ -288,8 +279,6 @@ ARCHITECTURE = hf.register(
         auto_class="AutoModelForSeq2SeqLM",
         config_from_hf=config_from_hf,
         config_to_hf=config_to_hf,
-        build_model=build_model,
-        init_inputs=init_inputs,
         tensor_mappings=tensor_mappings,
         optional_hf_tensors=optional_hf_tensors,
         generation_config=generation_config,

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax.sharding import NamedSharding
 
-from aya_jax import optimizers, sharding
+from aya_jax import optimizers, pretrained, sharding
 from aya_jax.jobs import sft
 from aya_jax.models import families
 from aya_jax.training import state as ts
@@ -133,19 +133,19 @@ def hbm_gib_per_device(devices: list[jax.Device], override: float) -> float | No
 
 
 def model_without_data(model_config: Any):
-    """(model, model config) as ts.build_model makes them; with no data here, a preset whose vocabulary comes
+    """(model, model config) as pretrained.build_model makes them; with no data here, a preset whose vocabulary comes
     from the data takes it from config.model.overrides.vocab_size."""
     vocab = model_config.overrides.vocab_size
     if vocab is None:
         try:
-            return ts.build_model(model_config, None)
+            return pretrained.build_model(model_config, None)
         except ValueError as e:
             raise AotError(f"{e} (set config.model.overrides.vocab_size)") from None
-    # ts.build_model hands the overrides and the data's vocab_size to cohere.resolve side by side, where a
-    # vocab_size override collides with it: pass the override as the data's vocabulary instead.
+    # Passed as the data's vocabulary, the override fills a placeholder vocabulary and is rejected below by a
+    # preset with its own (the override alone would silently resize it).
     without = model_config.copy_and_resolve_references()
     without.overrides.vocab_size = None
-    model, cfg = ts.build_model(without, vocab)
+    model, cfg = pretrained.build_model(without, vocab)
     if cfg.vocab_size != vocab:
         raise AotError(
             f"config.model.overrides.vocab_size: preset {model_config.preset!r} has its own vocabulary "
@@ -202,9 +202,9 @@ def compile_train_step(config: Any) -> AotReport:
             ),
             abstract_batch(
                 batch_size,
-                families.feature_lengths(model_cfg, config.data),
+                families.family_of(model_cfg).feature_lengths(seq_len, int(config.data.inputs_len)),
                 batch_sh,
-                families.is_encoder_decoder(model_cfg),
+                families.family_of(model_cfg).encoder_decoder,
             ),
         )
         hbm = hbm_gib_per_device(devices, float(config.aot.hbm_gib))
@@ -255,7 +255,8 @@ def _size(gib: float) -> str:
 def run(config: Any, workdir: str) -> AotReport:
     """The `aot_compile` job: compile, print the memory table, write <workdir>/aot_report.json."""
     report = compile_train_step(config)
-    n_params = families.param_count(model_without_data(config.model)[1])
+    cfg = model_without_data(config.model)[1]
+    n_params = families.family_of(cfg).param_count(cfg)
     lines = [
         f"AOT compile of the SFT train step: {report.preset} ({n_params / 1e6:,.1f} M parameters)",
         f"  target        {report.topology}: {report.num_devices} x {report.device_kind}, mesh {report.mesh}",

@@ -64,7 +64,7 @@ from flax import linen as nn
 from jax.sharding import NamedSharding
 
 from aya_jax import checkpoint as ckpt_lib
-from aya_jax import losses, metrics, optimizers, rewards, sampling, sharding
+from aya_jax import losses, metrics, optimizers, pretrained, rewards, sampling, sharding
 from aya_jax.models import cohere
 from aya_jax.training import loop as run_utils
 from aya_jax.training import policy as policy_state
@@ -392,7 +392,7 @@ def train(config: Any, workdir: str) -> DpoSummary:
     mesh, rules, model = setup.mesh, setup.rules, setup.model
     dp = sharding.data_parallel_size(mesh, rules)
     _check_mesh_fit(config, dp, setup.model_cfg.max_position_embeddings)
-    dtype = ts.dtype_from_name(config.model.dtype, "config.model.dtype")
+    dtype = pretrained.dtype_from_name(config.model.dtype, "config.model.dtype")
     scorer = rewards.reward_model_scorer(
         str(d.reward_model), mesh, rules, vocab_size=setup.model_cfg.vocab_size, dtype=dtype
     )

@@ -31,7 +31,6 @@ import jax
 
 from aya_jax import hf, pretrained, sampling, sharding
 from aya_jax.models import families
-from aya_jax.training import state as ts
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +172,7 @@ def read_prompts(g: Any) -> list[str]:
 def _load(config: Any, mesh, rules) -> tuple[Any, Any, Any, tuple[int, ...]]:
     """(model, params, codec, eos ids) from config.generate.hf_dir or .checkpoint_dir."""
     g = config.generate
-    dtype = ts.dtype_from_name(config.model.dtype, "config.model.dtype")
+    dtype = pretrained.dtype_from_name(config.model.dtype, "config.model.dtype")
     if g.hf_dir:
         hf.read_config(g.hf_dir)  # a wrong directory is reported as such, before anything else
         tokenizer = pathlib.Path(g.tokenizer or pathlib.Path(g.hf_dir) / "tokenizer.json")
@@ -234,7 +233,7 @@ def run(config: Any, workdir: str) -> GenerateSummary:
         token_ids = [codec.encode(sampling.cohere_chat_prompt(p, system), False) for p in prompts]
     else:
         token_ids = [codec.encode(p, True) for p in prompts]
-    if families.is_encoder_decoder(model) and isinstance(codec, SeqioCodec) and codec.eos_ids:
+    if families.family_of(model).encoder_decoder and isinstance(codec, SeqioCodec) and codec.eos_ids:
         # mT5 encoder inputs end with EOS, as the SFT converter wrote them (an HF T5 tokenizer appends it itself).
         token_ids = [ids + [codec.eos_ids[0]] for ids in token_ids]
     stops = tuple(s for s in g.stop if s)

@@ -21,7 +21,6 @@ from typing import Any
 
 from aya_jax import hf, pretrained, sharding
 from aya_jax.models import families
-from aya_jax.training import state as ts
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +63,7 @@ def export(config: Any, workdir: str) -> pathlib.Path:
         c.out_dir,
         params,
         cfg,
-        model_type=families.MT5 if families.is_encoder_decoder(cfg) else families.COHERE,
+        model_type=families.family_of(cfg).hf_model_type,
         dtype=c.dtype,
         tokenizer=tokenizer or None,
         max_shard_bytes=int(float(c.max_shard_gb) * 2**30),
@@ -86,8 +85,8 @@ def import_(config: Any, workdir: str) -> pathlib.Path:
         c.hf_dir,
         mesh,
         rules,
-        dtype=ts.dtype_from_name(config.model.dtype, "config.model.dtype"),
-        param_dtype=ts.dtype_from_name(config.model.param_dtype, "config.model.param_dtype"),
+        dtype=pretrained.dtype_from_name(config.model.dtype, "config.model.dtype"),
+        param_dtype=pretrained.dtype_from_name(config.model.param_dtype, "config.model.param_dtype"),
         scan_layers=bool(config.model.scan_layers),
     )
     out = pathlib.Path(c.out_dir)

@@ -388,7 +388,7 @@ class _HfExporter:
     architecture and config come from the first Hugging Face input, else from config.model."""
 
     def __init__(self, config: Any, plan: Plan, shapes: dict[str, tuple[int, ...]], mesh: Mesh, rules: Any):
-        from aya_jax.models import cohere
+        from aya_jax.models import cohere, families
 
         field = "config.merge.hf_export_dir"
         self.hf = merge_io.hf_module(field, "export")
@@ -410,7 +410,7 @@ class _HfExporter:
                 cohere.resolve(config.model.preset, vocab_size=vocab, **overrides),
                 None,
             )
-        model = self.arch.build_model(self.cfg, jnp.float32, jnp.float32, scan)
+        model = families.build(self.cfg, dtype=jnp.float32, param_dtype=jnp.float32, scan_layers=scan)
         self.target = self.hf.abstract_params(self.arch, model, self.cfg, mesh, rules)
         self.scan = scan
         _check_model_matches(self.target, shapes, field)
@@ -427,9 +427,9 @@ class _Evaluator:
     def __init__(self, config: Any, mesh: Mesh, shapes: dict[str, tuple[int, ...]]):
         from flax import linen as nn
 
+        from aya_jax import pretrained
         from aya_jax.data import languages, pipeline
         from aya_jax.jobs import sft
-        from aya_jax.training import state as ts
 
         self.config, self.mesh, self._nn = config, mesh, nn
         self._languages, self._pipeline = languages, pipeline
@@ -438,7 +438,7 @@ class _Evaluator:
         except ValueError as e:
             raise MergeConfigError(f"{e} (needed by config.merge.eval_batches)") from None
         self.data_spec = pipeline.prepare(config.data)
-        model, _ = ts.build_model(config.model, self.data_spec.vocab_size)
+        model, _ = pretrained.build_model(config.model, self.data_spec.vocab_size)
         tokens = jnp.zeros((1, int(config.data.seq_len)), jnp.int32)
         boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), tokens)["params"]
         self.shardings = sharding.tree_shardings(nn.get_partition_spec(boxed), mesh, self.rules)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from aya_jax import sharding
-from aya_jax.models import cohere, families
+from aya_jax.models import families
 
 
 def shard_elements(shape: tuple[int, ...], spec: Any, axis_sizes: dict[str, int], name: str) -> int:
@@ -40,15 +40,15 @@ def memory_report(
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     overrides = dict(overrides or {})
-    if families.family_of_preset(preset) == families.MT5:
-        cfg = families.resolve_mt5(preset, vocab_size, overrides)  # the preset's own vocabulary by default
-    else:
-        cfg = cohere.resolve(preset, vocab_size=vocab_size or 256000, **overrides)
+    family = families.family_of_preset(preset)
+    # A preset whose vocabulary comes from the data is sized as Aya's 256k here unless told otherwise.
+    placeholder = not family.presets[preset].vocab_size
+    cfg = family.resolve(preset, vocab_size or (256000 if placeholder else None), overrides)
     shape = sharding.resolve_mesh_shape(axes, shape, num_devices)
     axis_sizes = dict(zip(axes, shape, strict=True))
     rules = sharding.normalize_rules(rules)
-    model = families.build_module(cfg, jnp.float32, jnp.float32, "none", True)
-    boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), *families.dummy_inputs(model, 8))["params"]
+    model = family.build(cfg, dtype=jnp.float32, param_dtype=jnp.float32, remat="none", scan_layers=True)
+    boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), *family.init_inputs(8))["params"]
     specs = nn.get_partition_spec(boxed)
     flat = jax.tree_util.tree_flatten_with_path(nn.unbox(boxed))[0]
     flat_specs = jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
@@ -61,7 +61,7 @@ def memory_report(
     return {
         "preset": preset,
         "parameters": total,
-        "parameters_formula": families.param_count(cfg),
+        "parameters_formula": family.param_count(cfg),
         "mesh": axis_sizes,
         "per_device_params_gib_fp32": per_device * 4 / gib,
         "per_device_params_gib_bf16": per_device * 2 / gib,

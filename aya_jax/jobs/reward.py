@@ -69,7 +69,7 @@ def validate_config(
         shape, rules = sft.validate_config(config, num_devices, process_count)
     except sft.ConfigError as e:
         raise RewardConfigError(str(e)) from None
-    if families.family_of_preset(config.model.preset) != families.COHERE:
+    if families.family_of_preset(config.model.preset).encoder_decoder:
         raise RewardConfigError(
             f"config.model.preset: {config.model.preset!r} is not a Cohere decoder; reward models here are a "
             "Cohere backbone with a scalar head"
@@ -302,8 +302,8 @@ def train(config: Any, workdir: str) -> RewardSummary:
     _, model_cfg = pretrained.build_model(config.model, spec.vocab_size, recorded[0] if recorded else None)
     model = reward.RewardModel(
         model_cfg,
-        dtype=ts.dtype_from_name(config.model.dtype, "config.model.dtype"),
-        param_dtype=ts.dtype_from_name(config.model.param_dtype, "config.model.param_dtype"),
+        dtype=pretrained.dtype_from_name(config.model.dtype, "config.model.dtype"),
+        param_dtype=pretrained.dtype_from_name(config.model.param_dtype, "config.model.param_dtype"),
         remat=str(config.model.remat),
         scan_layers=bool(config.model.scan_layers),
     )

@@ -59,7 +59,7 @@ from flax import linen as nn
 from jax.sharding import NamedSharding
 
 from aya_jax import checkpoint as ckpt_lib
-from aya_jax import losses, metrics, optimizers, rewards, sampling, sharding
+from aya_jax import losses, metrics, optimizers, pretrained, rewards, sampling, sharding
 from aya_jax.models import cohere
 from aya_jax.training import loop as run_utils
 from aya_jax.training import policy as policy_state
@@ -296,7 +296,7 @@ def train(config: Any, workdir: str) -> RlooSummary:
             mesh,
             rules,
             vocab_size=setup.model_cfg.vocab_size,
-            dtype=ts.dtype_from_name(config.model.dtype, "config.model.dtype"),
+            dtype=pretrained.dtype_from_name(config.model.dtype, "config.model.dtype"),
         )
         trees["reward model params"] = (scorer.params, scorer.params_shardings)
         reward_name = f"reward model {r.reward_model} (step {scorer.step})"

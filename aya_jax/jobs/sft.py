@@ -26,7 +26,7 @@ from flax import linen as nn
 
 from aya_jax import checkpoint as ckpt_lib
 from aya_jax import hf, losses, metrics, optimizers, pretrained, sharding
-from aya_jax.models import cohere, families
+from aya_jax.models import families
 from aya_jax.training import loop as run_utils
 from aya_jax.training import state as ts
 
@@ -66,14 +66,14 @@ def validate_config(
         raise ConfigError(f"config.checkpoint.every: must be >= 1, got {config.checkpoint.every}")
     if int(config.data.seq_len) < 2:
         raise ConfigError(f"config.data.seq_len: must be >= 2, got {config.data.seq_len}")
-    if family == families.COHERE:
-        preset = cohere.PRESETS[config.model.preset]
-        max_pos = config.model.overrides.max_position_embeddings or preset.max_position_embeddings
+    max_pos = family.max_positions(family.presets[config.model.preset])
+    if max_pos is not None:
+        max_pos = config.model.overrides.max_position_embeddings or max_pos
         if int(config.data.seq_len) > max_pos:
             raise ConfigError(
                 f"config.data.seq_len: {config.data.seq_len} exceeds the model's max_position_embeddings {max_pos}"
             )
-    elif int(config.data.get("inputs_len", 0) or 0) < 0:
+    if int(config.data.get("inputs_len", 0) or 0) < 0:
         raise ConfigError(f"config.data.inputs_len: must be >= 0 (0 = seq_len), got {config.data.inputs_len}")
     axes = dict(zip(tuple(config.mesh.axes), shape, strict=True))
     try:
@@ -114,12 +114,13 @@ def validate_config(
 def _forward_loss(model: nn.Module, params: Any, batch: dict[str, jax.Array], z_loss: float):
     """(token-summed loss, statistics). The output projection is fused into a chunked cross-entropy, so the
     [batch, len, vocab] logits never exist (see losses.linear_cross_entropy)."""
+    family = families.family_of(model)
     out = losses.linear_cross_entropy(
-        families.hidden_states(model, params, batch),
-        families.output_kernel(model, params).astype(model.dtype),
+        family.hidden_states(model, params, batch),
+        family.output_kernel(params).astype(model.dtype),
         batch["decoder_target_tokens"],
         batch["decoder_loss_weights"],
-        logit_scale=families.logit_scale(model),
+        logit_scale=family.logit_scale(model.cfg),
         z_loss=z_loss,
     )
     aux = {k: out[k] for k in ("loss_sum", "nll_sum", "z_loss_sum", "correct_sum", "weight_sum")}
@@ -174,12 +175,13 @@ def make_eval_step(model: nn.Module, num_languages: int):
 
     def step(params: Any, batch: dict[str, jax.Array]):
         w = batch["decoder_loss_weights"].astype(jnp.float32)
+        family = families.family_of(model)
         out = losses.linear_cross_entropy(
-            families.hidden_states(model, params, batch),
-            families.output_kernel(model, params).astype(model.dtype),
+            family.hidden_states(model, params, batch),
+            family.output_kernel(params).astype(model.dtype),
             batch["decoder_target_tokens"],
             w,
-            logit_scale=families.logit_scale(model),
+            logit_scale=family.logit_scale(model.cfg),
         )
         lang_loss, lang_weight = losses.per_group_sums(
             out["nll"], w, batch["decoder_language_ids"], num_languages
@@ -218,7 +220,11 @@ class RunSummary:
 
 
 def train(config: Any, workdir: str) -> RunSummary:
-    from aya_jax.data import languages, pipeline  # data stays off the import path of the model code
+    from aya_jax.data import (  # data stays off the import path of the model code
+        feature_converters,
+        languages,
+        pipeline,
+    )
 
     workdir_path = pathlib.Path(workdir)
     run_utils.initialize_distributed(config.mesh)
@@ -232,10 +238,16 @@ def train(config: Any, workdir: str) -> RunSummary:
     hf_config = hf.read_config(hf_init_dir) if hf_init_dir else None
     model, model_cfg = pretrained.build_model(config.model, spec.vocab_size, hf_config)
     seq_len = int(config.data.seq_len)
-    feature_lengths = families.feature_lengths(model_cfg, config.data)
+    family = families.family_of(model_cfg)
+    feature_lengths = family.feature_lengths(seq_len, int(config.data.inputs_len))
 
     def make_converter():
-        return families.feature_converter(model_cfg, config.data, spec.eos_id)
+        return feature_converters.make_converter(
+            family.converter,
+            pack=bool(config.data.pack),
+            eos_id=spec.eos_id,
+            decoder_start_id=family.decoder_start_id(model_cfg),
+        )
 
     # ---- mesh, optimiser, shardings ---------------------------------------------------------------------
     mesh = sharding.make_mesh(tuple(config.mesh.axes), mesh_shape)
@@ -244,7 +256,7 @@ def train(config: Any, workdir: str) -> RunSummary:
     with mesh, nn.logical_axis_rules(rules):
         abstract_state, state_sh = ts.state_shardings(model, tx, seq_len, mesh, rules)
     per_device = ts.per_device_bytes(abstract_state, state_sh)
-    n_params = families.param_count(model_cfg)
+    n_params = family.param_count(model_cfg)
     log.info(
         "model %s: %s parameters (%.1f M); state per device %.1f MiB on mesh %s",
         config.model.preset,
@@ -276,7 +288,7 @@ def train(config: Any, workdir: str) -> RunSummary:
         "num_shards": num_shards,
         "global_batch_size": int(config.train.global_batch_size),
         "seq_len": seq_len,
-        **({"inputs_len": feature_lengths["inputs"]} if families.is_encoder_decoder(model_cfg) else {}),
+        **({"inputs_len": feature_lengths["inputs"]} if family.encoder_decoder else {}),
         "task": str(config.data.task),
     }
     if restored is not None:
@@ -340,8 +352,8 @@ def train(config: Any, workdir: str) -> RunSummary:
     on_cpu = jax.devices()[0].platform == "cpu"
     # Simulated CPU devices share one host's cores: the measured host peak is the whole budget.
     total_peak = peak if on_cpu else peak * jax.device_count()
-    tokens_per_row = families.tokens_per_row(model_cfg, feature_lengths)
-    flops_per_token = families.train_flops_per_row(model_cfg, feature_lengths) / tokens_per_row
+    tokens_per_row = family.tokens_per_row(feature_lengths)
+    flops_per_token = family.train_flops_per_row(model_cfg, feature_lengths) / tokens_per_row
     tokens_per_step = int(config.train.global_batch_size) * tokens_per_row
     log.info(
         "peak %.1f GFLOP/s per device (%s); %.2f MFLOP per token",

@@ -26,6 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from aya_jax import sharding
 from aya_jax.merging import methods as merging
+from aya_jax.models import families
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,9 @@ class HfSource:
         hf = hf_module(field, "import")
         self.label, self.path, self.step = label, str(directory.absolute()), None
         self.architecture, self.model_config, _ = hf.model_config(directory)
-        model = self.architecture.build_model(self.model_config, jnp.float32, jnp.float32, scan_layers)
+        model = families.build(
+            self.model_config, dtype=jnp.float32, param_dtype=jnp.float32, scan_layers=scan_layers
+        )
         target = hf.abstract_params(self.architecture, model, self.model_config, mesh, rules)
         self._reader = hf.SafetensorsReader(directory)
         self._mappings = {

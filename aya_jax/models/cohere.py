@@ -385,3 +385,26 @@ class CohereLM(nn.Module):
         logits = layers.constrain(logits, ("act_batch", "act_len", "act_vocab"))
         logits = logits * self.cfg.logit_scale
         return logits if cache is None else (logits, cache)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Incremental decoding (the two halves of aya_jax/sampling.py's loop)
+# ------------------------------------------------------------------------------------------------------------
+
+
+def prefill(
+    model: CohereLM, params: Any, tokens: Array, segment_ids: Array, max_new_tokens: int, cache_dtype: Any
+) -> tuple[Array, KVCache]:
+    """Run the left-padded prompts [batch, P] (real tokens where `segment_ids` is 1, padding first) through the
+    model once, into a cache of P + max_new_tokens slots. Returns (logits of the first new token
+    [batch, vocab] fp32, the filled cache)."""
+    start = tokens.shape[1] - jnp.sum(segment_ids != 0, axis=1).astype(jnp.int32)
+    cache = init_cache(model.cfg, start, tokens.shape[1] + max_new_tokens, cache_dtype)
+    return decode(model, params, tokens, cache)
+
+
+def decode(model: CohereLM, params: Any, tokens: Array, cache: KVCache) -> tuple[Array, KVCache]:
+    """New tokens [batch, T] at slot `cache.index` -> (logits of the token after the last of them
+    [batch, vocab], cache)."""
+    logits, cache = model.apply({"params": params}, tokens, cache=cache, last_logits_only=True)
+    return logits[:, -1], cache

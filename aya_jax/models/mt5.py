@@ -714,3 +714,29 @@ class MT5(nn.Module):
             )
         h, cache = self.decoder.decode(self._embed(decoder_input_tokens), cache, encoded)
         return (h if return_hidden else self._logits(h)), cache
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Incremental decoding (the two halves of aya_jax/sampling.py's loop)
+# ------------------------------------------------------------------------------------------------------------
+
+
+def prefill(
+    model: MT5, params: Any, tokens: Array, segment_ids: Array, max_new_tokens: int, cache_dtype: Any
+) -> tuple[Array, DecodeCache]:
+    """Encode the prompts [batch, S] once (real tokens where `segment_ids` > 0; padding may sit anywhere: the
+    encoder is bidirectional and its position bias relative), then run the decoder on `decoder_start_id`,
+    which also puts every layer's cross-attention keys/values in the cache. The self-attention cache holds the
+    start token and the max_new_tokens chosen ones. Returns (logits of the first new token [batch, vocab],
+    the cache)."""
+    encoded = model.apply({"params": params}, tokens, segment_ids, method=MT5.encode)
+    cache = init_cache(model.cfg, segment_ids, 1 + max_new_tokens, cache_dtype)
+    start = jnp.full((tokens.shape[0], 1), model.cfg.decoder_start_id, jnp.int32)
+    logits, cache = model.apply({"params": params}, start, cache, encoded, method=MT5.decode_step)
+    return logits[:, -1], cache
+
+
+def decode(model: MT5, params: Any, tokens: Array, cache: DecodeCache) -> tuple[Array, DecodeCache]:
+    """New decoder tokens [batch, T] -> (logits of the token after the last of them [batch, vocab], cache)."""
+    logits, cache = model.apply({"params": params}, tokens, cache, method=MT5.decode_step)
+    return logits[:, -1], cache

@@ -1,4 +1,4 @@
-"""The train state, the model built from config, and the state's shardings — shared by all trainers."""
+"""The train state and its shardings — shared by every objective (aya_jax/training/) and the jobs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from aya_jax import sharding
-from aya_jax.models import cohere, families
+from aya_jax.models import families
 
 
 @flax.struct.dataclass
@@ -23,45 +23,12 @@ class TrainState:
     rng: jax.Array  # raw uint32 key; split per step by trainers that need randomness
 
 
-def dtype_from_name(name: str, field: str) -> jnp.dtype:
-    if name not in ("float32", "bfloat16", "float16"):
-        raise ValueError(f"{field}: {name!r} is not one of float32, bfloat16, float16")
-    return jnp.dtype(name)
-
-
-def build_model(model_config: Any, vocab_size: int | None) -> tuple[nn.Module, Any]:
-    """The model of config.model (its preset picks the family: Cohere decoder or mT5 encoder-decoder, see
-    models/families.py); `vocab_size` fills presets whose vocabulary comes from the data."""
-    overrides = {k: v for k, v in model_config.overrides.to_dict().items() if v is not None}
-    if families.family_of_preset(model_config.preset) == families.MT5:
-        cfg = families.resolve_mt5(model_config.preset, vocab_size, overrides)
-    else:
-        # An explicit vocab_size override wins over the tokenizer's (it may be larger, e.g. padded for sharding).
-        vocab_override = overrides.pop("vocab_size", None)
-        cfg = cohere.resolve(model_config.preset, vocab_size=vocab_override or vocab_size, **overrides)
-        if vocab_override:
-            cfg = cfg.replace(vocab_size=vocab_override)
-        if vocab_size and cfg.vocab_size < vocab_size:
-            raise ValueError(
-                f"config.model: preset {model_config.preset!r} has vocab_size {cfg.vocab_size} < the tokenizer's "
-                f"{vocab_size}"
-            )
-    model = families.build_module(
-        cfg,
-        dtype=dtype_from_name(model_config.dtype, "config.model.dtype"),
-        param_dtype=dtype_from_name(model_config.param_dtype, "config.model.param_dtype"),
-        remat=model_config.remat,
-        scan_layers=bool(model_config.scan_layers),
-    )
-    return model, cfg
-
-
 def make_init_fn(model: nn.Module, tx: optax.GradientTransformation, seq_len: int):
     """rng (raw uint32 key) -> TrainState with unboxed params."""
 
     def init(rng: jax.Array) -> TrainState:
         init_rng, state_rng = jax.random.split(rng)
-        params = nn.unbox(model.init(init_rng, *families.dummy_inputs(model, seq_len))["params"])
+        params = nn.unbox(model.init(init_rng, *families.family_of(model).init_inputs(seq_len))["params"])
         return TrainState(
             step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=state_rng
         )
@@ -79,7 +46,7 @@ def state_shardings(
     """
 
     def boxed_init(rng):
-        boxed = model.init(rng, *families.dummy_inputs(model, seq_len))["params"]
+        boxed = model.init(rng, *families.family_of(model).init_inputs(seq_len))["params"]
         return boxed, tx.init(nn.unbox(boxed))
 
     boxed_params, abstract_opt = jax.eval_shape(boxed_init, jax.random.PRNGKey(0))

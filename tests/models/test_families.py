@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
+from aya_jax import pretrained
 from aya_jax.jobs import sft
 from aya_jax.models import families
-from aya_jax.training import state as ts
 
 
 def _model_config(preset: str, **overrides) -> ml_collections.ConfigDict:
@@ -58,18 +58,18 @@ def test_preset_families_and_unknown_preset():
 
 
 def test_mt5_overrides_map_and_cohere_only_fields_are_named():
-    cfg = families.resolve_mt5("mt5-tiny", 1000, {"num_layers": 3, "hidden_size": 96})
+    cfg = families.MT5.resolve("mt5-tiny", 1000, {"num_layers": 3, "hidden_size": 96})
     assert (cfg.num_encoder_layers, cfg.num_decoder_layers, cfg.d_model, cfg.vocab_size) == (3, 3, 96, 1000)
-    assert families.resolve_mt5("mt5-tiny", 1000, {}).vocab_size == 1000  # sized by the data
-    assert families.resolve_mt5("aya-101", 1000, {}).vocab_size == 250112  # its own vocabulary
+    assert families.MT5.resolve("mt5-tiny", 1000, {}).vocab_size == 1000  # sized by the data
+    assert families.MT5.resolve("aya-101", 1000, {}).vocab_size == 250112  # its own vocabulary
     with pytest.raises(ValueError, match=r"vocab_size 250112 < the tokenizer's 300000"):
-        families.resolve_mt5("aya-101", 300000, {})
+        families.MT5.resolve("aya-101", 300000, {})
     with pytest.raises(ValueError, match=r"\['rope_theta'\] have no meaning for the mT5 preset"):
-        families.resolve_mt5("mt5-tiny", 1000, {"rope_theta": 1.0})
+        families.MT5.resolve("mt5-tiny", 1000, {"rope_theta": 1.0})
 
 
 def test_decoder_fused_loss_equals_logits_cross_entropy():
-    model, cfg = ts.build_model(_model_config("cohere-tiny", vocab_size=300, num_layers=2), None)
+    model, cfg = pretrained.build_model(_model_config("cohere-tiny", vocab_size=300, num_layers=2), None)
     rng = np.random.default_rng(0)
     rows = _packed_rows(rng, 2, 24, cfg.vocab_size)
     targets = np.where(rows["segment_ids"] > 0, rng.integers(2, cfg.vocab_size, rows["tokens"].shape), 0)
@@ -81,7 +81,7 @@ def test_decoder_fused_loss_equals_logits_cross_entropy():
         "decoder_target_tokens": targets.astype(np.int32),
         "decoder_loss_weights": weights,
     }
-    params = nn.unbox(model.init(jax.random.PRNGKey(0), *families.dummy_inputs(model, 24))["params"])
+    params = nn.unbox(model.init(jax.random.PRNGKey(0), *families.COHERE.init_inputs(24))["params"])
     loss_sum, aux = sft._forward_loss(model, params, jax.tree.map(jnp.asarray, batch), 0.0)
     logits = model.apply(
         {"params": params},
@@ -98,10 +98,10 @@ def test_decoder_fused_loss_equals_logits_cross_entropy():
 
 @pytest.mark.parametrize("tied", [False, True])
 def test_encoder_decoder_fused_loss_equals_logits_cross_entropy(tied):
-    model, cfg = ts.build_model(_model_config("mt5-tiny", vocab_size=300), None)
+    model, cfg = pretrained.build_model(_model_config("mt5-tiny", vocab_size=300), None)
     if tied:
         cfg = cfg.replace(tie_word_embeddings=True)
-        model = families.build_module(cfg, jnp.float32, jnp.float32, "none", True)
+        model = families.build(cfg, dtype=jnp.float32, param_dtype=jnp.float32)
     rng = np.random.default_rng(1)
     enc = _packed_rows(rng, 2, 20, cfg.vocab_size)
     dec = _packed_rows(rng, 2, 16, cfg.vocab_size)
@@ -119,7 +119,7 @@ def test_encoder_decoder_fused_loss_equals_logits_cross_entropy(tied):
         "decoder_loss_weights": weights,
     }
     lengths = {"inputs": 20, "targets": 16}
-    params = nn.unbox(model.init(jax.random.PRNGKey(0), *families.dummy_inputs(model, lengths))["params"])
+    params = nn.unbox(model.init(jax.random.PRNGKey(0), *families.MT5.init_inputs(lengths))["params"])
     assert ("lm_head" in params) != tied
     loss_sum, _ = sft._forward_loss(model, params, jax.tree.map(jnp.asarray, batch), 0.0)
     logits = model.apply(
@@ -134,5 +134,5 @@ def test_encoder_decoder_fused_loss_equals_logits_cross_entropy(tied):
     np.testing.assert_allclose(
         float(loss_sum), _reference_nll(np.asarray(logits), targets, weights), rtol=1e-5
     )
-    assert families.logit_scale(model) == 1.0
-    assert families.param_count(cfg) == sum(x.size for x in jax.tree.leaves(params))
+    assert families.MT5.logit_scale(cfg) == 1.0
+    assert families.MT5.param_count(cfg) == sum(x.size for x in jax.tree.leaves(params))

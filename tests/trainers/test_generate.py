@@ -17,6 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from aya_jax import pretrained  # noqa: E402
 from aya_jax.jobs import generate, hf_convert  # noqa: E402
 from configs import generate as generate_config  # noqa: E402
 from configs import hf_convert as hf_convert_config  # noqa: E402
@@ -205,7 +206,7 @@ def test_generate_from_a_quickstart_checkpoint(tmp_path, monkeypatch, capsys):
     config.model.overrides.num_layers = 1
     config.data.vocab.size = 2048
     spec = pipeline.prepare(config.data)
-    model, _ = ts.build_model(config.model, spec.vocab_size)
+    model, _ = pretrained.build_model(config.model, spec.vocab_size)
     state = ts.make_init_fn(model, optax.sgd(0.1), 8)(jax.random.PRNGKey(0))
     checkpointer = ckpt_lib.Checkpointer(tmp_path / "run" / "checkpoints", async_save=False)
     checkpointer.save(7, state, {"position": 0})

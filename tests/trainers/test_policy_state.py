@@ -13,6 +13,7 @@ import pytest
 from jax.sharding import PartitionSpec
 
 from aya_jax import checkpoint as ckpt_lib
+from aya_jax import pretrained
 from aya_jax.training import policy as policy_state
 from aya_jax.training import state as ts
 from configs import quickstart
@@ -40,7 +41,7 @@ def source(tmp_path_factory):
     from aya_jax.data import pipeline
 
     spec = pipeline.prepare(config.data)
-    model, _ = ts.build_model(config.model, spec.vocab_size)
+    model, _ = pretrained.build_model(config.model, spec.vocab_size)
     tx = optax.adamw(1e-3)
     states = {}
     ckpt = ckpt_lib.Checkpointer(workdir / "checkpoints", async_save=False)
