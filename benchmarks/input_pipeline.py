@@ -5,7 +5,7 @@
 
 For each case it builds the trainer's iterator (`pipeline.TrainIterator`: read, tokenize, pack, batch) on the
 embedded default data and times `--batches` batches after the first (start-up is reported apart), then times
-the same jitted SFT train step the trainer runs (`trainers/sft.make_train_step`, AdamW, this process's
+the same jitted SFT train step the trainer runs (`aya_jax/training/sft.make_train_step`, AdamW, this process's
 devices) on a real batch. It prints per case:
 
 * pipeline tokens/s per host: row tokens (batch x seq_len) produced per second by one host's iterator;
@@ -38,7 +38,7 @@ from aya_jax import (
     pretrained,  # noqa: E402
 )
 from aya_jax.data import pipeline  # noqa: E402
-from aya_jax.jobs import sft  # noqa: E402
+from aya_jax.training import sft as sft_objective  # noqa: E402
 from aya_jax.training import state as ts  # noqa: E402
 from configs import quickstart  # noqa: E402
 
@@ -68,7 +68,7 @@ def time_train_step(config, batch: dict, vocab_size: int, steps: int) -> float:
     model, _ = pretrained.build_model(config.model, vocab_size)
     tx, schedule = optimizers.make_optimizer(config.optimizer, 1000)
     state = jax.jit(ts.make_init_fn(model, tx, config.data.seq_len))(jax.random.PRNGKey(0))
-    step = jax.jit(sft.make_train_step(model, tx, schedule, 0.0, 1), donate_argnums=(0,))
+    step = jax.jit(sft_objective.make_train_step(model, tx, schedule, 0.0, 1), donate_argnums=(0,))
     batch = {k: jax.numpy.asarray(v) for k, v in batch.items()}
     for _ in range(2):  # compile, warm up
         state, metrics = step(state, batch)

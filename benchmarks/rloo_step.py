@@ -13,7 +13,7 @@ the REINFORCE loss over all rows). References, on the same rows:
 
 * sampling alone: `aya_jax.sampling.Sampler.generate` of the same B·k prompts and token count, i.e. what the
   generation phase costs without RLOO's row layout around it (ratio near 1 = no overhead);
-* the SFT train step (`aya_jax.jobs.sft.make_train_step`: fused chunked cross-entropy, AdamW) on the same
+* the SFT train step (`aya_jax.training.sft.make_train_step`: fused chunked cross-entropy, AdamW) on the same
   [B·k, prompt + new] tokens, loss on the completion tokens: what one supervised step on the same data costs.
 
 Prints per-phase seconds (median over `--steps` iterations after a compile/warm-up iteration), tokens/s and
@@ -37,9 +37,10 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from aya_jax import optimizers, sampling  # noqa: E402
-from aya_jax.jobs import rloo, sft  # noqa: E402
+from aya_jax.jobs import rloo  # noqa: E402
 from aya_jax.models import cohere  # noqa: E402
 from aya_jax.training import rollouts
+from aya_jax.training import sft as sft_objective  # noqa: E402
 from aya_jax.training import state as ts  # noqa: E402
 from configs import rloo as rloo_config  # noqa: E402
 
@@ -118,7 +119,7 @@ def main() -> None:
     )
 
     # Reference 2: the SFT train step on the same [n, prompt + new] tokens (loss on the completion part).
-    sft_step = jax.jit(sft.make_train_step(model, tx, schedule, 0.0, 1), donate_argnums=(0,))
+    sft_step = jax.jit(sft_objective.make_train_step(model, tx, schedule, 0.0, 1), donate_argnums=(0,))
     toks = np.asarray(ro.tokens)
     weights = np.zeros((n, length), np.float32)
     weights[:, args.prompt_len - 1 : length - 1] = 1.0

@@ -26,8 +26,8 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from aya_jax import metrics, optimizers  # noqa: E402
-from aya_jax.jobs import sft  # noqa: E402
 from aya_jax.models import cohere  # noqa: E402
+from aya_jax.training import sft as sft_objective  # noqa: E402
 from aya_jax.training import state as ts  # noqa: E402
 from configs import common  # noqa: E402
 
@@ -50,7 +50,7 @@ def make_jax_step(cfg: cohere.CohereConfig, dtype: str, remat: str, scan: bool):
     config = common.base_config()
     tx, schedule = optimizers.make_optimizer(config.optimizer, 1000)
     state = ts.make_init_fn(model, tx, SEQ)(jax.random.PRNGKey(0))
-    step = jax.jit(sft.make_train_step(model, tx, schedule, 0.0, 1), donate_argnums=(0,))
+    step = jax.jit(sft_objective.make_train_step(model, tx, schedule, 0.0, 1), donate_argnums=(0,))
     batch = jax.device_put(batch)
     holder = [state]
 

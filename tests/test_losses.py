@@ -7,7 +7,7 @@ import pytest
 from flax import linen as nn
 
 from aya_jax import losses, optimizers, pretrained
-from aya_jax.jobs import sft
+from aya_jax.training import sft as sft_objective
 from aya_jax.training import state as ts
 from configs import common
 
@@ -71,8 +71,8 @@ def test_gradient_accumulation_equals_one_batch():
         "decoder_loss_weights": weights,
     }
     with nn.logical_axis_rules(()):
-        s1, m1 = jax.jit(sft.make_train_step(model, tx, schedule, 0.0, 1))(state, batch)
-        s2, m2 = jax.jit(sft.make_train_step(model, tx, schedule, 0.0, 2))(state, batch)
+        s1, m1 = jax.jit(sft_objective.make_train_step(model, tx, schedule, 0.0, 1))(state, batch)
+        s2, m2 = jax.jit(sft_objective.make_train_step(model, tx, schedule, 0.0, 2))(state, batch)
     np.testing.assert_allclose(float(m2["loss"]), float(m1["loss"]), rtol=1e-5)
     np.testing.assert_allclose(float(m2["grad_norm"]), float(m1["grad_norm"]), rtol=1e-5)
     for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params), strict=True):

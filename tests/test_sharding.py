@@ -10,6 +10,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from aya_jax import optimizers, pretrained, sharding
 from aya_jax.jobs import sft
+from aya_jax.training import sft as sft_objective
 from aya_jax.training import state as ts
 from configs import common
 
@@ -73,7 +74,7 @@ def _loss_and_grads(mesh_shape, batch):
 
         def loss_grads(params, b):
             return jax.value_and_grad(
-                lambda p: sft._forward_loss(model, p, b, 0.0)[0] / b["decoder_loss_weights"].sum()
+                lambda p: sft_objective.forward_loss(model, p, b, 0.0)[0] / b["decoder_loss_weights"].sum()
             )(params)
 
         loss, grads = jax.jit(loss_grads, in_shardings=(shardings.params, batch_sh))(state.params, gbatch)
@@ -108,7 +109,7 @@ def _single_device(batch):
         b = {k: jnp.asarray(v) for k, v in batch.items()}
         loss, grads = jax.jit(
             jax.value_and_grad(
-                lambda p: sft._forward_loss(model, p, b, 0.0)[0] / b["decoder_loss_weights"].sum()
+                lambda p: sft_objective.forward_loss(model, p, b, 0.0)[0] / b["decoder_loss_weights"].sum()
             )
         )(state.params)
     return loss, grads, state, shardings

@@ -5,7 +5,7 @@
 
 Any experiment config can be checked the same way: add `--config.job=aot_compile --config.aot.topology=...`.
 The job builds the train state abstractly (no parameter is allocated), lowers the trainer's own jitted step
-(`sft.make_train_step`, same shardings, same donation) for the topology's devices, compiles it with the TPU
+(`training/sft.make_train_step`, same shardings, same donation) for the topology's devices, compiles it with the TPU
 compiler, and prints XLA's per-device memory figures against the device's HBM. It answers "does this config
 fit?" before a slice is paid for; a config that does not fit ends with one error line (exit status 2).
 
@@ -33,6 +33,7 @@ from jax.sharding import NamedSharding
 from aya_jax import optimizers, pretrained, sharding
 from aya_jax.jobs import sft
 from aya_jax.models import families
+from aya_jax.training import sft as sft_objective
 from aya_jax.training import state as ts
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,7 @@ def compile_train_step(config: Any) -> AotReport:
     seq_len, batch_size = int(config.data.seq_len), int(config.train.global_batch_size)
     mesh = sharding.make_mesh(tuple(config.mesh.axes), shape, devices=devices)
     tx, schedule = optimizers.make_optimizer(config.optimizer, int(config.train.steps))
-    step_fn = sft.make_train_step(
+    step_fn = sft_objective.make_train_step(
         model, tx, schedule, float(config.train.z_loss), int(config.train.grad_accum_steps)
     )
     with mesh, nn.logical_axis_rules(rules):

@@ -430,6 +430,7 @@ class _Evaluator:
         from aya_jax import pretrained
         from aya_jax.data import languages, pipeline
         from aya_jax.jobs import sft
+        from aya_jax.training import sft as sft_objective
 
         self.config, self.mesh, self._nn = config, mesh, nn
         self._languages, self._pipeline = languages, pipeline
@@ -444,7 +445,7 @@ class _Evaluator:
         self.shardings = sharding.tree_shardings(nn.get_partition_spec(boxed), mesh, self.rules)
         self.abstract = checkpoint.abstract_like(nn.unbox(boxed), self.shardings)
         _check_model_matches(self.abstract, shapes, "config.merge.eval_batches")
-        step = sft.make_eval_step(model, languages.num_language_ids())
+        step = sft_objective.make_eval_step(model, languages.num_language_ids())
         self._step = jax.jit(step, in_shardings=(self.shardings, None))
 
     def _params(self, source: Any) -> Any:

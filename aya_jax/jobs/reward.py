@@ -42,6 +42,7 @@ from aya_jax import checkpoint as ckpt_lib
 from aya_jax import losses, metrics, optimizers, pretrained, sharding
 from aya_jax.jobs import sft
 from aya_jax.models import cohere, families, reward
+from aya_jax.training import accumulate
 from aya_jax.training import loop as run_utils
 from aya_jax.training import policy as policy_state
 from aya_jax.training import state as ts
@@ -121,32 +122,12 @@ def make_train_step(model: reward.RewardModel, tx: optax.GradientTransformation,
         loss, acc = losses.bradley_terry_loss(r_c, r_r)
         return loss, {"accuracy": acc, "margin": jnp.mean(r_c - r_r), "score": jnp.mean((r_c + r_r) / 2)}
 
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    grad_fn = accumulate.accumulate(jax.value_and_grad(loss_fn, has_aux=True), accum)
 
     def step(state: ts.TrainState, batch: dict[str, jax.Array]):
-        if accum == 1:
-            (loss, aux), grads = grad_fn(state.params, batch)
-        else:
-            # Row r goes to microbatch r % accum: [B, ...] -> [accum, B/accum, ...] keeps the batch sharding.
-            micro = jax.tree.map(
-                lambda x: jnp.swapaxes(x.reshape(x.shape[0] // accum, accum, *x.shape[1:]), 0, 1), batch
-            )
-
-            def body(carry, mb):
-                (l_, a_), g_ = grad_fn(state.params, mb)
-                return jax.tree.map(jnp.add, carry, (l_, a_, g_)), None
-
-            zeros = (
-                jnp.zeros((), jnp.float32),
-                {k: jnp.zeros((), jnp.float32) for k in ("accuracy", "margin", "score")},
-                jax.tree.map(jnp.zeros_like, state.params),
-            )
-            (loss, aux, grads), _ = jax.lax.scan(body, zeros, micro)
-            loss, aux, grads = jax.tree.map(lambda x: x / accum, (loss, aux, grads))
-        grad_norm = optax.global_norm(grads)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        # The sum over microbatches of their mean loss / statistics / gradients: / accum is the batch mean.
+        (loss, aux), grads = jax.tree.map(lambda x: x / accum, grad_fn(state.params, batch))
+        new_state, grad_norm = state.apply_gradients(grads, tx)
         return new_state, {"loss": loss, **aux, "grad_norm": grad_norm, "learning_rate": schedule(state.step)}
 
     return step

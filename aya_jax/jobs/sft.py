@@ -21,13 +21,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import linen as nn
 
 from aya_jax import checkpoint as ckpt_lib
-from aya_jax import hf, losses, metrics, optimizers, pretrained, sharding
+from aya_jax import hf, metrics, optimizers, pretrained, sharding
 from aya_jax.models import families
 from aya_jax.training import loop as run_utils
+from aya_jax.training import sft as sft_objective
 from aya_jax.training import state as ts
 
 log = logging.getLogger(__name__)
@@ -104,97 +104,6 @@ def validate_config(
             f"of config.train.global_batch_size {gb}"
         )
     return shape, rules
-
-
-# ============================================================================================================
-# Steps
-# ============================================================================================================
-
-
-def _forward_loss(model: nn.Module, params: Any, batch: dict[str, jax.Array], z_loss: float):
-    """(token-summed loss, statistics). The output projection is fused into a chunked cross-entropy, so the
-    [batch, len, vocab] logits never exist (see losses.linear_cross_entropy)."""
-    family = families.family_of(model)
-    out = losses.linear_cross_entropy(
-        family.hidden_states(model, params, batch),
-        family.output_kernel(params).astype(model.dtype),
-        batch["decoder_target_tokens"],
-        batch["decoder_loss_weights"],
-        logit_scale=family.logit_scale(model.cfg),
-        z_loss=z_loss,
-    )
-    aux = {k: out[k] for k in ("loss_sum", "nll_sum", "z_loss_sum", "correct_sum", "weight_sum")}
-    return out["loss_sum"], aux
-
-
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule, z_loss: float, accum: int):
-    """(state, batch) -> (state, metrics). Gradients of the token-summed loss, divided by the token count."""
-    grad_fn = jax.value_and_grad(lambda p, b: _forward_loss(model, p, b, z_loss), has_aux=True)
-
-    def step(state: ts.TrainState, batch: dict[str, jax.Array]):
-        if accum == 1:
-            (_, aux), grads = grad_fn(state.params, batch)
-        else:
-            # Row r goes to microbatch r % accum: [B, T] -> [accum, B/accum, T] keeps the batch sharding.
-            micro = jax.tree.map(
-                lambda x: jnp.swapaxes(x.reshape(x.shape[0] // accum, accum, *x.shape[1:]), 0, 1), batch
-            )
-
-            def body(carry, mb):
-                g_acc, a_acc = carry
-                (_, a), g = grad_fn(state.params, mb)
-                return (jax.tree.map(jnp.add, g_acc, g), jax.tree.map(jnp.add, a_acc, a)), None
-
-            zeros_g = jax.tree.map(jnp.zeros_like, state.params)
-            zeros_a = {
-                k: jnp.zeros((), jnp.float32)
-                for k in ("loss_sum", "nll_sum", "z_loss_sum", "correct_sum", "weight_sum")
-            }
-            (grads, aux), _ = jax.lax.scan(body, (zeros_g, zeros_a), micro)
-        denom = jnp.maximum(aux["weight_sum"], 1.0)
-        grads = jax.tree.map(lambda g: g / denom, grads)
-        grad_norm = optax.global_norm(grads)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-        step_metrics = {
-            "loss": aux["nll_sum"] / denom,
-            "z_loss": aux["z_loss_sum"] / denom,
-            "accuracy": aux["correct_sum"] / denom,
-            "grad_norm": grad_norm,
-            "learning_rate": schedule(state.step),
-            "target_tokens": aux["weight_sum"],
-        }
-        return new_state, step_metrics
-
-    return step
-
-
-def make_eval_step(model: nn.Module, num_languages: int):
-    """(params, batch) -> token sums overall and per language id (for per-language loss)."""
-
-    def step(params: Any, batch: dict[str, jax.Array]):
-        w = batch["decoder_loss_weights"].astype(jnp.float32)
-        family = families.family_of(model)
-        out = losses.linear_cross_entropy(
-            family.hidden_states(model, params, batch),
-            family.output_kernel(params).astype(model.dtype),
-            batch["decoder_target_tokens"],
-            w,
-            logit_scale=family.logit_scale(model.cfg),
-        )
-        lang_loss, lang_weight = losses.per_group_sums(
-            out["nll"], w, batch["decoder_language_ids"], num_languages
-        )
-        return {
-            "nll_sum": out["nll_sum"],
-            "correct_sum": out["correct_sum"],
-            "weight_sum": out["weight_sum"],
-            "lang_nll_sum": lang_loss,
-            "lang_weight_sum": lang_weight,
-        }
-
-    return step
 
 
 # ============================================================================================================
@@ -333,7 +242,7 @@ def train(config: Any, workdir: str) -> RunSummary:
 
     # ---- compile ----------------------------------------------------------------------------------------
     batch_sh = jax.sharding.NamedSharding(mesh, sharding.batch_spec(rules, 2))
-    step_fn = make_train_step(
+    step_fn = sft_objective.make_train_step(
         model, tx, schedule, float(config.train.z_loss), int(config.train.grad_accum_steps)
     )
     with mesh, nn.logical_axis_rules(rules):
@@ -341,7 +250,9 @@ def train(config: Any, workdir: str) -> RunSummary:
             step_fn, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None), donate_argnums=(0,)
         )
     num_langs = languages.num_language_ids()
-    p_eval_step = jax.jit(make_eval_step(model, num_langs), in_shardings=(state_sh.params, batch_sh))
+    p_eval_step = jax.jit(
+        sft_objective.make_eval_step(model, num_langs), in_shardings=(state_sh.params, batch_sh)
+    )
 
     writer = metrics.MetricWriter(
         workdir_path, jsonl=bool(config.metrics.jsonl), tensorboard=bool(config.metrics.tensorboard)

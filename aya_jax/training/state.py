@@ -22,6 +22,12 @@ class TrainState:
     opt_state: Any
     rng: jax.Array  # raw uint32 key; split per step by trainers that need randomness
 
+    def apply_gradients(self, grads: Any, tx: optax.GradientTransformation) -> tuple[TrainState, jax.Array]:
+        """One optimiser step: (the new state, the global norm of `grads` before clipping)."""
+        updates, opt_state = tx.update(grads, self.opt_state, self.params)
+        params = optax.apply_updates(self.params, updates)
+        return self.replace(step=self.step + 1, params=params, opt_state=opt_state), optax.global_norm(grads)
+
 
 def make_init_fn(model: nn.Module, tx: optax.GradientTransformation, seq_len: int):
     """rng (raw uint32 key) -> TrainState with unboxed params."""

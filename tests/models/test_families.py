@@ -1,6 +1,6 @@
 """The per-family training interface (aya_jax/models/families.py) that the SFT step runs on.
 
-The fused loss of `sft._forward_loss` (hidden states x output kernel x logit scale, chunked) must equal a plain
+The fused loss of `training.sft.forward_loss` (hidden states x output kernel x logit scale, chunked) must equal a plain
 log-softmax cross-entropy over the logits each model returns from its own `__call__`, for the Cohere decoder
 (scaled tied logits) and the mT5 encoder-decoder (unscaled untied lm_head), packed rows included.
 """
@@ -13,8 +13,8 @@ import pytest
 from flax import linen as nn
 
 from aya_jax import pretrained
-from aya_jax.jobs import sft
 from aya_jax.models import families
+from aya_jax.training import sft as sft_objective
 
 
 def _model_config(preset: str, **overrides) -> ml_collections.ConfigDict:
@@ -82,7 +82,7 @@ def test_decoder_fused_loss_equals_logits_cross_entropy():
         "decoder_loss_weights": weights,
     }
     params = nn.unbox(model.init(jax.random.PRNGKey(0), *families.COHERE.init_inputs(24))["params"])
-    loss_sum, aux = sft._forward_loss(model, params, jax.tree.map(jnp.asarray, batch), 0.0)
+    loss_sum, aux = sft_objective.forward_loss(model, params, jax.tree.map(jnp.asarray, batch), 0.0)
     logits = model.apply(
         {"params": params},
         batch["decoder_input_tokens"],
@@ -121,7 +121,7 @@ def test_encoder_decoder_fused_loss_equals_logits_cross_entropy(tied):
     lengths = {"inputs": 20, "targets": 16}
     params = nn.unbox(model.init(jax.random.PRNGKey(0), *families.MT5.init_inputs(lengths))["params"])
     assert ("lm_head" in params) != tied
-    loss_sum, _ = sft._forward_loss(model, params, jax.tree.map(jnp.asarray, batch), 0.0)
+    loss_sum, _ = sft_objective.forward_loss(model, params, jax.tree.map(jnp.asarray, batch), 0.0)
     logits = model.apply(
         {"params": params},
         batch["encoder_input_tokens"],
