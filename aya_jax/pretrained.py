@@ -1,13 +1,31 @@
-"""Where trained weights come from: a Hugging Face directory, or an aya_jax run's orbax checkpoints.
+"""Where a model, its weights and its tokenizer come from: the one place every job builds a model from
+`config.model` and loads params.
 
-Shared by the jobs that start from weights: `sft` (config.model.hf_init_dir), `generate`, `hf_export`,
-`hf_import`. A run whose model came from a Hugging Face directory writes that directory's config.json to
-`<workdir>/hf_config.json` (with the source path under "_aya_jax_source"), so later jobs pointed at the workdir
-rebuild the same architecture and find the tokenizer without being told again.
+Models. `build_model(config.model, vocab_size, hf_config)` builds the module of a preset (its family picks the
+architecture, aya_jax/models/families.py; `config.model.overrides` on top, the tokenizer's vocabulary size
+filling a placeholder vocabulary) or of a Hugging Face `config.json`. dtypes, remat and layer scanning always
+come from config.model.
+
+Params. `load_params(source, target)` reads the params of any source straight onto `target`'s shardings and
+dtypes (a tree of ShapeDtypeStructs carrying shardings, e.g. from `abstract_params`), nothing else allocated:
+
+* an aya_jax run: its workdir, its `checkpoints/` directory (the newest step, or `step`), or one step
+  directory `checkpoints/<step>` — orbax, params only (a training run's optimiser state is not read);
+* a Hugging Face directory (config.json + safetensors): streamed tensor by tensor (aya_jax/hf/).
+
+Records a workdir keeps so that later jobs pointed at it rebuild the same model without being told again:
+
+* `hf_config.json`: a run whose model came from a Hugging Face directory (config.model.hf_init_dir, hf_import)
+  stores that directory's config.json, with the source path under "_aya_jax_source" (its tokenizer);
+* `reward_model.json`: a reward-model run stores its architecture and vocabulary (`load_reward_model`).
+
+Tokenizers. `codec_for(...)` gives the text <-> ids codec of a source: the recorded Hugging Face tokenizer, or
+the run's own seqio vocabulary rebuilt (or found in the cache) from config.data.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import pathlib
@@ -19,54 +37,20 @@ from flax import linen as nn
 from jax.sharding import Mesh
 
 from aya_jax import checkpoint as ckpt_lib
-from aya_jax import hf
-from aya_jax.models import families
-from aya_jax.training import state as ts
+from aya_jax import hf, sharding
+from aya_jax.data import pipeline, vocab
+from aya_jax.models import cohere, families, reward
 
 log = logging.getLogger(__name__)
 
 HF_CONFIG_RECORD = "hf_config.json"
 SOURCE_KEY = "_aya_jax_source"
+REWARD_RECORD = "reward_model.json"
 
 
-def hf_model_config(hf_dir: str, vocab_size: int | None = None) -> tuple[hf.Architecture, Any]:
-    """(architecture, model config) of an HF directory; the tokenizer's vocabulary must fit the embedding."""
-    arch, cfg, _ = hf.model_config(hf_dir)
-    if vocab_size and cfg.vocab_size < vocab_size:
-        raise ValueError(
-            f"config.model.hf_init_dir: the checkpoint's vocab_size {cfg.vocab_size} is smaller than the "
-            f"tokenizer's {vocab_size} (config.data.vocab)"
-        )
-    return arch, cfg
-
-
-def record_hf_source(workdir: str | pathlib.Path, hf_dir: str) -> None:
-    """Write `<workdir>/hf_config.json` (process 0 only)."""
-    if jax.process_index() != 0:
-        return
-    record = {**hf.read_config(hf_dir), SOURCE_KEY: str(pathlib.Path(hf_dir).absolute())}
-    path = pathlib.Path(workdir)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / HF_CONFIG_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-
-
-def recorded_hf_source(workdir: str | pathlib.Path) -> tuple[dict[str, Any], str] | None:
-    """(config.json dict, source directory) recorded in a workdir, or None."""
-    path = pathlib.Path(workdir) / HF_CONFIG_RECORD
-    if not path.is_file():
-        return None
-    record = json.loads(path.read_text())
-    return record, str(record.pop(SOURCE_KEY, ""))
-
-
-def split_checkpoint_path(path: str) -> tuple[pathlib.Path, pathlib.Path]:
-    """A run's workdir or its checkpoints/ directory -> (workdir, checkpoints directory)."""
-    p = pathlib.Path(path)
-    if (p / "checkpoints").is_dir():
-        return p, p / "checkpoints"
-    if p.is_dir():
-        return p.parent, p
-    raise FileNotFoundError(f"{path}: no such checkpoint directory")
+# ============================================================================================================
+# Models
+# ============================================================================================================
 
 
 def dtype_from_name(name: str, field: str) -> jnp.dtype:
@@ -76,10 +60,8 @@ def dtype_from_name(name: str, field: str) -> jnp.dtype:
 
 
 def build_model(model_config: Any, vocab_size: int | None, hf_config: dict[str, Any] | None = None):
-    """(model, model config) of config.model: from an HF config.json dict when given, else the preset (its
-    family picks the architecture, aya_jax/models/families.py) with config.model.overrides; `vocab_size` (the
-    tokenizer's) fills presets whose vocabulary comes from the data. dtypes, remat and layer scanning always
-    come from config.model."""
+    """(model, model config) of config.model: from an HF config.json dict when given, else the preset with
+    config.model.overrides; `vocab_size` (the tokenizer's) fills presets whose vocabulary comes from the data."""
     overrides = {k: v for k, v in model_config.overrides.to_dict().items() if v is not None}
     if hf_config is None:
         cfg = families.family_of_preset(model_config.preset).resolve(
@@ -107,74 +89,179 @@ def build_model(model_config: Any, vocab_size: int | None, hf_config: dict[str, 
     return model, cfg
 
 
-def train_state_from_hf(
-    hf_dir: str, model: nn.Module, tx: Any, abstract_state: Any, state_shardings: Any, rng: jax.Array
-) -> ts.TrainState:
-    """A fresh TrainState whose params are the HF weights of `hf_dir`, streamed straight onto their shardings
-    (no random init is materialised, so the params exist once). The optimiser state is initialised from them
-    and the rng is split exactly as `train_state.make_init_fn` does."""
-    arch, cfg, _ = hf.model_config(hf_dir)
-    target = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-        abstract_state.params,
-        state_shardings.params,
+def abstract_params(model: nn.Module, mesh: Mesh | None, rules: Any) -> Any:
+    """ShapeDtypeStructs of the model's params carrying their shardings (from the logical axis names through
+    `rules`; one device when `mesh` is None). Nothing is allocated."""
+    return hf.abstract_params(
+        hf.architecture(families.family_of(model).hf_model_type), model, model.cfg, mesh, rules
     )
-    params = hf.load_params(hf_dir, arch, cfg, target, scan_layers=bool(model.scan_layers))
-    return _train_state_from_params(params, tx, state_shardings, rng)
 
 
-def train_state_from_orbax(
-    path: str, tx: Any, abstract_state: Any, state_shardings: Any, rng: jax.Array
-) -> tuple[int, ts.TrainState]:
-    """A fresh TrainState (step 0, new optimiser state) whose params are those of another run's checkpoint
-    (config.checkpoint.init_from: its workdir, checkpoints/ directory, or a merge/hf_import output), restored
-    straight onto their shardings. Returns (the source step, state)."""
-    _, checkpoints_dir = split_checkpoint_path(path)
-    target = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-        abstract_state.params,
-        state_shardings.params,
-    )
-    step, params = load_orbax_params(checkpoints_dir, target)
-    return step, _train_state_from_params(params, tx, state_shardings, rng)
+def targets(abstract: Any, shardings: Any) -> Any:
+    """ShapeDtypeStructs of `abstract` carrying `shardings`: what `load_params` restores onto."""
+    return ckpt_lib.abstract_like(abstract, shardings)
 
 
-def _train_state_from_params(params: Any, tx: Any, state_shardings: Any, rng: jax.Array) -> ts.TrainState:
-    """Step 0, the optimiser initialised from `params`, the rng split exactly as `make_init_fn` does."""
-
-    def init(params: Any, rng: jax.Array) -> ts.TrainState:
-        _, state_rng = jax.random.split(rng)
-        return ts.TrainState(
-            step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=state_rng
-        )
-
-    return jax.jit(init, out_shardings=state_shardings, donate_argnums=(0,))(params, rng)
+# ============================================================================================================
+# Params
+# ============================================================================================================
 
 
-def abstract_params(model: nn.Module, mesh: Mesh, rules: Any) -> Any:
-    """ShapeDtypeStructs with shardings for the model's params (nothing allocated)."""
-    arch = hf.architecture(families.family_of(model).hf_model_type)
-    return hf.abstract_params(arch, model, model.cfg, mesh, rules)
+@dataclasses.dataclass(frozen=True)
+class RunPath:
+    """An aya_jax run's directories, from its workdir, its checkpoints/ directory or one step directory."""
+
+    workdir: pathlib.Path
+    checkpoints: pathlib.Path
+    step: int | None  # a step directory's; None: the newest
+
+    def steps(self) -> list[int]:
+        return sorted(int(p.name) for p in self.checkpoints.iterdir() if p.name.isdigit())
 
 
-def load_orbax_params(checkpoints_dir: pathlib.Path, target: Any, step: int | None = None) -> tuple[int, Any]:
-    """Params only from an aya_jax checkpoint directory, straight onto `target`'s shardings and dtypes."""
+def resolve_run(path: str | pathlib.Path) -> RunPath:
+    """Where a run's checkpoints are; FileNotFoundError naming `path` when it is none of the three."""
+    p = pathlib.Path(path).expanduser()
+    if (p / "checkpoints").is_dir():
+        return RunPath(p, p / "checkpoints", None)
+    if p.name.isdigit() and (p / "state").is_dir():  # checkpoints/<step>
+        return RunPath(p.parent.parent, p.parent, int(p.name))
+    if p.is_dir():
+        return RunPath(p.parent, p, None)
+    raise FileNotFoundError(f"{path}: no such checkpoint directory")
+
+
+def is_hf_directory(path: str | pathlib.Path) -> bool:
+    p = pathlib.Path(path)
+    return (p / hf.CONFIG_FILE).is_file() and any(p.glob("*.safetensors*"))
+
+
+def load_params(
+    source: str | pathlib.Path, target: Any, *, scan_layers: bool = True, step: int | None = None
+) -> tuple[int | None, Any]:
+    """(the step read — None for a Hugging Face directory —, params) of `source` (module docstring), straight
+    onto `target`'s shardings and dtypes. `step` picks a checkpoint of a run (default: the newest, or the step
+    directory given)."""
+    if is_hf_directory(source):
+        arch, cfg, _ = hf.model_config(source)
+        return None, hf.load_params(source, arch, cfg, target, scan_layers=scan_layers)
+    run = resolve_run(source)
+    step = step if step is not None else run.step
     try:
-        return ckpt_lib.load_params(checkpoints_dir, target, step=step)
+        return ckpt_lib.load_params(run.checkpoints, target, step=step)
     except ckpt_lib.CheckpointError:
         raise
     except Exception as e:  # noqa: BLE001 - orbax reports shape mismatches in many ways; say what to check
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ckpt_lib.CheckpointError(
-            f"{checkpoints_dir}: params do not fit the model built from the config ({first[:200]}); pass the "
+            f"{run.checkpoints}: params do not fit the model built from the config ({first[:200]}); pass the "
             "same --config.model.* (and data vocabulary) as the run that wrote them"
         ) from None
 
 
-def save_orbax_params(workdir: pathlib.Path, params: Any, step: int = 0) -> pathlib.Path:
-    """A params-only checkpoint at `<workdir>/checkpoints/<step>` that `load_orbax_params` (and
+def save_params(workdir: pathlib.Path, params: Any, data: dict[str, Any], step: int = 0) -> pathlib.Path:
+    """A params-only checkpoint at `<workdir>/checkpoints/<step>` that `load_params` (and
     config.checkpoint.init_from) read."""
     checkpointer = ckpt_lib.Checkpointer(workdir / "checkpoints", keep=1, async_save=False)
-    checkpointer.save(step, {"params": params}, {"source": "hf_import"})
+    checkpointer.save(step, {"params": params}, data)
     checkpointer.close()
     return workdir / "checkpoints"
+
+
+# ============================================================================================================
+# Records of where a run's model came from
+# ============================================================================================================
+
+
+def record_hf_source(workdir: str | pathlib.Path, hf_dir: str) -> None:
+    """Write `<workdir>/hf_config.json` (process 0 only)."""
+    if jax.process_index() != 0:
+        return
+    record = {**hf.read_config(hf_dir), SOURCE_KEY: str(pathlib.Path(hf_dir).absolute())}
+    path = pathlib.Path(workdir)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / HF_CONFIG_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def recorded_hf_source(workdir: str | pathlib.Path) -> tuple[dict[str, Any], str] | None:
+    """(config.json dict, source directory) recorded in a workdir, or None."""
+    path = pathlib.Path(workdir) / HF_CONFIG_RECORD
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record, str(record.pop(SOURCE_KEY, ""))
+
+
+def model_of_run(model_config: Any, data_config: Any, workdir: str | pathlib.Path, tokenizer: str = ""):
+    """(model, model config, codec) of a run's workdir: an HF-recorded source rebuilds its own architecture and
+    tokenizer; otherwise config.model's preset with config.data's vocabulary (the run's own, found in the data
+    cache). `tokenizer` (a tokenizer.json) overrides the codec."""
+    recorded = recorded_hf_source(workdir)
+    if tokenizer or (recorded and recorded[1]):
+        path = pathlib.Path(tokenizer or pathlib.Path(recorded[1]) / "tokenizer.json")
+        if not path.is_file():
+            raise FileNotFoundError(f"{workdir}: no tokenizer.json at {path} (the run's recorded tokenizer)")
+        codec = vocab.HfTokenizerCodec(path)
+        vocab_size = codec.vocab_size
+    else:
+        spec = pipeline.prepare(data_config)
+        codec, vocab_size = vocab.SeqioCodec(spec.vocab), spec.vocab_size
+    model, cfg = build_model(model_config, vocab_size, recorded[0] if recorded else None)
+    return model, cfg, codec
+
+
+# ============================================================================================================
+# Reward models
+# ============================================================================================================
+
+
+@dataclasses.dataclass
+class LoadedRewardModel:
+    model: reward.RewardModel
+    params: Any  # on `params_shardings`
+    params_shardings: Any
+    step: int  # the checkpoint step loaded
+    vocab_path: str  # the vocabulary its inputs were tokenised with (that of the policy it was trained from)
+
+
+def write_reward_record(
+    workdir: pathlib.Path, cfg: cohere.CohereConfig, vocab_path: str, init_from: str
+) -> None:
+    """`<workdir>/reward_model.json`: the architecture and vocabulary of a reward-model run (process 0 only)."""
+    if jax.process_index() != 0:
+        return
+    workdir.mkdir(parents=True, exist_ok=True)
+    record = {"cohere_config": dataclasses.asdict(cfg), "vocab_path": vocab_path, "init_from": init_from}
+    (workdir / REWARD_RECORD).write_text(json.dumps(record, indent=1) + "\n")
+
+
+def reward_param_shardings(model: reward.RewardModel, mesh: Mesh, rules: sharding.Rules) -> tuple[Any, Any]:
+    """(abstract params, NamedShardings) of a reward model from its logical axes and `rules`."""
+    boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))["params"]
+    shardings = sharding.tree_shardings(nn.get_partition_spec(boxed), mesh, rules)
+    abstract = nn.unbox(boxed)
+    sharding.check_divisible(abstract, shardings)
+    return abstract, shardings
+
+
+def load_reward_model(
+    path: str | pathlib.Path,
+    mesh: Mesh,
+    rules: sharding.Rules,
+    *,
+    dtype: Any = jnp.float32,
+    step: int | None = None,
+) -> LoadedRewardModel:
+    """A trained reward model from its run's workdir (or checkpoints/): the architecture from
+    `reward_model.json`, the params of the newest (or `step`) checkpoint straight onto `rules`' shardings on
+    `mesh`, computing in `dtype`."""
+    run = resolve_run(path)
+    record_path = run.workdir / REWARD_RECORD
+    if not record_path.is_file():
+        raise FileNotFoundError(f"{path}: no {REWARD_RECORD} (not a reward-model run's workdir)")
+    record = json.loads(record_path.read_text())
+    model = reward.RewardModel(cohere.CohereConfig(**record["cohere_config"]), dtype=jnp.dtype(dtype))
+    abstract, shardings = reward_param_shardings(model, mesh, rules)
+    loaded_step, params = load_params(run.checkpoints, targets(abstract, shardings), step=step)
+    log.info("reward model: %s step %d", run.checkpoints, loaded_step)
+    return LoadedRewardModel(model, params, shardings, int(loaded_step), str(record["vocab_path"]))

@@ -1,4 +1,4 @@
-"""Rewards for online preference training: Python functions by name, and a trained reward model.
+"""Verifiable rewards for online preference training: Python functions of the completion text, by name.
 
     @register_reward("my_reward")
     def my_reward(completion: str, prompt: PromptInfo) -> float: ...
@@ -21,8 +21,8 @@ for an answer in a named language, and dialogues written in the language itself)
 * `exact_match` — 1 if the completion equals the reference after Unicode NFKC, case folding and whitespace
   collapsing, else 0.
 
-`reward_model_scorer` adapts a trained reward model (aya_jax/models/reward.py, trained by the `reward` job) to
-the rollouts layout: it scores each prompt + completion row on device with the policy's mesh and rules.
+A trained reward model scores completions too (the `reward` job; aya_jax/training/scoring.py applies either
+kind to rollouts, on one host or many).
 """
 
 from __future__ import annotations
@@ -33,10 +33,8 @@ import functools
 import re
 import unicodedata
 from collections.abc import Callable
-from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from aya_jax.data import languages
 
@@ -195,50 +193,3 @@ def script_chrf_reward(completion: str, prompt: PromptInfo) -> float:
 @register_reward("exact_match")
 def exact_match_reward(completion: str, prompt: PromptInfo) -> float:
     return float(_normalise(completion) == _normalise(_require_reference(prompt, "exact_match")))
-
-
-# ============================================================================================================
-# A trained reward model
-# ============================================================================================================
-
-
-@dataclasses.dataclass
-class RewardModelScorer:
-    """Scores prompt + completion rows (the `aya_jax.training.rollouts.Rollouts` layout: left-padded prompt,
-    completion, right padding, segment ids 0 on padding) with a trained reward model on the policy's mesh.
-    The model reads the final state of each row's last real token (the EOS when there is one)."""
-
-    model: Any  # aya_jax.models.reward.RewardModel
-    params: Any
-    params_shardings: Any
-    step: int
-    path: str
-
-    def __post_init__(self) -> None:
-        model = self.model
-        self._score = jax.jit(
-            lambda params, tokens, positions, segment_ids: model.apply(
-                {"params": params}, tokens, positions, segment_ids
-            )
-        )
-
-    def __call__(self, rollouts: Any) -> Array:
-        """Scores [n] float32 of the rows of `rollouts` (call under the mesh and rules context)."""
-        return self._score(self.params, rollouts.tokens, rollouts.positions, rollouts.segment_ids)
-
-
-def reward_model_scorer(
-    path: str, mesh: Any, rules: Any, *, vocab_size: int, dtype: Any = jnp.float32
-) -> RewardModelScorer:
-    """Load the reward model trained by the `reward` job at `path` (its workdir or checkpoints/) onto `mesh`
-    with the policy's `rules`. `vocab_size` is the policy's: a reward model over another vocabulary would read
-    the policy's token ids as different words, so that is an error."""
-    from aya_jax.jobs import reward as reward_trainer  # trainers import rewards, not the other way round
-
-    loaded = reward_trainer.load_reward_model(path, mesh, rules, dtype=dtype)
-    if loaded.model.cfg.vocab_size != vocab_size:
-        raise ValueError(
-            f"config.rloo.reward_model: {path} has vocab_size {loaded.model.cfg.vocab_size}, the policy "
-            f"{vocab_size}; train the reward model from the same SFT run as the policy"
-        )
-    return RewardModelScorer(loaded.model, loaded.params, loaded.params_shardings, loaded.step, str(path))

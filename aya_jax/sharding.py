@@ -153,17 +153,22 @@ def mesh_from_config(mesh_config: Any) -> Mesh:
     return make_mesh(tuple(mesh_config.axes), tuple(mesh_config.shape))
 
 
-def setup(mesh_config: Any, devices: Sequence[jax.Device] | None = None) -> tuple[Mesh, Rules]:
-    """The mesh and logical rules of `config.mesh`, for every job: first `jax.distributed.initialize()` on
-    multi-host runtimes (config.mesh.distributed) with the configured heartbeat / initialisation / shutdown
-    timeouts, then the mesh over `devices` (default: every device of every host) and the rules, checked to
-    name only its axes. Problems are `ShardingError`s naming the config field."""
-    maybe_initialize_distributed(
+def initialize_distributed(mesh_config: Any) -> bool:
+    """`maybe_initialize_distributed` with config.mesh's mode and timeouts."""
+    return maybe_initialize_distributed(
         mesh_config.distributed,
         heartbeat_timeout_seconds=int(mesh_config.heartbeat_timeout_seconds),
         initialization_timeout_seconds=int(mesh_config.initialization_timeout_seconds),
         shutdown_timeout_seconds=int(mesh_config.shutdown_timeout_seconds),
     )
+
+
+def setup(mesh_config: Any, devices: Sequence[jax.Device] | None = None) -> tuple[Mesh, Rules]:
+    """The mesh and logical rules of `config.mesh`, for every job: first `jax.distributed.initialize()` on
+    multi-host runtimes (config.mesh.distributed) with the configured heartbeat / initialisation / shutdown
+    timeouts, then the mesh over `devices` (default: every device of every host) and the rules, checked to
+    name only its axes. Problems are `ShardingError`s naming the config field."""
+    initialize_distributed(mesh_config)
     mesh = make_mesh(tuple(mesh_config.axes), tuple(mesh_config.shape), devices)
     return mesh, normalize_rules(mesh_config.rules, mesh)
 

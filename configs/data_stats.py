@@ -22,9 +22,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.workdir = "workdirs/data_stats"
     config.data.task = arg or "aya_default_mixture"
     config.data.vocab.size = 8000  # as the quickstart: the same cached SentencePiece model
-
-    config.data_stats = ml_collections.ConfigDict()
-    config.data_stats.sample_examples = 20_000  # examples drawn from the training stream
-    config.data_stats.max_rows_per_source = 0  # count only the first N train rows of each source; 0 = all
-    config.data_stats.plot = True
+    # config.data_stats (aya_jax/defaults/data_stats.py): 20,000 examples drawn from the training stream.
     return config

@@ -39,7 +39,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.seq_len = 96  # a pair row: prompt_len + completion (96 holds 98% of the default pairs whole)
     config.train.global_batch_size = 16  # pairs per optimiser step
     config.train.log_every = 1
-    config.train.eval_batches = 0  # SFT-only field (evaluation here: config.dpo.eval_*)
 
     config.optimizer.learning_rate = 3e-4  # the tiny CPU model; ~5e-7 to 5e-6 for billions of parameters
     config.optimizer.schedule = "constant"
@@ -47,36 +46,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer.weight_decay = 0.0  # the reference and β keep the policy near where it started
     config.optimizer.grad_clip_norm = 1.0
 
-    d = config.dpo = ml_collections.ConfigDict()
-    d.beta = 0.1
-    d.label_smoothing = 0.0  # > 0: conservative DPO (cDPO)
-    d.loss_type = "sigmoid"  # sigmoid (DPO) | ipo
-    d.reference = "iteration_start"  # iteration_start | sft (see aya_jax/jobs/dpo.py)
-    # Stage 1: offline pairs.
-    d.offline_steps = 40
-    d.task = "preference_pairs"  # or preference_pairs_<lang>
-    d.default_pairs = (
-        True  # the pairs built from the embedded default data (False: config.data.preference_dir)
-    )
-    d.prompt_len = 48  # prompts keep their last prompt_len tokens (offline pairs and online prompts alike)
-    # Stage 2: online iterations.
-    d.iterations = 3  # Aya Expanse: 3
-    d.reward_model = "workdirs/reward"  # the reward job's workdir (same SFT run, same vocabulary)
-    d.prompts_per_iteration = 64
-    d.samples_per_prompt = 4  # k: best and worst of k become a pair
-    d.missing_eos_penalty = (
-        1.0  # subtracted from the RM score of a completion cut at max_new_tokens (ranking only)
-    )
-    d.min_score_gap = 0.0  # a prompt whose best and worst scores differ by no more than this gives no pair
-    d.epochs_per_iteration = 2  # passes over each iteration's pairs
-    d.temperature = 1.0
-    d.top_k = 0
-    d.top_p = 1.0
-    d.max_new_tokens = 32
-    d.prompts_file = ""  # JSONL {prompt, language_code, reference?}; "" = the embedded default data (train)
-    # Evaluation (before training, after the offline stage, after every iteration).
-    d.eval_prompts_file = ""  # "" = the embedded default data (validation)
-    d.eval_prompts = 64  # held-out prompts; 0 = all
-    d.eval_samples = 2  # sampled completions per held-out prompt (fixed seed, temperature above)
-    d.verifiable_reward = "script"  # a registered reward (aya_jax/rewards.py) also reported; "" = none
+    # config.dpo (aya_jax/defaults/dpo.py): 40 offline steps, then 3 online iterations of 64 prompts x k=4.
     return config

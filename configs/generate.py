@@ -35,24 +35,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.seq_len = 256
     config.data.vocab.size = 8000
 
-    g = config.generate = ml_collections.ConfigDict()
-    g.hf_dir = ""  # a Hugging Face directory: config.json + safetensors + tokenizer.json
-    g.checkpoint_dir = ""  # or an aya_jax workdir (or its checkpoints/): the newest step is loaded
-    g.tokenizer = ""  # tokenizer.json[.gz]; "" = <hf_dir>/tokenizer.json, or the run's vocabulary
-    g.prompt = ""  # one prompt (streams its reply)
-    g.prompts = ()  # several, e.g. --config.generate.prompts="('Hola', 'Salut')"
-    g.prompts_file = ""  # one prompt per line, or .jsonl
-    g.prompt_field = "prompt"  # the field of a .jsonl prompts_file
-    g.chat_template = "auto"  # auto (Cohere template when the tokenizer has its turn tokens) | cohere | none
-    g.system = ""  # optional system turn (chat template only)
-    g.max_new_tokens = 128
-    g.temperature = 0.0  # 0 = greedy
-    g.top_k = 0  # 0 = off
-    g.top_p = 1.0  # 1 = off
-    g.stop = ()  # stop strings, e.g. --config.generate.stop="('\\n\\n',)"
-    g.seed = 0
-    g.batch_size = 32  # prompts per jitted batch
-    g.stream = True  # one prompt: print tokens as they are decoded
-    g.prompt_bucket = 64  # prompt lengths are rounded up to a multiple of this (fewer recompilations)
-    g.output_file = ""  # "" = <workdir>/generations.jsonl
+    # config.generate (aya_jax/defaults/generate.py): greedy, 128 new tokens, the chat template when the
+    # tokenizer has its turn tokens.
     return config

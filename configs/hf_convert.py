@@ -21,12 +21,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.job = "hf_export" if arg == "export" else "hf_import"
     config.workdir = "workdirs/hf_convert"
     config.model.dtype = "float32"
-    c = config.hf_convert = ml_collections.ConfigDict()
-    c.hf_dir = ""  # import: the Hugging Face directory to read
-    c.checkpoint_dir = ""  # export: an aya_jax workdir (or its checkpoints/)
-    c.step = -1  # export: which checkpoint step; -1 = the newest
-    c.out_dir = ""  # export: the HF directory to write; import: the workdir to write checkpoints/ into
-    c.dtype = "bfloat16"  # export: bfloat16 | float16 | float32
-    c.tokenizer = ""  # export: tokenizer.json[.gz] or HF directory to copy; "" = the run's (see the job)
-    c.max_shard_gb = 4.0  # export: safetensors shard size
+    # config.hf_convert (aya_jax/defaults/hf_convert.py): export in bfloat16, 4 GB shards.
     return config

@@ -35,7 +35,6 @@ and `config.data` must then describe the checkpoints' model and data, as for the
 """
 
 import ml_collections
-from ml_collections import config_dict
 
 from configs import common
 
@@ -64,22 +63,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.dtype = "float32"
     config.data.seq_len = 256
 
-    m = config.merge = ml_collections.ConfigDict()
-    m.method = "linear" if variant == "average" else variant  # see aya_jax.merging.METHODS
-    m.models = ("workdirs/quickstart",) if variant == "average" else ()  # runs, checkpoints/ or step dirs
-    m.last_steps = 3 if variant == "average" else 0  # > 0: merge the newest N checkpoints of one run
-    m.weights = ()  # one per model (after last_steps expansion); () = uniform
-    m.base_model = ""  # task_arithmetic, ties, dare_*: the model the task vectors start from
-    m.t = 0.5  # slerp: 0 = the first model, 1 = the second
-    m.density = 1.0  # ties / dare_*: fraction of each task vector kept, in (0, 1]
-    m.lambda_ = 1.0  # mergekit's `lambda`: scale of the merged task vector
-    m.normalize = config_dict.placeholder(
-        bool
-    )  # None: the method's default (linear, ties: True; others: False)
-    m.rescale = ""  # ties / dare_*: l1 | density | none; "": the method's default (dare_*: l1, ties: none)
-    m.rules = ()  # per-tensor values: ((filter, parameter, value), ...); see the docstring
-    m.eval_batches = 0  # > 0: per-language held-out loss of every input and of the merge, in the report
-    m.hf_export_dir = ""  # also write a Hugging Face export here (needs aya_jax/hf/io.py)
+    m = config.merge  # every field: aya_jax/defaults/merge.py
+    m.method = "linear" if variant == "average" else variant
+    if variant == "average":
+        m.models = ("workdirs/quickstart",)
+        m.last_steps = 3
     for field, value in _METHOD_DEFAULTS.get(m.method, {}).items():
         m[field] = value
     # config.seed seeds DARE's drop masks; config.mesh is the mesh the merge runs and is written on.

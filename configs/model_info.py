@@ -16,6 +16,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.job = "model_info"
     config.model.preset = arg or "aya-expanse-8b"
     config.mesh.shape = (1, -1, 1)
-    config.model_info = ml_collections.ConfigDict()
     config.model_info.num_devices = 8
     return config

@@ -36,13 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.seq_len = 96
     config.data.vocab.size = 8000
 
-    r = config.reward = ml_collections.ConfigDict()
-    r.task = "preference_pairs"  # or preference_pairs_<lang>: one language
-    r.default_pairs = (
-        True  # the pairs built from the embedded default data (False: config.data.preference_dir)
-    )
-    r.prompt_len = 48  # a longer prompt keeps its last prompt_len tokens
-    r.max_eval_pairs = 0  # held-out pairs scored per evaluation; 0 = the whole eval split
+    # config.reward (aya_jax/defaults/reward.py): the default pairs, prompts cut to their last 48 tokens.
 
     config.train.steps = 200
     config.train.global_batch_size = 16  # pairs per step

@@ -34,7 +34,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.steps = 40  # RLOO iterations (sample -> score -> update)
     config.train.log_every = 1
     config.train.eval_every = 10
-    config.train.eval_batches = 0  # SFT-only field (held-out evaluation here is config.rloo.eval_*)
 
     config.optimizer.learning_rate = 1e-3
     config.optimizer.schedule = "constant"
@@ -42,27 +41,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer.weight_decay = 0.0  # no pull towards zero: the KL term keeps the policy near the SFT one
     config.optimizer.grad_clip_norm = 1.0
 
-    r = config.rloo = ml_collections.ConfigDict()
-    r.prompts_per_step = 32  # B prompts per iteration
-    r.k = 4  # completions per prompt (SPEC / TRL default 2; more samples lower the baseline's variance)
-    r.beta = 0.05  # KL coefficient
-    r.temperature = 1.0
-    r.top_k = 0
-    r.top_p = 1.0
-    r.max_new_tokens = 32
-    r.max_prompt_tokens = 32  # longer prompts keep their last tokens
-    r.missing_eos_penalty = 1.0  # subtracted from the score of a completion that did not end with EOS
-    r.reward_clip = 0.0  # > 0: clip the (normalised) scores to [-reward_clip, reward_clip]
-    r.normalize_rewards = False  # standardise scores over the batch
-    r.normalize_advantages = False  # standardise advantages over the batch
-    r.num_ppo_epochs = 1  # passes over each batch of samples
-    r.num_minibatches = 1  # optimiser steps per pass
-    r.clip_eps = 0.2  # PPO clip of the sequence ratio (only matters past the first minibatch); 0 = no clip
-    r.reward = "script"  # a registered reward function (aya_jax/rewards.py) ...
-    r.reward_model = ""  # ... or a reward-model run's workdir (job "reward"); set exactly one
-    r.prompts_file = ""  # JSONL {prompt, language_code, reference?}; "" = the embedded default data (train)
-    r.eval_prompts_file = ""  # "" = the embedded default data (validation)
-    r.eval_prompts = 128  # held-out prompts per evaluation
-    r.eval_samples = 2  # sampled completions per held-out prompt (at the training temperature)
-    r.eval_greedy = True  # also one greedy completion per held-out prompt
+    # config.rloo (aya_jax/defaults/rloo.py): 32 prompts x k=4 per step, the `script` reward, beta 0.05.
     return config

@@ -288,3 +288,50 @@ def vocabulary(data_config, train_rows: Iterable[Mapping[str, str]] | None = Non
             raise FileNotFoundError(f"config.data.vocab.path: no tokenizer.json at {path}")
         return HfTokenizerVocabulary(path)
     raise ValueError(f"config.data.vocab.kind={kind!r}: expected 'sentencepiece' or 'hf_tokenizer'")
+
+
+# ============================================================================================================
+# Codecs: text <-> token ids for generation and RL, whatever the vocabulary
+# ============================================================================================================
+
+
+class HfTokenizerCodec:
+    """A tokenizer.json[.gz] through the `tokenizers` library (special tokens in the text are parsed as such)."""
+
+    CHAT_TOKENS = ("<BOS_TOKEN>", "<|START_OF_TURN_TOKEN|>", "<|USER_TOKEN|>", "<|CHATBOT_TOKEN|>")
+
+    def __init__(self, path: pathlib.Path):
+        data = pathlib.Path(path).read_bytes()
+        if pathlib.Path(path).suffix == ".gz":
+            data = gzip.decompress(data)
+        self.tokenizer = tokenizers.Tokenizer.from_str(data.decode("utf-8"))
+        token_ids = self.tokenizer.get_vocab(with_added_tokens=True)
+        self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
+        self.has_cohere_chat_tokens = all(t in token_ids for t in self.CHAT_TOKENS)
+        self.pad_id = token_ids.get("<PAD>", 0)
+        self.eos_ids = tuple(token_ids[t] for t in ("<|END_OF_TURN_TOKEN|>", "<EOS_TOKEN>") if t in token_ids)
+
+    def encode(self, text: str, add_special_tokens: bool) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+
+class SeqioCodec:
+    """A seqio vocabulary (the quickstart's SentencePiece model): no BOS, EOS = vocab.eos_id."""
+
+    has_cohere_chat_tokens = False
+
+    def __init__(self, vocab: seqio.Vocabulary):
+        self.vocab = vocab
+        self.vocab_size = int(vocab.vocab_size)
+        self.pad_id = int(vocab.pad_id)
+        self.eos_ids = (int(vocab.eos_id),) if vocab.eos_id is not None else ()
+
+    def encode(self, text: str, add_special_tokens: bool) -> list[int]:
+        del add_special_tokens
+        return list(self.vocab.encode(text))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.vocab.decode([int(i) for i in ids])

@@ -1,114 +1,512 @@
-"""What every training job does around its loop, in one place: multi-host start, the logical data shards a host
-reads, checking a saved data position, the progress bar, and the end-of-run summary box.
+"""The one training loop, and what every training job sets up the same way around it.
 
-Used by the SFT, reward-model, DPO and RLOO trainers.
+    with loop.Run.start(config, workdir, SECTIONS) as run:   # validated config, mesh, checkpointer, writer
+        ...                                                    # the objective's data, model and steps
+        restored = run.restore(abstract_state, state_shardings)  # the newest loadable checkpoint, or None
+        state = restored.state if restored else <the objective's init>
+        return loop.train(run, objective, state, start=restored.step if restored else 0)
+
+`Run.start` validates the config sections the job reads (aya_jax/defaults/), starts jax.distributed on
+multi-host runtimes and builds the mesh and rules (`sharding.setup`, with the configured timeouts), checks that
+the global batch splits over the data-parallel devices, the hosts and the data shards, and only then creates
+the checkpointer (`config.checkpoint.*`), the metric writer (JSONL + TensorBoard) and the SIGTERM watcher — so a
+bad config fails with one line and leaves nothing behind.
+
+`train` runs an `Objective` from `start` to `objective.total` iterations. An iteration is what the objective
+calls one step: an optimiser step for SFT, the reward model and offline DPO; sample -> score -> update for
+RLOO and an online DPO iteration. Around every iteration the loop does what is the same for all of them:
+
+* metrics every `config.train.log_every` iterations (and at the last) to metrics.jsonl / TensorBoard, with
+  tokens/s and MFU when the objective counts its tokens and FLOPs; the progress bar and its postfix;
+* evaluation when the objective asks for it (by default every `config.train.eval_every` iterations), at the
+  start of a new run if it wants a baseline, and once at the end if the last iteration was not evaluated;
+* a checkpoint every `config.checkpoint.every` iterations, at the last one and wherever the objective asks
+  (e.g. the end of a DPO stage), with the objective's JSON state (data position, stage, ...) beside it;
+* preemption: SIGTERM (spot VMs, maintenance, `kill`) saves a checkpoint after the current iteration and the
+  run exits 0 — on several hosts every host stops after the same iteration; an objective whose iteration is
+  long may stop inside it (it returns None) and redo it on the rerun;
+* the end: plots, and one summary box saying what happened and where every output went.
+
+Rerunning the same command resumes from the newest loadable checkpoint (model, optimiser, step, rng and the
+objective's JSON state); a checkpoint directory with steps none of which loads is an error, never a silent
+restart (aya_jax/checkpoint.py).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
+import pathlib
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import jax
+import numpy as np
+from flax import linen as nn
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding
+from tqdm import tqdm
 
-from aya_jax import sharding
+from aya_jax import checkpoint as ckpt_lib
+from aya_jax import defaults, metrics, sharding
 
 log = logging.getLogger(__name__)
 
-
-class ConfigError(ValueError):
-    """A config value that cannot work; raised before any compilation, naming the field."""
+ConfigError = defaults.ConfigError
 
 
-def initialize_distributed(mesh_config: Any) -> None:
-    """jax.distributed.initialize() on multi-host runtimes (config.mesh.distributed), with the config's
-    heartbeat / initialisation / shutdown timeouts."""
-    sharding.maybe_initialize_distributed(
-        mesh_config.distributed,
-        heartbeat_timeout_seconds=int(mesh_config.heartbeat_timeout_seconds),
-        initialization_timeout_seconds=int(mesh_config.initialization_timeout_seconds),
-        shutdown_timeout_seconds=int(mesh_config.shutdown_timeout_seconds),
-    )
+# ============================================================================================================
+# The run: config, mesh, checkpoints, metrics
+# ============================================================================================================
 
 
-def data_shards(config: Any, mesh: jax.sharding.Mesh, rules: sharding.Rules, process_count: int):
-    """(num_shards, rows per shard per step, this host's shards): the shards that cover the rows of the global
-    batch this host's devices hold (see pipeline.HostTrainIterator)."""
-    global_batch = int(config.train.global_batch_size)
-    num_shards = int(config.data.num_shards) or process_count
-    shard_batch = global_batch // num_shards
-    rows = sharding.process_batch_rows(mesh, rules, global_batch)
-    if rows.start % shard_batch or rows.stop % shard_batch:
-        raise ConfigError(
-            f"config.data.num_shards: {num_shards} shards of {shard_batch} rows do not tile this host's batch "
-            f"rows [{rows.start}, {rows.stop}); use a multiple of the host count {process_count}"
+@dataclasses.dataclass(frozen=True)
+class DataShards:
+    """The logical data shards this host reads (see aya_jax/data/pipeline.py HostTrainIterator)."""
+
+    num_shards: int  # in all
+    shard_batch: int  # rows of each global batch that one shard gives
+    host_shards: range  # this host's
+
+
+@dataclasses.dataclass
+class Restored:
+    step: int
+    state: Any
+    saved: dict[str, Any]  # the objective's JSON state written with the checkpoint
+
+
+def validate_config(
+    config: Any, sections: Iterable[str], num_devices: int, process_count: int
+) -> tuple[tuple[int, ...], sharding.Rules]:
+    """Everything that can be checked without data or compilation: the sections' own checks, the mesh shape
+    for `num_devices`, the rules' axes, and that the global batch splits over the data-parallel devices x
+    gradient accumulation, the hosts and the data shards. Returns (mesh shape, rules)."""
+    sections = tuple(sections)
+    defaults.validate(config, sections)
+    shape = sharding.resolve_mesh_shape(config.mesh.axes, config.mesh.shape, num_devices)
+    axes = dict(zip(tuple(config.mesh.axes), shape, strict=True))
+    rules = sharding.normalize_rules(config.mesh.rules)
+    for name, target in rules:
+        for a in target if isinstance(target, tuple) else (target,):
+            if a is not None and a not in axes:
+                raise ConfigError(
+                    f"config.mesh.rules: {name!r} -> unknown mesh axis {a!r} (mesh axes: {tuple(axes)})"
+                )
+    if "train" in sections:
+        batch_axes = dict(rules).get("act_batch")
+        batch_axes = batch_axes if isinstance(batch_axes, tuple) else (batch_axes,)
+        dp = int(np.prod([axes[a] for a in batch_axes if a is not None])) if batch_axes else 1
+        gb, accum = int(config.train.global_batch_size), int(config.train.grad_accum_steps)
+        if gb % (dp * accum):
+            raise ConfigError(
+                f"config.train.global_batch_size: {gb} is not divisible by data-parallel size {dp} x "
+                f"grad_accum_steps {accum} = {dp * accum}"
+            )
+        if gb % process_count:
+            raise ConfigError(
+                f"config.train.global_batch_size: {gb} is not divisible by {process_count} hosts"
+            )
+        num_shards = int(config.data.num_shards) or process_count
+        if gb % num_shards:
+            raise ConfigError(
+                f"config.data.num_shards: {config.data.num_shards} must be 0 (one per host) or a positive "
+                f"divisor of config.train.global_batch_size {gb}"
+            )
+    return shape, rules
+
+
+@dataclasses.dataclass
+class Run:
+    """What every training job sets up the same way (module docstring). Made by `Run.start`."""
+
+    config: Any
+    workdir: pathlib.Path
+    mesh: Mesh
+    rules: sharding.Rules
+    checkpointer: ckpt_lib.Checkpointer
+    writer: metrics.MetricWriter
+    watcher: ckpt_lib.PreemptionWatcher
+    _closed: bool = False
+
+    @classmethod
+    def start(cls, config: Any, workdir: str | pathlib.Path, sections: Iterable[str]) -> Run:
+        sections = tuple(sections)
+        defaults.validate(config, sections)  # before jax.distributed: a typo costs no cluster start-up
+        sharding.initialize_distributed(config.mesh)
+        shape, rules = validate_config(config, sections, jax.device_count(), jax.process_count())
+        mesh = sharding.make_mesh(tuple(config.mesh.axes), shape)
+        workdir = pathlib.Path(workdir)
+        c = config.checkpoint
+        # A separate checkpoint directory may be remote (gs://, for multi-host pods); pathlib would mangle "://".
+        checkpointer = ckpt_lib.Checkpointer(
+            str(c.directory) or workdir / "checkpoints", keep=int(c.keep), async_save=bool(c.async_save)
         )
-    return num_shards, shard_batch, range(rows.start // shard_batch, rows.stop // shard_batch)
+        writer = metrics.MetricWriter(
+            workdir, jsonl=bool(config.metrics.jsonl), tensorboard=bool(config.metrics.tensorboard)
+        )
+        return cls(config, workdir, mesh, sharding.normalize_rules(rules, mesh), checkpointer, writer,
+                   ckpt_lib.PreemptionWatcher())  # fmt: skip
+
+    # -- placement -------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def context(self) -> Iterator[None]:
+        """`with mesh, nn.logical_axis_rules(rules)`: the models' logical constraints resolve on this mesh.
+        Keep one context around a whole phase: a nested one is a new tracing context and recompiles."""
+        with self.mesh, nn.logical_axis_rules(self.rules):
+            yield
+
+    def row_sharding(self, ndim: int) -> NamedSharding:
+        """[rows, ...] arrays split by rows over the data-parallel devices (`act_batch`), the rest replicated."""
+        return NamedSharding(self.mesh, sharding.batch_spec(self.rules, ndim))
+
+    def global_rows(self, x: np.ndarray) -> jax.Array:
+        """A host array that every host holds whole (same values) -> a global array sharded by rows."""
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, self.row_sharding(x.ndim), lambda index: x[index])
+
+    def global_batch(self, host_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        """Each host's own rows (its data shards, in order) -> global arrays sharded by rows."""
+        return sharding.global_batch_from_host(host_batch, self.mesh, self.rules)
+
+    def local_rows(self, x: jax.Array) -> np.ndarray:
+        """The rows of a global row-sharded array that this host's devices hold (`host_rows`), as NumPy."""
+        if x.is_fully_addressable:
+            rows = self.host_rows(x.shape[0])
+            return np.asarray(jax.device_get(x))[rows.start : rows.stop]
+        spec = sharding.batch_spec(self.rules, x.ndim)
+        return np.asarray(multihost_utils.global_array_to_host_local_array(x, self.mesh, spec))
+
+    def from_local_rows(self, local: np.ndarray, num_rows: int) -> jax.Array:
+        """This host's rows (`host_rows(num_rows)`) of a global [num_rows, ...] array -> the global array."""
+        local = np.asarray(local)
+        return jax.make_array_from_process_local_data(
+            self.row_sharding(local.ndim), local, (num_rows, *local.shape[1:])
+        )
+
+    def host_rows(self, num_rows: int) -> range:
+        """The rows of a global [num_rows, ...] row-sharded array held by this host's devices."""
+        return sharding.process_batch_rows(self.mesh, self.rules, num_rows)
+
+    @staticmethod
+    def to_host(tree: Any) -> Any:
+        """Every leaf whole on every host (small arrays: metrics, scores): a gather across hosts when needed."""
+
+        def get(x: Any) -> Any:
+            if isinstance(x, jax.Array) and not x.is_fully_addressable:
+                return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+            return np.asarray(jax.device_get(x)) if isinstance(x, jax.Array) else x
+
+        return jax.tree.map(get, tree)
+
+    # -- data ------------------------------------------------------------------------------------------------
+    def data_shards(self, global_batch: int | None = None) -> DataShards:
+        """The shards that cover the rows of a global batch (config.train.global_batch_size) this host holds."""
+        global_batch = global_batch or int(self.config.train.global_batch_size)
+        process_count = jax.process_count()
+        num_shards = int(self.config.data.num_shards) or process_count
+        shard_batch = global_batch // num_shards
+        rows = self.host_rows(global_batch)
+        if rows.start % shard_batch or rows.stop % shard_batch:
+            raise ConfigError(
+                f"config.data.num_shards: {num_shards} shards of {shard_batch} rows do not tile this host's batch "
+                f"rows [{rows.start}, {rows.stop}); use a multiple of the host count {process_count}"
+            )
+        shards = DataShards(
+            num_shards, shard_batch, range(rows.start // shard_batch, rows.stop // shard_batch)
+        )
+        log.info(
+            "data: process %d of %d reads shards [%d, %d) of %d, %d rows of each global batch",
+            jax.process_index(), process_count, shards.host_shards.start, shards.host_shards.stop, num_shards,
+            len(shards.host_shards) * shard_batch,
+        )  # fmt: skip
+        return shards
+
+    # -- checkpoints -----------------------------------------------------------------------------------------
+    def restore(self, abstract_state: Any, state_shardings: Any) -> Restored | None:
+        """The newest checkpoint that loads, straight onto `state_shardings`; None for a new run."""
+        restored = self.checkpointer.restore_latest(ckpt_lib.abstract_like(abstract_state, state_shardings))
+        if restored is None:
+            return None
+        step, state, saved = restored
+        log.info("resumed from %s step %d", self.checkpointer.directory, step)
+        return Restored(int(step), state, saved)
+
+    def close(self) -> None:
+        """Wait for in-flight checkpoint saves, close the writers, give SIGTERM back (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            try:
+                self.checkpointer.close()
+            finally:
+                self.writer.close()
+                self.watcher.restore_handler()
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
-def check_data_state(data_state: dict[str, Any], identity: dict[str, Any]) -> int:
-    """The saved data position, if the stream it indexes is the one this run would read."""
+def check_data_state(saved: dict[str, Any], identity: dict[str, Any]) -> int:
+    """The saved data position, if the stream it indexes is the one this run would read (`identity`: what the
+    stream depends on: seed, shards, batch, lengths, task). A changed shard count restarts the stream (each
+    shard's stream depends on it); other changes keep the position with a warning."""
     for key, value in identity.items():
-        saved = data_state.get(key)
+        saved_value = saved.get(key)
         if key == "num_shards":
-            saved = data_state.get(key, data_state.get("process_count"))  # older checkpoints: one per host
-        if key == "num_shards" and saved != value:
-            # Each shard's stream depends on the shard count: positions don't transfer one-to-one.
+            saved_value = saved.get(key, saved.get("process_count"))  # older checkpoints: one per host
+            if saved_value != value:
+                log.warning(
+                    "checkpoint was written with %s data shards, now %s: the data stream restarts from a new "
+                    "position (some examples will repeat or be skipped; see README and config.data.num_shards)",
+                    saved_value, value,
+                )  # fmt: skip
+                return 0
+        elif saved_value != value:
             log.warning(
-                "checkpoint was written with %s data shards, now %s: the data stream restarts from a new "
-                "position (some examples will repeat or be skipped; see README and config.data.num_shards)",
-                saved,
-                value,
-            )
-            return 0
-        if saved != value:
-            log.warning(
-                "data.%s changed since the checkpoint (%r -> %r): data position kept, but the stream "
-                "differs from the original run",
-                key,
-                saved,
-                value,
-            )
-    return int(data_state["position"])
+                "data.%s changed since the checkpoint (%r -> %r): data position kept, but the stream differs "
+                "from the original run",
+                key, saved_value, value,
+            )  # fmt: skip
+    return int(saved.get("position", saved.get("data_position", 0)))
 
 
-def progress_bar(config: Any, start: int, total: int, desc: str = "train"):
+# ============================================================================================================
+# The objective: what differs
+# ============================================================================================================
+
+
+@dataclasses.dataclass
+class Step:
+    """What one iteration reports: its metrics (device arrays or floats) and how to log them."""
+
+    metrics: dict[str, Any]
+    kind: str = "train"  # the metrics.jsonl `kind`
+    step: int | None = None  # the metrics' step axis; None: the iteration number
+    always_log: bool = False  # log even between config.train.log_every
+
+
+@dataclasses.dataclass
+class Throughput:
+    """Tokens an iteration processes and their model FLOPs, for tokens/s and MFU in the log."""
+
+    tokens_per_iteration: int
+    flops_per_token: float
+    dtype: str  # the compute dtype (for the peak FLOP/s table)
+
+
+class Objective:
+    """What one training objective adds to the loop (see SFT, reward, DPO and RLOO in aya_jax/training/).
+    Subclasses set `title`, `total` and implement `step`; the rest has defaults."""
+
+    title = "training"  # the summary box's "<title> finished at step N"
+    unit = "step"  # the progress bar's unit
+    eval_at_start = False  # evaluate before the first iteration of a new run (a baseline)
+    total: int = 0  # iterations in the whole run
+    throughput: Throughput | None = None
+
+    def step(self, state: Any, iteration: int) -> tuple[Any, Step] | None:
+        """Run iteration `iteration` (0-based); None: interrupted by SIGTERM inside it (redone on rerun)."""
+        raise NotImplementedError
+
+    def evaluate(self, state: Any, iteration: int) -> dict[str, Any] | None:
+        """Held-out evaluation after `iteration` iterations (0: before any); written as kind "eval"."""
+        return None
+
+    def should_evaluate(self, iteration: int, config: Any) -> bool:
+        return iteration % int(config.train.eval_every) == 0
+
+    def should_save(self, iteration: int) -> bool:
+        """A checkpoint after `iteration` besides config.checkpoint.every and the last one."""
+        return False
+
+    def checkpoint_state(self, iteration: int) -> dict[str, Any]:
+        """The JSON saved beside the train state (data position, stage, ...)."""
+        return {}
+
+    def postfix(self, metrics: dict[str, float]) -> dict[str, str]:
+        """The progress bar's live values."""
+        return {"loss": f"{metrics['loss']:.3f}"} if "loss" in metrics else {}
+
+    def log_line(self, iteration: int, metrics: dict[str, float]) -> str | None:
+        """An info line for a logged iteration (None: the progress bar is enough)."""
+        return None
+
+    def finish(self, run: Run, summary: RunSummary) -> None:
+        """At the end: plots (into `summary.outputs`) and the summary box's own lines (`summary.lines`)."""
+
+
+# ============================================================================================================
+# The loop
+# ============================================================================================================
+
+
+@dataclasses.dataclass
+class RunSummary:
+    title: str
+    workdir: str
+    start_step: int
+    end_step: int
+    preempted: bool
+    checkpoint_dir: str
+    metrics_jsonl: str
+    tensorboard_dir: str
+    first: dict[str, float] = dataclasses.field(default_factory=dict)  # the first logged train metrics
+    last: dict[str, float] = dataclasses.field(default_factory=dict)  # the last logged train metrics
+    evaluations: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # this run's, in order
+    tokens_per_second: float | None = None  # median over the log windows
+    mfu: float | None = None
+    lines: list[str] = dataclasses.field(default_factory=list)  # the objective's own summary lines
+    outputs: dict[str, str] = dataclasses.field(default_factory=dict)  # label -> path of plots and files
+    results: dict[str, Any] = dataclasses.field(default_factory=dict)  # the objective's figures
+
+
+class _Rate:
+    """Tokens/s and MFU over the windows between logged iterations (the first, compiling, one excluded)."""
+
+    def __init__(self, run: Run, throughput: Throughput | None):
+        self.throughput, self.history = throughput, []
+        self.t0, self.iterations = time.perf_counter(), 0
+        self.total_peak = None
+        if throughput is not None:
+            peak, source = metrics.peak_flops_per_device(
+                throughput.dtype, float(run.config.metrics.peak_flops_per_device)
+            )
+            # Simulated CPU devices share one host's cores: the measured host peak is the whole budget.
+            self.total_peak = peak if jax.devices()[0].platform == "cpu" else peak * jax.device_count()
+            log.info(
+                "peak %.1f GFLOP/s per device (%s); %.2f MFLOP per token",
+                peak / 1e9, source, throughput.flops_per_token / 1e6,
+            )  # fmt: skip
+
+    def restart(self) -> None:
+        self.t0, self.iterations = time.perf_counter(), 0
+
+    def window(self) -> dict[str, float]:
+        now, out = time.perf_counter(), {}
+        if self.throughput is not None and self.iterations:
+            tps = self.throughput.tokens_per_iteration * self.iterations / (now - self.t0)
+            self.history.append(tps)
+            out = {"tokens_per_second": tps, "mfu": tps * self.throughput.flops_per_token / self.total_peak}
+        self.t0, self.iterations = now, 0
+        return out
+
+
+def progress_bar(config: Any, start: int, total: int, unit: str, desc: str) -> tqdm | None:
     """A tqdm bar on stderr (process 0, config.train.progress_bar), or None."""
     if not bool(config.train.progress_bar) or jax.process_index() != 0:
         return None
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        initial=start,
-        desc=desc,
-        unit="step",
-        dynamic_ncols=True,
-        file=sys.stderr,
-        mininterval=1.0,
-    )
+    return tqdm(total=total, initial=start, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr,
+                mininterval=1.0)  # fmt: skip
 
 
-def log_summary(
-    logger: logging.Logger,
-    title: str,
-    start_step: int,
-    end_step: int,
-    preempted: bool,
-    body: Sequence[str],
-    outputs: Sequence[tuple[str, str | None]],
-) -> None:
-    """The end-of-run box: "<title> finished at step N (started at M)", the job's own lines, then where each
-    output went (`(label, path)`; None = not written)."""
+def train(run: Run, objective: Objective, state: Any, start: int) -> RunSummary:
+    """Run `objective` from iteration `start` to `objective.total` (module docstring)."""
+    config, total = run.config, int(objective.total)
+    log_every = int(config.train.log_every)
+    summary = RunSummary(
+        title=objective.title, workdir=str(run.workdir.absolute()), start_step=start, end_step=start,
+        preempted=False, checkpoint_dir=str(run.checkpointer.directory),
+        metrics_jsonl=str(run.writer.jsonl_path.absolute()), tensorboard_dir=str(run.writer.tb_dir.absolute()),
+    )  # fmt: skip
+    rate = _Rate(run, objective.throughput)
+    progress = progress_bar(config, start, total, objective.unit, objective.title.split()[0].lower())
+    last_evaluated = None
+
+    def evaluate(iteration: int) -> None:
+        nonlocal last_evaluated
+        result = objective.evaluate(state, iteration)
+        last_evaluated = iteration
+        if result is not None:
+            run.writer.write(iteration, result, kind="eval")
+            summary.evaluations.append(result)
+
+    def save(iteration: int) -> None:
+        run.checkpointer.save(iteration, state, objective.checkpoint_state(iteration))
+
+    it = start
+    try:
+        with run.context():
+            if start == 0 and objective.eval_at_start:
+                evaluate(0)
+            t_first = time.perf_counter()
+            while it < total:
+                done = objective.step(state, it)
+                if done is None:  # SIGTERM inside the iteration: it is redone on the rerun
+                    summary.preempted = True
+                    break
+                state, result = done
+                it += 1
+                rate.iterations += 1
+                if it == start + 1:
+                    jax.block_until_ready(result.metrics)
+                    log.info(
+                        "first %s compiled and ran in %.1f s", objective.unit, time.perf_counter() - t_first
+                    )
+                    rate.restart()
+                if result.always_log or result.kind != "train" or it % log_every == 0 or it == total:
+                    m = {k: float(v) for k, v in run.to_host(result.metrics).items()}
+                    if result.kind == "train":
+                        m.update(rate.window())
+                        summary.first = summary.first or m
+                        summary.last = m
+                    run.writer.write(result.step if result.step is not None else it, m, kind=result.kind)
+                    line = objective.log_line(it, m)
+                    if line:
+                        log.info(line)
+                    if progress is not None and result.kind == "train":
+                        progress.set_postfix(objective.postfix(m))
+                if progress is not None:
+                    progress.update(1)
+                if objective.should_evaluate(it, config):
+                    evaluate(it)
+                if it % int(config.checkpoint.every) == 0 or it == total or objective.should_save(it):
+                    save(it)
+                if run.watcher.should_stop(it):
+                    save(it)
+                    run.checkpointer.wait()
+                    log.warning("preempted: saved step %d to %s; rerun the same command to resume", it,
+                                run.checkpointer.directory)  # fmt: skip
+                    summary.preempted = True
+                    break
+            if not summary.preempted and it > start and last_evaluated != it:
+                evaluate(it)
+    finally:
+        if progress is not None:
+            progress.close()
+    run.close()  # the last checkpoint durable, metrics flushed, before the summary says where they are
+    summary.end_step = it
+    if rate.history:
+        summary.tokens_per_second = float(np.median(rate.history))
+        tp = objective.throughput
+        summary.mfu = summary.tokens_per_second * tp.flops_per_token / rate.total_peak
+    if jax.process_index() == 0:
+        objective.finish(run, summary)
+    log_summary(summary)
+    return summary
+
+
+def log_summary(s: RunSummary) -> None:
+    """The end-of-run box: "<title> finished at step N (started at M)", the objective's lines, then where
+    each output went."""
+    outputs = [
+        ("checkpoints", s.checkpoint_dir),
+        ("metrics", s.metrics_jsonl),
+        ("tensorboard", f"tensorboard --logdir {s.tensorboard_dir}"),
+        *s.outputs.items(),
+    ]
     lines = [
         "=" * 72,
-        f"{title} finished at step {end_step} (started at {start_step})"
-        + ("  [PREEMPTED]" if preempted else ""),
-        *body,
+        f"{s.title} finished at step {s.end_step} (started at {s.start_step})"
+        + ("  [PREEMPTED]" if s.preempted else ""),
+        *s.lines,
         *(f"  {label:<13} {path}" for label, path in outputs if path),
         "=" * 72,
     ]
     for line in lines:
-        logger.info(line)
+        log.info(line)

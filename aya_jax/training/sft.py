@@ -11,22 +11,29 @@ same functions: the family record (models/families.py) gives the forward pass to
 kernel and its scale.
 
 `make_eval_step` sums the same loss per language id (eval loss per language, also used by the merge job's
-before/after report).
+before/after report). `Sft` is the objective in the one loop (training/loop.py): a packed batch per step,
+evaluation every `config.train.eval_every` steps on `config.train.eval_batches` held-out batches, tokens/s and
+MFU (model FLOPs: 6 x matmul parameters + attention, PaLM-style), the loss curve and per-language eval loss.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import linen as nn
 
-from aya_jax import losses
+from aya_jax import losses, metrics
+from aya_jax.data import languages
 from aya_jax.models import families
-from aya_jax.training import accumulate
+from aya_jax.training import accumulate, loop
 from aya_jax.training import state as ts
+
+log = logging.getLogger(__name__)
 
 _SUMS = ("loss_sum", "nll_sum", "z_loss_sum", "correct_sum", "weight_sum")
 
@@ -94,3 +101,73 @@ def make_eval_step(model: nn.Module, num_languages: int):
         }
 
     return step
+
+
+# ============================================================================================================
+# The objective in the loop
+# ============================================================================================================
+
+
+class Sft(loop.Objective):
+    """SFT in the one loop: a packed batch per step; per-language held-out loss every eval_every steps."""
+
+    title = "SFT"
+
+    def __init__(self, run: loop.Run, *, train_step, eval_step, train_iter, eval_batches, identity: dict[str, Any],
+                 throughput: loop.Throughput, plot_title: str):  # fmt: skip
+        self.run, self.config = run, run.config
+        self.total = int(self.config.train.steps)
+        self.train_step, self.eval_step = train_step, eval_step
+        self.train_iter, self.eval_batches = train_iter, eval_batches  # eval_batches(): host batches, cached
+        self.identity, self.throughput, self.plot_title = identity, throughput, plot_title
+
+    def step(self, state, iteration):
+        state, m = self.train_step(state, self.run.global_batch(next(self.train_iter)))
+        return state, loop.Step({**m, "data_position": self.train_iter.position})
+
+    def should_evaluate(self, iteration, config):
+        return int(config.train.eval_batches) > 0 and iteration % int(config.train.eval_every) == 0
+
+    def evaluate(self, state, iteration):
+        if int(self.config.train.eval_batches) <= 0:
+            return None
+        sums = None
+        for host_batch in self.eval_batches():
+            out = self.eval_step(state.params, self.run.global_batch(host_batch))
+            sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+        sums = self.run.to_host(sums)
+        denom = max(float(sums["weight_sum"]), 1.0)
+        result = {"loss": float(sums["nll_sum"]) / denom, "accuracy": float(sums["correct_sum"]) / denom}
+        for lid in np.nonzero(sums["lang_weight_sum"])[0]:
+            code = languages.language_code(int(lid))
+            result[f"loss/{code}"] = float(sums["lang_nll_sum"][lid] / sums["lang_weight_sum"][lid])
+        highest = sorted(((v, k[5:]) for k, v in result.items() if k.startswith("loss/")), reverse=True)[:3]
+        log.info(
+            "eval step %d: loss %.4f acc %.3f (%d languages; highest: %s)", iteration, result["loss"],
+            result["accuracy"], len([k for k in result if k.startswith("loss/")]),
+            ", ".join(f"{c} {v:.3f}" for v, c in highest),
+        )  # fmt: skip
+        return result
+
+    def checkpoint_state(self, iteration):
+        return {**self.identity, "process_count": jax.process_count(), "position": self.train_iter.position}
+
+    def postfix(self, m):
+        return {"loss": f"{m['loss']:.3f}", "tok_s": f"{m.get('tokens_per_second', 0):.0f}"}
+
+    def finish(self, run, summary):
+        if summary.first:
+            summary.lines.append(f"  loss          {summary.first['loss']:.4f} -> {summary.last['loss']:.4f}")
+        if summary.tokens_per_second:
+            summary.lines.append(
+                f"  throughput    {summary.tokens_per_second:,.0f} tokens/s   MFU {100 * (summary.mfu or 0):.1f}%"
+            )
+        jsonl = run.writer.jsonl_path
+        if bool(self.config.train.plot) and jsonl.exists():
+            out = run.workdir.absolute()
+            summary.outputs["loss curve"] = str(
+                metrics.plot_loss_curve(jsonl, out / "loss_curve.png", self.plot_title)
+            )
+            per_language = metrics.plot_language_losses(jsonl, out / "eval_loss_by_language.png")
+            if per_language:
+                summary.outputs["per language"] = str(per_language)

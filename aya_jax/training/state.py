@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import flax
@@ -13,6 +14,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from aya_jax import sharding
 from aya_jax.models import families
+
+log = logging.getLogger(__name__)
 
 
 @flax.struct.dataclass
@@ -40,6 +43,21 @@ def make_init_fn(model: nn.Module, tx: optax.GradientTransformation, seq_len: in
         )
 
     return init
+
+
+def state_from_params(
+    params: Any, tx: optax.GradientTransformation, state_shardings: TrainState, rng: jax.Array
+) -> TrainState:
+    """A new run's state around loaded params (an HF import, another run's checkpoint): step 0, the optimiser
+    initialised from them, the rng split exactly as `make_init_fn` does. `params` are donated."""
+
+    def init(params: Any, rng: jax.Array) -> TrainState:
+        _, state_rng = jax.random.split(rng)
+        return TrainState(
+            step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=state_rng
+        )
+
+    return jax.jit(init, out_shardings=state_shardings, donate_argnums=(0,))(params, rng)
 
 
 def state_shardings(
@@ -97,3 +115,21 @@ def per_device_bytes(abstract_tree: Any, shardings: Any) -> int:
             n *= d
         total += n * jnp.dtype(leaf.dtype).itemsize
     return total
+
+
+def log_memory(named_trees: dict[str, tuple[Any, Any]], logger: Any = None) -> dict[str, int]:
+    """Log the per-device MiB of each named (tree of arrays or ShapeDtypeStructs, shardings) and their total,
+    before anything runs; returns the bytes by name (plus "total"). Shardings may be one NamedSharding for the
+    whole tree."""
+    logger = logger or log
+    report: dict[str, int] = {}
+    for name, (tree, shardings) in named_trees.items():
+        if isinstance(shardings, NamedSharding):
+            shardings = jax.tree.map(lambda _, s=shardings: s, tree)
+        shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), x.dtype), tree)
+        report[name] = per_device_bytes(shapes, shardings)
+    report["total"] = sum(report.values())
+    width = max(len(n) for n in report)
+    for name, nbytes in report.items():
+        logger.info("memory per device: %-*s %10.1f MiB", width, name, nbytes / 2**20)
+    return report

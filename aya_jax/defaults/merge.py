@@ -1,0 +1,29 @@
+"""config.merge: weight-space merging of checkpoints (jobs/merge.py, aya_jax/merging/). The methods and their
+formulas are in aya_jax/merging/methods.py; the job checks these values against the inputs it finds."""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def defaults() -> ml_collections.ConfigDict:
+    m = ml_collections.ConfigDict()
+    m.method = "linear"  # linear | slerp | task_arithmetic | ties | dare_linear | dare_ties
+    m.models = ()  # runs, checkpoints/ or step dirs, or Hugging Face directories
+    m.last_steps = 0  # > 0: merge the newest N checkpoints of one run (checkpoint averaging)
+    m.weights = ()  # one per model (after last_steps expansion); () = uniform
+    m.base_model = ""  # task_arithmetic, ties, dare_*: the model the task vectors start from
+    m.t = 0.5  # slerp: 0 = the first model, 1 = the second
+    m.density = 1.0  # ties / dare_*: fraction of each task vector kept, in (0, 1]
+    m.lambda_ = 1.0  # mergekit's `lambda`: scale of the merged task vector
+    m.normalize = config_dict.placeholder(
+        bool
+    )  # None: the method's default (linear, ties: True; others: False)
+    m.rescale = ""  # ties / dare_*: l1 | density | none; "": the method's default (dare_*: l1, ties: none)
+    m.rules = ()  # per-tensor values: ((filter, parameter, value), ...); see configs/merge.py
+    m.eval_batches = 0  # > 0: per-language held-out loss of every input and of the merge, in the report
+    m.hf_export_dir = ""  # also write a Hugging Face export here
+    return m
+
+
+def validate(m: ml_collections.ConfigDict, config: ml_collections.ConfigDict) -> None:
+    """The merge job validates its plan against the inputs it opens (jobs/merge.py `plan_merge`)."""

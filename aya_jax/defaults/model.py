@@ -1,0 +1,51 @@
+"""config.model: the architecture (a preset of aya_jax/models/, or a Hugging Face config.json) and numerics."""
+
+import ml_collections
+from ml_collections import config_dict
+
+from aya_jax.defaults.checks import Section
+from aya_jax.models import families
+
+DTYPES = ("float32", "bfloat16", "float16")
+# config.model.overrides: CohereConfig field names (mT5 presets map the ones that have a meaning for them).
+OVERRIDES = (
+    ("vocab_size", int),
+    ("hidden_size", int),
+    ("intermediate_size", int),
+    ("num_layers", int),
+    ("num_heads", int),
+    ("num_kv_heads", int),
+    ("head_dim", int),
+    ("max_position_embeddings", int),
+    ("rope_theta", float),
+    ("logit_scale", float),
+    ("layer_norm_eps", float),
+    ("use_qk_norm", bool),
+    ("initializer_range", float),
+)
+
+
+def defaults() -> ml_collections.ConfigDict:
+    m = ml_collections.ConfigDict()
+    m.preset = "cohere-tiny"  # a preset of aya_jax/models/cohere.py or mt5.py (it picks the model family)
+    # Any field of the preset's config on top of it; None keeps the preset's value.
+    m.overrides = ml_collections.ConfigDict({name: config_dict.placeholder(kind) for name, kind in OVERRIDES})
+    m.dtype = "bfloat16"  # compute dtype; parameters and optimiser state stay param_dtype
+    m.param_dtype = "float32"
+    m.remat = "none"  # none | full | dots_saveable: activations recomputed in the backward pass
+    m.scan_layers = True  # layers stacked with nn.scan (compile time independent of depth)
+    # A Hugging Face directory (config.json + safetensors + tokenizer.json) to start from: its config.json defines
+    # the architecture (preset and overrides unused) and its weights replace the random init (aya_jax/hf/).
+    m.hf_init_dir = ""
+    m.attention = "xla"  # xla (einsum + mask) | cudnn (jax.nn.dot_product_attention on GPU)
+    return m
+
+
+def validate(m: ml_collections.ConfigDict, config: ml_collections.ConfigDict) -> None:
+    s = Section(m, "model")
+    if not m.hf_init_dir and m.preset not in families.presets():
+        s.fail("preset", f"unknown preset {m.preset!r} (known: {', '.join(sorted(families.presets()))})")
+    s.one_of("dtype", DTYPES)
+    s.one_of("param_dtype", DTYPES)
+    s.one_of("remat", ("none", "full", "dots_saveable"))
+    s.one_of("attention", ("xla", "cudnn"))
