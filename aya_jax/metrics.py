@@ -1,4 +1,4 @@
-"""Metric writers (stdout, JSONL, TensorBoard), throughput and MFU, and the loss-curve plot."""
+"""Metric writers (JSONL, TensorBoard), and the peak FLOP/s behind MFU (plots of the metrics: aya_jax/plots.py)."""
 
 from __future__ import annotations
 
@@ -130,67 +130,3 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
             if line:
                 rows.append(json.loads(line))
     return rows
-
-
-def plot_loss_curve(
-    jsonl_path: str | os.PathLike, png_path: str | os.PathLike, title: str = ""
-) -> pathlib.Path:
-    """Train loss per step (and eval loss where logged) from metrics.jsonl, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = read_jsonl(jsonl_path)
-    train = {r["step"]: r["loss"] for r in rows if r.get("kind") == "train" and "loss" in r}
-    evals = {r["step"]: r["loss"] for r in rows if r.get("kind") == "eval" and "loss" in r}
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    if train:
-        steps = sorted(train)
-        ax.plot(steps, [train[s] for s in steps], label="train loss", lw=1.2)
-    if evals:
-        steps = sorted(evals)
-        ax.plot(steps, [evals[s] for s in steps], "o-", label="eval loss", lw=1.2)
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy (nats/token)")
-    ax.set_title(title or "loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    png_path = pathlib.Path(png_path)
-    fig.savefig(png_path)
-    plt.close(fig)
-    return png_path
-
-
-def plot_language_losses(jsonl_path: str | os.PathLike, png_path: str | os.PathLike) -> pathlib.Path | None:
-    """Bar chart of the latest eval loss per language (metrics.jsonl `loss/<code>` keys); None if none."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    evals = [r for r in read_jsonl(jsonl_path) if r.get("kind") == "eval"]
-    if not evals:
-        return None
-    last = evals[-1]
-    per_lang = sorted(
-        ((v, k[len("loss/") :]) for k, v in last.items() if k.startswith("loss/")), reverse=True
-    )
-    if not per_lang:
-        return None
-    fig, ax = plt.subplots(figsize=(7, 1.5 + 0.16 * len(per_lang)), dpi=110)
-    values, codes = zip(*per_lang, strict=True)
-    ax.barh(range(len(codes)), values, color="tab:blue")
-    ax.axvline(last["loss"], color="tab:orange", lw=1.2, label=f"all languages {last['loss']:.3f}")
-    ax.set_yticks(range(len(codes)), codes, fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlabel("eval cross-entropy (nats/token)")
-    ax.set_title(f"eval loss per language at step {last['step']}")
-    ax.legend(loc="lower right")
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    png_path = pathlib.Path(png_path)
-    fig.savefig(png_path)
-    plt.close(fig)
-    return png_path

@@ -27,7 +27,7 @@ import numpy as np
 import optax
 from flax import linen as nn
 
-from aya_jax import losses, metrics
+from aya_jax import losses, plots
 from aya_jax.data import languages
 from aya_jax.models import families
 from aya_jax.training import accumulate, loop
@@ -166,8 +166,8 @@ class Sft(loop.Objective):
         if bool(self.config.train.plot) and jsonl.exists():
             out = run.workdir.absolute()
             summary.outputs["loss curve"] = str(
-                metrics.plot_loss_curve(jsonl, out / "loss_curve.png", self.plot_title)
+                plots.loss_curve(jsonl, out / "loss_curve.png", self.plot_title)
             )
-            per_language = metrics.plot_language_losses(jsonl, out / "eval_loss_by_language.png")
+            per_language = plots.eval_loss_by_language(jsonl, out / "eval_loss_by_language.png")
             if per_language:
                 summary.outputs["per language"] = str(per_language)
