@@ -184,6 +184,15 @@ class PreemptionWatcher:
             return bool(multihost_utils.process_allgather(self._event.is_set()).any())
         return self._event.is_set()
 
+    def requested_anywhere(self) -> bool:
+        """Whether any host has received SIGTERM (collective on several hosts: every host must ask at the same
+        point). For checks inside a long iteration; between iterations use `should_stop`."""
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            return bool(multihost_utils.process_allgather(self._event.is_set()).any())
+        return self._event.is_set()
+
     def restore_handler(self) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)

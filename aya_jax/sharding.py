@@ -19,10 +19,12 @@ from flax import linen as nn
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from aya_jax.defaults.checks import ConfigError
+
 Rules = tuple[tuple[str, str | tuple[str, ...] | None], ...]
 
 
-class ShardingError(ValueError):
+class ShardingError(ConfigError):
     """A mesh or rules problem found before compilation; the message names the config field or tensor."""
 
 

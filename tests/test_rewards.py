@@ -9,9 +9,8 @@ import pytest
 from flax import linen as nn
 
 from aya_jax import pretrained, rewards, sampling, sharding
-from aya_jax.jobs import reward as reward_trainer
 from aya_jax.models import cohere, reward
-from aya_jax.training import rollouts
+from aya_jax.training import rollouts, scoring
 from configs.common import default_rules
 
 
@@ -107,15 +106,19 @@ CFG = cohere.CohereConfig(64, 64, 128, 2, 4, 2, max_position_embeddings=64, init
 def test_reward_model_scorer_scores_rollout_rows_like_each_row_alone(tmp_path):
     rm = reward.RewardModel(CFG)
     params = nn.unbox(rm.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"])
-    reward_trainer.write_record(tmp_path, CFG, "vocab.model", "sft")
-    pretrained.save_orbax_params(tmp_path, params, step=3)
+    pretrained.write_reward_record(tmp_path, CFG, "vocab.model", "sft")
+    pretrained.save_params(tmp_path, params, {"source": "test"}, step=3)
 
     mesh = sharding.make_mesh(("data", "fsdp", "tensor"), (2, 2, 2))
     rules = sharding.normalize_rules(default_rules(), mesh)
-    scorer = rewards.reward_model_scorer(str(tmp_path), mesh, rules, vocab_size=64)
+    scorer = scoring.reward_model_scorer(
+        str(tmp_path), mesh, rules, vocab_size=64, field="config.rloo.reward_model"
+    )
     assert scorer.step == 3
     with pytest.raises(ValueError, match="config.rloo.reward_model: .* vocab_size 64, the policy 80"):
-        rewards.reward_model_scorer(str(tmp_path), mesh, rules, vocab_size=80)
+        scoring.reward_model_scorer(
+            str(tmp_path), mesh, rules, vocab_size=80, field="config.rloo.reward_model"
+        )
 
     # Rollouts of a policy with the same vocabulary: left-padded prompts, completions of varied lengths.
     policy = cohere.CohereLM(CFG)

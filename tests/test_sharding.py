@@ -10,6 +10,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from aya_jax import optimizers, pretrained, sharding
 from aya_jax.jobs import sft
+from aya_jax.training import loop
 from aya_jax.training import sft as sft_objective
 from aya_jax.training import state as ts
 from configs import common
@@ -161,25 +162,27 @@ def test_indivisible_parameter_names_the_tensor():
 def test_validate_config_errors_name_the_field():
     config = common.base_config()
     config.mesh.shape = (1, 3, 2)
-    with pytest.raises(sft.ConfigError, match=r"^config.mesh.shape"):
-        sft.validate_config(config, 8, 1)
+    with pytest.raises(loop.ConfigError, match=r"^config.mesh.shape"):
+        loop.validate_config(config, sft.SECTIONS, 8, 1)
     config = common.base_config()
     config.mesh.shape = (2, 2, 2)
     config.train.global_batch_size = 6
-    with pytest.raises(sft.ConfigError, match=r"^config.train.global_batch_size: 6 is not divisible"):
-        sft.validate_config(config, 8, 1)
+    with pytest.raises(loop.ConfigError, match=r"^config.train.global_batch_size: 6 is not divisible"):
+        loop.validate_config(config, sft.SECTIONS, 8, 1)
     config = common.base_config()
     config.model.preset = "aya-expanse-9b"
-    with pytest.raises(sft.ConfigError, match=r"^config.model.preset: unknown preset 'aya-expanse-9b'"):
-        sft.validate_config(config, 8, 1)
+    with pytest.raises(loop.ConfigError, match=r"^config.model.preset: unknown preset 'aya-expanse-9b'"):
+        loop.validate_config(config, sft.SECTIONS, 8, 1)
     config = common.base_config()
     config.data.seq_len = 4096
-    with pytest.raises(sft.ConfigError, match=r"^config.data.seq_len: 4096 exceeds"):
-        sft.validate_config(config, 8, 1)
+    with pytest.raises(loop.ConfigError, match=r"^config.data.seq_len: 4096 exceeds"):
+        loop.validate_config(config, sft.SECTIONS, 8, 1)
     config = common.base_config()
     config.mesh.rules = common.default_rules() + (("embed", "pipeline"),)
-    with pytest.raises(sft.ConfigError, match=r"^config.mesh.rules: 'embed' -> unknown mesh axis 'pipeline'"):
-        sft.validate_config(config, 8, 1)
+    with pytest.raises(
+        loop.ConfigError, match=r"^config.mesh.rules: 'embed' -> unknown mesh axis 'pipeline'"
+    ):
+        loop.validate_config(config, sft.SECTIONS, 8, 1)
 
 
 def test_per_device_bytes_matches_shards():

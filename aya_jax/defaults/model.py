@@ -49,3 +49,12 @@ def validate(m: ml_collections.ConfigDict, config: ml_collections.ConfigDict) ->
     s.one_of("param_dtype", DTYPES)
     s.one_of("remat", ("none", "full", "dots_saveable"))
     s.one_of("attention", ("xla", "cudnn"))
+    if not m.hf_init_dir:
+        family = families.family_of_preset(m.preset)
+        limit = family.max_positions(family.presets[m.preset])
+        if limit is not None:
+            limit = m.overrides.max_position_embeddings or limit
+            if config.data.seq_len > limit:
+                Section(config.data, "data").fail(
+                    "seq_len", f"{config.data.seq_len} exceeds the model's max_position_embeddings {limit}"
+                )

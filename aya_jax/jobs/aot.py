@@ -31,14 +31,15 @@ from flax import linen as nn
 from jax.sharding import NamedSharding
 
 from aya_jax import optimizers, pretrained, sharding
-from aya_jax.jobs import sft
 from aya_jax.models import families
+from aya_jax.training import loop
 from aya_jax.training import sft as sft_objective
 from aya_jax.training import state as ts
 
 log = logging.getLogger(__name__)
 
 GIB = 2**30
+SECTIONS = ("model", "mesh", "data", "train", "optimizer", "aot")
 
 # HBM per chip, GiB (Cloud TPU system architecture pages). A topology that exposes each core of a chip as a
 # device (v4 in libtpu's compile-only topologies) splits it between the cores.
@@ -182,7 +183,7 @@ def abstract_batch(
 def compile_train_step(config: Any) -> AotReport:
     """Lower and compile the SFT step of `config` for config.aot's devices; memory per device from XLA."""
     devices, topology = topology_devices(config.aot)
-    shape, rules = sft.validate_config(config, len(devices), process_count=1)
+    shape, rules = loop.validate_config(config, SECTIONS, len(devices), process_count=1)
     model, model_cfg = model_without_data(config.model)
     seq_len, batch_size = int(config.data.seq_len), int(config.train.global_batch_size)
     mesh = sharding.make_mesh(tuple(config.mesh.axes), shape, devices=devices)

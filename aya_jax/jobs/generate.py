@@ -24,68 +24,22 @@ import logging
 import pathlib
 import sys
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import jax
 
-from aya_jax import hf, pretrained, sampling, sharding
+from aya_jax import defaults, hf, pretrained, sampling, sharding
+from aya_jax.data import vocab
 from aya_jax.models import families
 
 log = logging.getLogger(__name__)
 
-
-class GenerateConfigError(ValueError):
-    """A config.generate value that cannot work; raised before loading anything."""
+SECTIONS = ("model", "mesh", "data", "generate")
 
 
 # ============================================================================================================
-# Tokenizers
+# Streaming text
 # ============================================================================================================
-
-
-class HfTokenizerCodec:
-    """A tokenizer.json through the `tokenizers` library (special tokens in the text are parsed as such)."""
-
-    CHAT_TOKENS = ("<BOS_TOKEN>", "<|START_OF_TURN_TOKEN|>", "<|USER_TOKEN|>", "<|CHATBOT_TOKEN|>")
-
-    def __init__(self, path: pathlib.Path):
-        import gzip
-
-        import tokenizers
-
-        data = path.read_bytes()
-        if path.suffix == ".gz":
-            data = gzip.decompress(data)
-        self.tokenizer = tokenizers.Tokenizer.from_str(data.decode("utf-8"))
-        vocab = self.tokenizer.get_vocab(with_added_tokens=True)
-        self.has_cohere_chat_tokens = all(t in vocab for t in self.CHAT_TOKENS)
-        self.pad_id = vocab.get("<PAD>", 0)
-        self.eos_ids = tuple(vocab[t] for t in ("<|END_OF_TURN_TOKEN|>", "<EOS_TOKEN>") if t in vocab)
-
-    def encode(self, text: str, add_special_tokens: bool) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
-
-
-class SeqioCodec:
-    """A seqio vocabulary (the quickstart's SentencePiece model): no BOS, EOS = vocab.eos_id."""
-
-    has_cohere_chat_tokens = False
-
-    def __init__(self, vocab: Any):
-        self.vocab = vocab
-        self.pad_id = int(vocab.pad_id)
-        self.eos_ids = (int(vocab.eos_id),) if vocab.eos_id is not None else ()
-
-    def encode(self, text: str, add_special_tokens: bool) -> list[int]:
-        del add_special_tokens
-        return list(self.vocab.encode(text))
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.vocab.decode([int(i) for i in ids])
 
 
 class IncrementalText:
@@ -118,26 +72,6 @@ class GenerateSummary:
     results: list[dict[str, Any]]
 
 
-def _validate(g: Any) -> None:
-    if bool(g.hf_dir) == bool(g.checkpoint_dir):
-        raise GenerateConfigError(
-            "config.generate: set exactly one of hf_dir (a Hugging Face directory) and checkpoint_dir "
-            f"(an aya_jax workdir or its checkpoints/); got hf_dir={g.hf_dir!r}, checkpoint_dir={g.checkpoint_dir!r}"
-        )
-    if g.chat_template not in ("auto", "cohere", "none"):
-        raise GenerateConfigError(
-            f"config.generate.chat_template: {g.chat_template!r} is not auto, cohere or none"
-        )
-    if int(g.batch_size) < 1:
-        raise GenerateConfigError(f"config.generate.batch_size: must be >= 1, got {g.batch_size}")
-    if not (g.prompt or g.prompts or g.prompts_file):
-        raise GenerateConfigError("config.generate: no prompt (set prompt, prompts or prompts_file)")
-    try:
-        _sampling_params(g, (), ())
-    except sampling.SamplingError as e:
-        raise GenerateConfigError(f"config.generate.{e}") from None
-
-
 def _sampling_params(g: Any, eos_ids: tuple[int, ...], stop_sequences: tuple[tuple[int, ...], ...]):
     return sampling.SamplingParams(
         max_new_tokens=int(g.max_new_tokens),
@@ -160,7 +94,7 @@ def read_prompts(g: Any) -> list[str]:
                 if line.strip():
                     row = json.loads(line)
                     if g.prompt_field not in row:
-                        raise GenerateConfigError(
+                        raise defaults.ConfigError(
                             f"{path}:{i}: no field {g.prompt_field!r} (config.generate.prompt_field)"
                         )
                     prompts.append(str(row[g.prompt_field]))
@@ -178,46 +112,34 @@ def _load(config: Any, mesh, rules) -> tuple[Any, Any, Any, tuple[int, ...]]:
         tokenizer = pathlib.Path(g.tokenizer or pathlib.Path(g.hf_dir) / "tokenizer.json")
         if not tokenizer.is_file():
             raise FileNotFoundError(f"config.generate.tokenizer: no tokenizer.json at {tokenizer}")
-        codec = HfTokenizerCodec(tokenizer)
+        codec = vocab.HfTokenizerCodec(tokenizer)
         loaded = hf.load(g.hf_dir, mesh, rules, dtype=dtype, scan_layers=bool(config.model.scan_layers))
         return loaded.model, loaded.params, codec, tuple(dict.fromkeys(loaded.eos_ids + codec.eos_ids))
 
-    workdir, checkpoints = pretrained.split_checkpoint_path(g.checkpoint_dir)
-    recorded = pretrained.recorded_hf_source(workdir)
-    hf_config = recorded[0] if recorded else None
-    if g.tokenizer or (recorded and recorded[1]):
-        tokenizer = pathlib.Path(g.tokenizer or pathlib.Path(recorded[1]) / "tokenizer.json")
-        codec = HfTokenizerCodec(tokenizer)
-        vocab_size = codec.tokenizer.get_vocab_size(with_added_tokens=True)
-    else:
-        # The run's own vocabulary, rebuilt (or found in the cache) from config.data.
-        from aya_jax.data import pipeline
-
-        spec = pipeline.prepare(config.data)
-        codec, vocab_size = SeqioCodec(spec.vocab), spec.vocab_size
-    model, cfg = pretrained.build_model(config.model, vocab_size, hf_config)
+    run = pretrained.resolve_run(g.checkpoint_dir)
+    model, cfg, codec = pretrained.model_of_run(config.model, config.data, run.workdir, str(g.tokenizer))
     model = model.clone(
         param_dtype=dtype
     )  # inference: weights in the compute dtype halve what decoding reads
-    target = pretrained.abstract_params(model, mesh, rules)
-    step, params = pretrained.load_orbax_params(checkpoints, target)
-    log.info("loaded step %d from %s", step, checkpoints)
+    step, params = pretrained.load_params(
+        run.checkpoints, pretrained.abstract_params(model, mesh, rules), step=run.step
+    )
+    log.info("loaded step %d from %s", step, run.checkpoints)
     eos = tuple(dict.fromkeys(codec.eos_ids + ((cfg.eos_id,) if cfg.eos_id >= 0 else ())))
     return model, params, codec, eos
 
 
 def run(config: Any, workdir: str) -> GenerateSummary:
     g = config.generate
-    _validate(g)
+    defaults.validate(config, SECTIONS)
+    try:
+        _sampling_params(g, (), ())
+    except sampling.SamplingError as e:
+        raise defaults.ConfigError(f"config.generate.{e}") from None
     prompts = read_prompts(g)
     if not prompts:
-        raise GenerateConfigError("config.generate: the prompts file holds no prompt")
-    sharding.maybe_initialize_distributed(config.mesh.distributed)
-    try:
-        mesh = sharding.mesh_from_config(config.mesh)
-        rules = sharding.normalize_rules(config.mesh.rules, mesh)
-    except sharding.ShardingError as e:
-        raise GenerateConfigError(str(e)) from None
+        raise defaults.ConfigError("config.generate.prompts_file: the prompts file holds no prompt")
+    mesh, rules = sharding.setup(config.mesh)
 
     t0 = time.perf_counter()
     model, params, codec, eos_ids = _load(config, mesh, rules)
@@ -225,7 +147,7 @@ def run(config: Any, workdir: str) -> GenerateSummary:
 
     use_chat = g.chat_template == "cohere" or (g.chat_template == "auto" and codec.has_cohere_chat_tokens)
     if g.chat_template == "cohere" and not codec.has_cohere_chat_tokens:
-        raise GenerateConfigError(
+        raise defaults.ConfigError(
             "config.generate.chat_template: 'cohere', but the tokenizer has no Cohere turn tokens"
         )
     system = g.system or None
@@ -233,7 +155,7 @@ def run(config: Any, workdir: str) -> GenerateSummary:
         token_ids = [codec.encode(sampling.cohere_chat_prompt(p, system), False) for p in prompts]
     else:
         token_ids = [codec.encode(p, True) for p in prompts]
-    if families.family_of(model).encoder_decoder and isinstance(codec, SeqioCodec) and codec.eos_ids:
+    if families.family_of(model).encoder_decoder and isinstance(codec, vocab.SeqioCodec) and codec.eos_ids:
         # mT5 encoder inputs end with EOS, as the SFT converter wrote them (an HF T5 tokenizer appends it itself).
         token_ids = [ids + [codec.eos_ids[0]] for ids in token_ids]
     stops = tuple(s for s in g.stop if s)

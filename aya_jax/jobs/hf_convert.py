@@ -19,30 +19,27 @@ import logging
 import pathlib
 from typing import Any
 
-from aya_jax import hf, pretrained, sharding
+from aya_jax import defaults, hf, pretrained, sharding
+from aya_jax.data import pipeline
 from aya_jax.models import families
 
 log = logging.getLogger(__name__)
 
 
+SECTIONS = ("model", "mesh", "data", "hf_convert")
+
+
 def _mesh(config: Any):
-    sharding.maybe_initialize_distributed(config.mesh.distributed)
-    try:
-        mesh = sharding.mesh_from_config(config.mesh)
-        return mesh, sharding.normalize_rules(config.mesh.rules, mesh)
-    except sharding.ShardingError as e:
-        raise ValueError(str(e)) from None
+    defaults.validate(config, SECTIONS)
+    return sharding.setup(config.mesh)
 
 
 def export(config: Any, workdir: str) -> pathlib.Path:
     del workdir
     c = config.hf_convert
-    if not c.checkpoint_dir or not c.out_dir:
-        raise ValueError("config.hf_convert: export needs checkpoint_dir and out_dir")
-    if c.dtype not in hf.EXPORT_DTYPES:
-        raise ValueError(f"config.hf_convert.dtype: {c.dtype!r} is not one of {', '.join(hf.EXPORT_DTYPES)}")
-    run_dir, checkpoints = pretrained.split_checkpoint_path(c.checkpoint_dir)
-    recorded = pretrained.recorded_hf_source(run_dir)
+    mesh, rules = _mesh(config)
+    run = pretrained.resolve_run(c.checkpoint_dir)
+    recorded = pretrained.recorded_hf_source(run.workdir)
     tokenizer = c.tokenizer or (recorded[1] if recorded else "")
     if recorded:
         vocab_size = None
@@ -50,15 +47,14 @@ def export(config: Any, workdir: str) -> pathlib.Path:
         vocab_size = int(config.model.overrides.vocab_size)
     else:
         # The run's vocabulary decides the embedding size of presets sized by the data.
-        from aya_jax.data import pipeline
-
         vocab_size = pipeline.prepare(config.data).vocab_size
     if not tokenizer and config.data.vocab.kind == "hf_tokenizer":
         tokenizer = config.data.vocab.path
     model, cfg = pretrained.build_model(config.model, vocab_size, recorded[0] if recorded else None)
-    mesh, rules = _mesh(config)
     target = pretrained.abstract_params(model, mesh, rules)
-    step, params = pretrained.load_orbax_params(checkpoints, target, None if int(c.step) < 0 else int(c.step))
+    step, params = pretrained.load_params(
+        run.checkpoints, target, step=None if int(c.step) < 0 else int(c.step)
+    )
     out = hf.save(
         c.out_dir,
         params,
@@ -71,15 +67,13 @@ def export(config: Any, workdir: str) -> pathlib.Path:
     )
     if not tokenizer:
         log.warning("no tokenizer.json to copy (set config.hf_convert.tokenizer): %s has weights only", out)
-    log.info("exported step %d of %s to %s", step, checkpoints, out)
+    log.info("exported step %d of %s to %s", step, run.checkpoints, out)
     return out
 
 
 def import_(config: Any, workdir: str) -> pathlib.Path:
     del workdir
     c = config.hf_convert
-    if not c.hf_dir or not c.out_dir:
-        raise ValueError("config.hf_convert: import needs hf_dir and out_dir")
     mesh, rules = _mesh(config)
     loaded = hf.load(
         c.hf_dir,
@@ -90,7 +84,7 @@ def import_(config: Any, workdir: str) -> pathlib.Path:
         scan_layers=bool(config.model.scan_layers),
     )
     out = pathlib.Path(c.out_dir)
-    checkpoints = pretrained.save_orbax_params(out, loaded.params)
+    checkpoints = pretrained.save_params(out, loaded.params, {"source": "hf_import"})
     pretrained.record_hf_source(out, c.hf_dir)
     log.info("imported %s into %s (params only, step 0)", c.hf_dir, checkpoints)
     return checkpoints

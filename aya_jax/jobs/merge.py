@@ -429,13 +429,15 @@ class _Evaluator:
 
         from aya_jax import pretrained
         from aya_jax.data import languages, pipeline
-        from aya_jax.jobs import sft
+        from aya_jax.training import loop
         from aya_jax.training import sft as sft_objective
 
         self.config, self.mesh, self._nn = config, mesh, nn
         self._languages, self._pipeline = languages, pipeline
         try:
-            _, self.rules = sft.validate_config(config, jax.device_count(), jax.process_count())
+            _, self.rules = loop.validate_config(
+                config, ("model", "mesh", "data"), jax.device_count(), jax.process_count()
+            )
         except ValueError as e:
             raise MergeConfigError(f"{e} (needed by config.merge.eval_batches)") from None
         self.data_spec = pipeline.prepare(config.data)

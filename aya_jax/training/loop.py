@@ -187,6 +187,11 @@ class Run:
             self.row_sharding(local.ndim), local, (num_rows, *local.shape[1:])
         )
 
+    @property
+    def data_parallel_size(self) -> int:
+        """How many ways the batch (row) dimension is split."""
+        return sharding.data_parallel_size(self.mesh, self.rules)
+
     def host_rows(self, num_rows: int) -> range:
         """The rows of a global [num_rows, ...] row-sharded array held by this host's devices."""
         return sharding.process_batch_rows(self.mesh, self.rules, num_rows)

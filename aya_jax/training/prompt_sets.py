@@ -50,6 +50,12 @@ class PromptSet:
             start[row] = self.max_tokens - len(t)
         return tokens, start
 
+    def held_out(self, count: int, seed: int, multiple: int) -> np.ndarray:
+        """A fixed random choice of `count` prompts (fewer if the set is smaller), rounded down to a multiple of
+        `multiple` (the data-parallel size), for evaluations that must see the same prompts every time."""
+        n = min(count, len(self)) // multiple * multiple
+        return np.random.default_rng([seed, 1]).permutation(len(self))[:n]
+
     def order(self, position: int, count: int, seed: int) -> np.ndarray:
         """Prompt indices of stream positions [position, position + count) (see the module docstring)."""
         n = len(self)

@@ -157,3 +157,29 @@ def sequence_log_prob_sums(
         logit_scale=model.cfg.logit_scale / temperature,
         chunk_size=chunk_size,
     )
+
+
+def sampling_params(
+    section: Any, eos_ids: tuple[int, ...], *, greedy: bool = False
+) -> sampling.SamplingParams:
+    """The sampling settings of a config section with temperature / top_k / top_p / max_new_tokens (dpo, rloo);
+    `greedy` keeps only max_new_tokens."""
+    return sampling.SamplingParams(
+        max_new_tokens=int(section.max_new_tokens),
+        temperature=0.0 if greedy else float(section.temperature),
+        top_k=0 if greedy else int(section.top_k),
+        top_p=1.0 if greedy else float(section.top_p),
+        eos_ids=eos_ids,
+    )
+
+
+def roll(
+    run: Any, model: Any, params: Any, prompts: Any, indices: Any, k: int, rng: Array,
+    sampling_params: sampling.SamplingParams, *, pad_id: int,
+) -> Rollouts:  # fmt: skip
+    """`sample` of prompts `indices` of a PromptSet (training/prompt_sets.py) on the run's mesh: every host holds
+    the same whole prompt batch (the same prompts and keys whatever the host count); the rows are sharded
+    over every host's devices. Call inside `run.context()`."""
+    tokens, start = prompts.batch(indices)
+    return sample(model, params, run.global_rows(tokens), run.global_rows(start), k, rng, sampling_params,
+                  pad_id=pad_id)  # fmt: skip

@@ -64,11 +64,17 @@ class RewardModelScorer:
 
 
 def reward_model_scorer(
-    path: str, run: loop.Run, *, vocab_size: int, dtype: Any = jnp.float32, field: str = "reward_model"
+    path: str,
+    mesh: Any,
+    rules: Any,
+    *,
+    vocab_size: int,
+    dtype: Any = jnp.float32,
+    field: str = "reward_model",
 ) -> RewardModelScorer:
-    """The reward model trained by the `reward` job at `path` (its workdir or checkpoints/), on the run's mesh
-    with the policy's rules; its vocabulary must be the policy's (`vocab_size`)."""
-    loaded = pretrained.load_reward_model(path, run.mesh, run.rules, dtype=dtype)
+    """The reward model trained by the `reward` job at `path` (its workdir or checkpoints/), on `mesh` with the
+    policy's `rules`; its vocabulary must be the policy's (`vocab_size`)."""
+    loaded = pretrained.load_reward_model(path, mesh, rules, dtype=dtype)
     if loaded.model.cfg.vocab_size != vocab_size:
         raise ValueError(
             f"{field}: {path} has vocab_size {loaded.model.cfg.vocab_size}, the policy {vocab_size}; train the "

@@ -16,10 +16,9 @@ import preference_runs as runs  # the helper module beside this file
 import pytest
 from flax import linen as nn
 
-from aya_jax import sampling
-from aya_jax.jobs import dpo
+from aya_jax import defaults, sampling
 from aya_jax.models import cohere
-from aya_jax.training import rollouts
+from aya_jax.training import dpo, rollouts
 from aya_jax.training import state as ts
 from configs import dpo as dpo_config
 
@@ -140,7 +139,11 @@ def test_a_policy_equal_to_its_reference_starts_at_log_2_and_a_step_raises_the_m
     step = jax.jit(dpo.make_train_step(MODEL, tx, lambda s: 0.5, config))
     state, m0 = step(state, params, batch, jnp.ones(4))
     np.testing.assert_allclose(float(m0["loss"]), np.log(2.0), rtol=1e-6)
-    assert float(m0["rewards/margin"]) == 0.0 and float(m0["rewards/accuracy"]) == 0.5
+    # Policy and reference are the same params, but their log-probs come from two forward passes that XLA may
+    # fuse and order differently (seen: 2.4e-7 apart on AVX-512): the margin is 0 up to float32 rounding of
+    # sequence log-probs of magnitude ~10-30 (1e-5 is ~100 ulps there). The implicit-reward accuracy counts a
+    # pair by the sign of that rounding noise, so only its range is asserted.
+    assert abs(float(m0["rewards/margin"])) < 1e-5 and 0.0 <= float(m0["rewards/accuracy"]) <= 1.0
     _, m1 = step(state, params, batch, jnp.ones(4))
     assert float(m1["rewards/margin"]) > 0 and float(m1["loss"]) < np.log(2.0)
 
@@ -212,8 +215,8 @@ def test_pair_batches_cover_every_pair_each_epoch_and_pad_with_weight_zero():
     ],
 )
 def test_bad_config_values_name_the_field(fields, message):
-    with pytest.raises(dpo.DpoConfigError, match=message):
-        dpo.validate_config(_config(**fields))
+    with pytest.raises(defaults.ConfigError, match=message):
+        defaults.validate(_config(**fields), ["dpo"])
 
 
 # ---- end to end -------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from jax.sharding import PartitionSpec
 
 from aya_jax import checkpoint as ckpt_lib
 from aya_jax import pretrained
-from aya_jax.training import policy as policy_state
+from aya_jax.training import loop, policy
 from aya_jax.training import state as ts
 from configs import quickstart
 
@@ -52,6 +52,14 @@ def source(tmp_path_factory):
     return data_dir, workdir, jax.device_get(states[7].params), spec.vocab_size
 
 
+SECTIONS = ("model", "mesh", "data", "checkpoint")
+
+
+def _setup(config, workdir, tx, **kwargs):
+    run = loop.Run.start(config, workdir, SECTIONS)
+    return run, policy.setup_policy(run, tx, **kwargs)
+
+
 def _assert_tree_equal(a, b):
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
@@ -59,14 +67,14 @@ def _assert_tree_equal(a, b):
 
 def test_new_run_loads_policy_and_reference_on_the_rules_shardings(source, tmp_path):
     data_dir, src, params, vocab = source
-    setup = policy_state.setup_policy(_config(data_dir, src), tmp_path / "rl", optax.sgd(0.1))
+    run, setup = _setup(_config(data_dir, src), tmp_path / "rl", optax.sgd(0.1))
     assert setup.start_step == 0 and setup.resumed_state is None and setup.init_step == 7
     assert int(setup.state.step) == 0 and setup.vocab_size == vocab and 1 in setup.eos_ids
     _assert_tree_equal(setup.state.params, params)
     _assert_tree_equal(setup.ref_params, params)
     emb, ref_emb = setup.state.params["embedding"], setup.ref_params["embedding"]
     assert emb.sharding.spec == PartitionSpec("tensor", "fsdp") == ref_emb.sharding.spec
-    assert dict(setup.mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
+    assert dict(run.mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
     # The policy is donated by the update step; the reference must be its own buffer and stay as loaded.
     step = jax.jit(
         lambda s: s.replace(params=jax.tree.map(lambda p: p + 1.0, s.params)),
@@ -77,27 +85,27 @@ def test_new_run_loads_policy_and_reference_on_the_rules_shardings(source, tmp_p
     new_state = step(setup.state)
     _assert_tree_equal(setup.ref_params, params)
     np.testing.assert_allclose(np.asarray(new_state.params["embedding"]), params["embedding"] + 1.0)
-    setup.checkpointer.close()
+    run.close()
 
 
 def test_rerun_resumes_the_policy_and_reloads_the_recorded_reference(source, tmp_path):
     data_dir, src, params, _ = source
     config = _config(data_dir, src)
-    first = policy_state.setup_policy(config, tmp_path, optax.sgd(0.1))
+    run, first = _setup(config, tmp_path, optax.sgd(0.1))
     moved = first.state.replace(
         step=first.state.step + 4, params=jax.tree.map(lambda p: p * 2.0, first.state.params)
     )
     # The record points at the older source step: resume must take the reference from it, not the newest.
     record = {**first.source_record(), "init_step": 3, "position": 12}
-    first.checkpointer.save(4, moved, record)
-    first.checkpointer.close()
-    second = policy_state.setup_policy(config, tmp_path, optax.sgd(0.1))
+    run.checkpointer.save(4, moved, record)
+    run.close()
+    run, second = _setup(config, tmp_path, optax.sgd(0.1))
     assert second.start_step == 4 and int(second.state.step) == 4 and second.resumed_state["position"] == 12
     _assert_tree_equal(second.state.params, jax.tree.map(lambda p: p * 2.0, params))
     older = ckpt_lib.load_params(src / "checkpoints", jax.tree.map(jnp.asarray, params), step=3)[1]
     _assert_tree_equal(second.ref_params, older)
     assert second.init_step == 3
-    second.checkpointer.close()
+    run.close()
 
 
 def test_missing_init_from_is_a_one_line_error_with_the_hint(source, tmp_path):
@@ -105,28 +113,28 @@ def test_missing_init_from_is_a_one_line_error_with_the_hint(source, tmp_path):
     with pytest.raises(
         FileNotFoundError, match=r"config.checkpoint.init_from: no checkpoint at .*; run it first"
     ):
-        policy_state.setup_policy(
+        _setup(
             _config(data_dir, tmp_path / "nope"), tmp_path / "rl", optax.sgd(0.1), missing_hint="run it first"
         )
     (tmp_path / "empty" / "checkpoints").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="holds no checkpoint step"):
-        policy_state.setup_policy(_config(data_dir, tmp_path / "empty"), tmp_path / "rl", optax.sgd(0.1))
+        _setup(_config(data_dir, tmp_path / "empty"), tmp_path / "rl", optax.sgd(0.1))
     with pytest.raises(ValueError, match=r"config.mesh.shape"):
         bad = _config(data_dir, source[1])
         bad.mesh.shape = (3, 1, 1)
-        policy_state.setup_policy(bad, tmp_path / "rl2", optax.sgd(0.1))
+        _setup(bad, tmp_path / "rl2", optax.sgd(0.1))
 
 
 def test_log_memory_matches_a_hand_count(source, tmp_path, caplog):
     data_dir, src, _, vocab = source
-    setup = policy_state.setup_policy(_config(data_dir, src), tmp_path, optax.adam(1e-3))
+    run, setup = _setup(_config(data_dir, src), tmp_path, optax.adam(1e-3))
     ffn, heads, kv, hd = 768, 4, 2, 64
     # Per device, by the default rules on (data=2, fsdp=2, tensor=2): embed over fsdp, vocab/mlp/heads over
     # tensor; norms and the layer axis replicated.
     per_layer = EMBED + (EMBED * heads * hd + 2 * EMBED * kv * hd + heads * hd * EMBED + 3 * EMBED * ffn) // 4
     params_bytes = 4 * (vocab * EMBED // 4 + LAYERS * per_layer + EMBED)
-    with caplog.at_level(logging.INFO, logger="aya_jax.training.policy"):
-        report = policy_state.log_memory(
+    with caplog.at_level(logging.INFO, logger="aya_jax.training.state"):
+        report = ts.log_memory(
             {
                 "policy state": (setup.state, setup.state_shardings),
                 "reference": (setup.ref_params, setup.params_shardings),
@@ -137,4 +145,4 @@ def test_log_memory_matches_a_hand_count(source, tmp_path, caplog):
     assert report["policy state"] == 3 * params_bytes + 4 + 4 + 8
     assert report["total"] == report["policy state"] + report["reference"]
     assert "memory per device: total" in caplog.text
-    setup.checkpointer.close()
+    run.close()

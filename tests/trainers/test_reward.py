@@ -17,9 +17,11 @@ import pytest
 from flax import linen as nn
 
 from aya_jax import checkpoint as ckpt_lib
-from aya_jax import sharding
-from aya_jax.jobs import reward as reward_trainer
+from aya_jax import pretrained, sharding
+from aya_jax.jobs import reward as reward_job
 from aya_jax.models import cohere, reward
+from aya_jax.training import loop
+from aya_jax.training import reward as reward_trainer
 from aya_jax.training import state as ts
 from configs import common
 from configs import reward as reward_config
@@ -121,10 +123,10 @@ def test_load_reward_model_rebuilds_it_on_a_mesh(tmp_path):
     ckpt = ckpt_lib.Checkpointer(tmp_path / "checkpoints", async_save=False)
     ckpt.save(17, {"params": params, "step": jnp.asarray(17)}, {"position": 0})
     ckpt.close()
-    reward_trainer.write_record(tmp_path, CFG, "/some/vocab.model", "/some/sft")
+    pretrained.write_reward_record(tmp_path, CFG, "/some/vocab.model", "/some/sft")
     mesh = sharding.make_mesh(("data", "fsdp", "tensor"), (2, 2, 2))
     rules = sharding.normalize_rules(common.default_rules(), mesh)
-    loaded = reward_trainer.load_reward_model(tmp_path, mesh, rules)
+    loaded = pretrained.load_reward_model(tmp_path, mesh, rules)
     assert loaded.step == 17 and loaded.vocab_path == "/some/vocab.model" and loaded.model.cfg == CFG
     assert loaded.params["backbone"]["embedding"].sharding.spec == jax.sharding.PartitionSpec(
         "tensor", "fsdp"
@@ -138,7 +140,7 @@ def test_load_reward_model_rebuilds_it_on_a_mesh(tmp_path):
         np.asarray(scores[0]), _scores_alone(params, batch, "chosen"), rtol=1e-5, atol=1e-5
     )
     with pytest.raises(FileNotFoundError, match="no reward_model.json"):
-        reward_trainer.load_reward_model(_empty_run(tmp_path), mesh, rules)
+        pretrained.load_reward_model(_empty_run(tmp_path), mesh, rules)
 
 
 def _empty_run(tmp_path):
@@ -163,10 +165,10 @@ def test_bad_config_values_name_the_field(field, value, message):
     section, name = field.split(".")
     config[section][name] = value
     with pytest.raises(
-        reward_trainer.RewardConfigError,
+        loop.ConfigError,
         match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)"),
     ):
-        reward_trainer.validate_config(config, 8, 1)
+        loop.validate_config(config, reward_job.SECTIONS, 8, 1)
 
 
 # ---- end to end -------------------------------------------------------------------------------------------
