@@ -27,6 +27,12 @@ Registering a source counts its train rows once per language and sub-source (cac
 and the pass validates every row, so `config.data.strict=True` fails at the first bad row before training.
 With `config.data.aya_dataset_format = "tfds"`, Aya Dataset tasks read a TFDS dataset prepared once from the
 same files (`tfds_builder`).
+
+`selection(data_config, name)` says which rows a catalog name reads without registering anything (for
+vocabulary training and statistics; `registry.selections` adds gin mixtures).
+
+In the data package's one import direction (see `aya_jax.data`) this module sits above `tasks` and the
+leaves, which it imports; `mixtures` and `registry` build on it.
 """
 
 import dataclasses
@@ -38,7 +44,7 @@ from collections.abc import Iterator, Sequence
 
 import seqio
 
-from aya_jax.data import cache, default_data, languages, source_files, sources, tasks, vocab
+from aya_jax.data import cache, default_data, languages, source_files, sources, tasks, tfds_builder, vocab
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +169,6 @@ def register_source_task(
         )
     data_source, tfds_dir = None, None
     if source.name == "aya_dataset" and data_config.aya_dataset_format == "tfds":
-        from aya_jax.data import tfds_builder  # tensorflow_datasets builders only when asked for
-
         tfds_dir = tfds_builder.prepare(data_config, source.split_files)
         if mixing_rates is None:
             data_source = tfds_builder.aya_dataset_source(tfds_dir, source.split_files, language)
@@ -283,32 +287,18 @@ class Selection:
         return {lang: n for lang, n in rows.items() if self.languages is None or lang in self.languages}
 
 
-def selections(data_config, name: str | None = None) -> list[Selection]:
-    """What `config.data.task` (or `name`) reads, without registering anything: the default data, a catalog
-    task, or a gin mixture's sources and languages (for vocabulary training and statistics)."""
-    from aya_jax.data import mixtures  # it builds on this module
-
-    name = name or data_config.task
+def selection(data_config, name: str) -> Selection | None:
+    """What the default data or catalog task `name` reads, without registering anything (None if `name` is
+    neither): its source, language and row filter."""
     if name == EMBEDDED:
-        return [Selection(get_source(data_config, EMBEDDED), None, {})]
-    spec = mixtures.load_spec(name, data_config)
-    if spec is not None:
-        langs = None if spec.languages == "all" else tuple(spec.languages)
-        found = [get_source(data_config, s) for s in spec.sources]
-        chosen = [Selection(src, langs, {}) for src in found if src is not None]
-        if not chosen:
-            raise FileNotFoundError(f"{name}: none of its sources ({', '.join(spec.sources)}) has data")
-        return chosen
+        return Selection(get_source(data_config, EMBEDDED), None, {})
     parsed = _parse(name)
     if parsed is None:
-        raise ValueError(
-            f"config.data.task={name!r}: not the default data, a catalog task or a gin mixture, so its files are "
-            "unknown here"
-        )
+        return None
     source_name, language, where = parsed
     source = (
         get_source(data_config, EMBEDDED)
         if source_name == EMBEDDED
         else require_source(data_config, source_name)
     )
-    return [Selection(source, (language,) if language else None, where)]
+    return Selection(source, (language,) if language else None, where)

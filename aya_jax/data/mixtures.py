@@ -42,6 +42,10 @@ delayed the first batch further. One pipeline per source keeps start-up at a sec
 
 A language with no rows on a host (fewer rows than hosts) is skipped there: that host's draws of it go to
 the next language in the list, a small distortion of that host's rates (the global rates stay close).
+
+In the data package's one import direction (see `aya_jax.data`) this module sits above `catalog` and `tasks`,
+whose sources and tasks it mixes; `registry` (which turns `config.data.task` into a task or mixture) and
+`pipeline` build on it.
 """
 
 import dataclasses

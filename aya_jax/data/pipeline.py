@@ -23,6 +23,9 @@ CPU cores. The result is exactly the batches n, n+1, ... of an uninterrupted ite
 Other batch formats. `TrainIterator` and `eval_batches` take any feature converter whose outputs have fixed
 shapes (`feature_converter=`, with `feature_lengths=`): the encoder-decoder converter for mT5, and the
 preference-pair and prompt converters of `prompt_converters`; resume works the same way for all of them.
+
+This is the last module of the data package's one import direction (see `aya_jax.data`): `prepare` resolves
+`config.data.task` through `registry`, which sits above the tasks, catalog and mixtures.
 """
 
 import dataclasses
@@ -33,7 +36,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from aya_jax.data import feature_converters, languages, tasks
+from aya_jax.data import feature_converters, languages, registry
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,7 @@ def _validate(data_config) -> None:
 def prepare(data_config) -> DataSpec:
     """Register the task (generating the default data and training its vocabulary if needed); describe it."""
     _validate(data_config)
-    provider = tasks.get_task_or_mixture(data_config)
+    provider = registry.get_task_or_mixture(data_config)
     for field in ("train_split", "eval_split"):
         split = data_config[field]
         if split not in provider.splits:

@@ -35,6 +35,10 @@ one mixed file, so per-language reading must not cost a pass over the whole file
 * larger files are scanned per language; for jsonl, a line that does not even contain one of the language's
   codes (quoted, lower-cased) is skipped without being parsed. Publish-style per-language files (the Aya
   Collection's language split) avoid the scan altogether.
+
+seqio reads rows through `ShardedFunctionDataSource` (at the end), a source that hands each host its shard;
+the tasks (`tasks`) and the TFDS build (`tfds_builder`) both use it. This is a leaf of the data package's one
+import direction (see `aya_jax.data`): it imports only `languages`.
 """
 
 import collections
@@ -45,6 +49,7 @@ import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
+import seqio
 import tensorflow as tf
 
 from aya_jax.data import languages
@@ -361,7 +366,7 @@ class RowReader:
         yield index, None, None, ""
 
     def _parquet(self, path: str, start: int):
-        import pyarrow as pa  # only needed for parquet sources
+        import pyarrow as pa  # lazy: only parquet sources need it; jsonl-only runs skip its import
         import pyarrow.parquet as pq
 
         index = start
@@ -424,3 +429,37 @@ class AyaJsonlReader(RowReader):
         self, paths: Sequence[str], *, strict: bool, shard_index: int = 0, num_shards: int = 1, **kw
     ):
         super().__init__(paths, strict=strict, shard_index=shard_index, num_shards=num_shards, **kw)
+
+
+class ShardedFunctionDataSource(seqio.FunctionDataSource):
+    """A FunctionDataSource whose function reads only this host's shard.
+
+    seqio's FunctionDataSource cannot shard below the file level, so a Task over it reads every row on every
+    host and keeps each num_shards-th (`ds.shard`). Here `dataset_fn(split, shuffle_files, seed, shard_index,
+    num_shards)` gets the shard and skips other hosts' lines without parsing them.
+    """
+
+    @property
+    def supports_arbitrary_sharding(self) -> bool:
+        return True
+
+    def get_dataset(
+        self,
+        split: str = "train",
+        shuffle: bool = True,
+        seed: int | None = None,
+        shard_info: seqio.ShardInfo | None = None,
+        *,
+        sequence_length=None,
+        use_cached: bool = False,
+        num_epochs: int | None = 1,
+    ) -> tf.data.Dataset:
+        del sequence_length, use_cached, num_epochs  # unused, as in seqio's sources
+        shard_info = shard_info or seqio.ShardInfo(index=0, num_shards=1)
+        return self._dataset_fn(
+            split=split,
+            shuffle_files=shuffle,
+            seed=seed,
+            shard_index=shard_info.index,
+            num_shards=shard_info.num_shards,
+        )

@@ -14,10 +14,14 @@ into language ids). With `chat_template=True` the strings are first formatted wi
 Registration is idempotent: registering a name again with the same arguments is a no-op; with anything
 different the old task is replaced (so a test or a notebook can switch vocabularies). `task_info(name)` says
 what a task reads (source, schema, language, files), for statistics and vocabulary training.
+
+In the data package's one import direction (see `aya_jax.data`) this module is the first above the leaves:
+it imports only leaf modules (`sources`, `vocab`, `tfds_builder`, ...), and `catalog`, `mixtures` and
+`registry` build on it. Turning `config.data.task` into a task or mixture needs all of them, so that happens
+in `registry.get_task_or_mixture`, not here.
 """
 
 import dataclasses
-import difflib
 import logging
 import random
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import seqio
 import tensorflow as tf
 
-from aya_jax.data import chat_template, default_data, sources, vocab
+from aya_jax.data import chat_template, default_data, sources, tfds_builder, vocab
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +62,6 @@ class TaskInfo:
         """The validated (untokenized, unformatted) rows of one split of this task (of one `language`, if
         given): a `sources.RowReader`, or for TFDS-backed tasks a `tfds_builder.TfdsRowReader`."""
         if self.tfds_data_dir:
-            from aya_jax.data import tfds_builder
-
             return tfds_builder.TfdsRowReader(
                 self.tfds_data_dir, split, shard_index=shard_index, num_shards=num_shards,
                 language=language or self.language,
@@ -86,40 +88,6 @@ def task_info(name: str) -> TaskInfo | None:
 
 def kind_of(schema: sources.Schema) -> str:
     return {"preference": "preference", "prompts": "prompts"}.get(schema.name, "sft")
-
-
-class ShardedFunctionDataSource(seqio.FunctionDataSource):
-    """A FunctionDataSource whose function reads only this host's shard.
-
-    seqio's FunctionDataSource cannot shard below the file level, so a Task over it reads every row on every
-    host and keeps each num_shards-th (`ds.shard`). Here `dataset_fn(split, shuffle_files, seed, shard_index,
-    num_shards)` gets the shard and skips other hosts' lines without parsing them.
-    """
-
-    @property
-    def supports_arbitrary_sharding(self) -> bool:
-        return True
-
-    def get_dataset(
-        self,
-        split: str = "train",
-        shuffle: bool = True,
-        seed: int | None = None,
-        shard_info: seqio.ShardInfo | None = None,
-        *,
-        sequence_length=None,
-        use_cached: bool = False,
-        num_epochs: int | None = 1,
-    ) -> tf.data.Dataset:
-        del sequence_length, use_cached, num_epochs  # unused, as in seqio's sources
-        shard_info = shard_info or seqio.ShardInfo(index=0, num_shards=1)
-        return self._dataset_fn(
-            split=split,
-            shuffle_files=shuffle,
-            seed=seed,
-            shard_index=shard_info.index,
-            num_shards=shard_info.num_shards,
-        )
 
 
 def _rows_dataset_fn(info: TaskInfo):
@@ -223,7 +191,7 @@ def register_rows_task(
     if data_source is None:
         counts = {"train": num_train_examples, "validation": None} if num_train_examples is not None else None
         dataset_fn = (dataset_fn_for or _rows_dataset_fn)(info)
-        data_source = ShardedFunctionDataSource(
+        data_source = sources.ShardedFunctionDataSource(
             dataset_fn, splits=tuple(split_files), num_input_examples=counts
         )
     preprocessors = [_chat_preprocessor(schema, system_prompt)] if chat else []
@@ -274,35 +242,3 @@ def register_default_task(data_config) -> str:
         source_name=DEFAULT_TASK,
     )
     return DEFAULT_TASK
-
-
-def get_task_or_mixture(data_config) -> seqio.Task | seqio.Mixture:
-    """The seqio task or mixture `config.data.task` names, registering it first if it is the default task, a
-    mixture defined in gin (`mixtures`), or a task over the folders the config names (`catalog`)."""
-    from aya_jax.data import catalog, mixtures  # they build on this module
-
-    name = data_config.task
-    registered = name in seqio.TaskRegistry.names() or name in seqio.MixtureRegistry.names()
-    if name == DEFAULT_TASK:
-        register_default_task(data_config)
-    elif registered and not catalog.registered_here(name) and mixtures.mixture_info(name) is None:
-        pass  # registered by the user's own code: used as it is
-    elif mixtures.is_mixture(name, data_config):
-        mixtures.register_mixture(name, data_config)
-    else:
-        catalog.register_task(name, data_config)
-    if name in seqio.TaskRegistry.names() or name in seqio.MixtureRegistry.names():
-        return seqio.get_mixture_or_task(name)
-    known = sorted(
-        {
-            *seqio.TaskRegistry.names(),
-            *seqio.MixtureRegistry.names(),
-            DEFAULT_TASK,
-            *mixtures.builtin_mixtures(),
-        }
-    )
-    close = difflib.get_close_matches(name, [*known, *catalog.example_names()], n=5)
-    shown = known if len(known) <= 20 else [*close, f"... ({len(known)} in all)"]
-    raise ValueError(
-        f"config.data.task={name!r} is not a registered seqio task or mixture; registered: {', '.join(shown)}"
-    )

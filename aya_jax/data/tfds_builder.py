@@ -13,6 +13,10 @@ before the build) and writes TFRecords with TFDS's usual splits "train" and "tes
 With `config.data.aya_dataset_format = "tfds"`, `prepare` builds it once under
 `<data_dir>/tfds/<fingerprint of the files>/` and the Aya Dataset tasks read it (TFDS "test" is the tasks'
 "validation" split). Hosts read disjoint example ranges (`tfds.even_splits`).
+
+In the data package's one import direction (see `aya_jax.data`) this is a leaf, beside `sources`: it imports
+only `cache`, `source_files` and `sources`, so `tasks` (whose `TaskInfo.reader` returns a `TfdsRowReader`) and
+`catalog` (which prepares the build) import it at their top.
 """
 
 import logging
@@ -20,7 +24,7 @@ import os
 
 import seqio
 import tensorflow as tf
-import tensorflow_datasets as tfds
+import tensorflow_datasets as tfds  # not lazy: seqio imports it anyway, so importing this module is cheap
 
 from aya_jax.data import cache, source_files, sources
 
@@ -97,7 +101,6 @@ def _examples(tfds_data_dir: str, split: str, shard_index: int, num_shards: int,
 
 def aya_dataset_source(tfds_data_dir: str, split_files, language: str | None) -> seqio.DataSource:
     """A seqio source over the TFDS build (of one language, if given), sharded by example ranges."""
-    from aya_jax.data import tasks  # tasks imports this module lazily
 
     def dataset_fn(split, shuffle_files, seed=None, shard_index=0, num_shards=1) -> tf.data.Dataset:
         ds = _examples(tfds_data_dir, split, shard_index, num_shards, shuffle_files, seed)
@@ -105,7 +108,7 @@ def aya_dataset_source(tfds_data_dir: str, split_files, language: str | None) ->
             ds = ds.filter(lambda ex: tf.equal(ex["language_code"], language))
         return ds
 
-    return tasks.ShardedFunctionDataSource(dataset_fn, splits=tuple(s for s in SPLITS if s in split_files))
+    return sources.ShardedFunctionDataSource(dataset_fn, splits=tuple(s for s in SPLITS if s in split_files))
 
 
 class TfdsRowReader:

@@ -9,6 +9,9 @@
   later run) reuses one model. Byte fallback and identity normalisation make `decode(encode(s)) == s` for any
   string, in any script.
 * "hf_tokenizer": `vocab.path` is a tokenizer.json or tokenizer.json.gz.
+
+A leaf of the data package's one import direction (see `aya_jax.data`): it imports only `cache` and
+`chat_template`.
 """
 
 import collections
@@ -28,7 +31,7 @@ import seqio
 import tensorflow as tf
 import tokenizers
 
-from aya_jax.data import cache
+from aya_jax.data import cache, chat_template
 
 log = logging.getLogger(__name__)
 
@@ -268,12 +271,11 @@ def vocabulary(data_config, train_rows: Iterable[Mapping[str, str]] | None = Non
                 raise ValueError(
                     "config.data.vocab.path is empty and there is no text to train a SentencePiece model on"
                 )
-            from aya_jax.data import chat_template  # the markers are pieces when the data uses them
-
             path = train_sentencepiece(
                 list(balanced_text(train_rows)),
                 size=data_config.vocab.size,
                 cache_dir=cache.data_dir(data_config) / "vocab",
+                # the chat markers are pieces when the data uses them
                 user_defined_symbols=chat_template.SPECIAL_TOKENS if data_config.chat_template else (),
             )
         elif not tf.io.gfile.exists(path):

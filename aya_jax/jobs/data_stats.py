@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import seqio
 
-from aya_jax.data import catalog, chat_template, languages, mixtures, pipeline, vocab
+from aya_jax.data import catalog, chat_template, languages, mixtures, pipeline, registry, vocab
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def run(config, workdir: str) -> DataStats:
     out_dir = pathlib.Path(workdir)
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = pipeline.prepare(data)
-    chosen = catalog.selections(data)
+    chosen = registry.selections(data)
 
     per_pair: dict[tuple[str, str], Counts] = collections.defaultdict(Counts)
     bad = collections.Counter()

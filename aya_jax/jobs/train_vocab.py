@@ -27,7 +27,7 @@ import time
 import numpy as np
 import sentencepiece as spm
 
-from aya_jax.data import catalog, chat_template, languages, vocab
+from aya_jax.data import chat_template, languages, registry, vocab
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def run(config, workdir: str) -> VocabSummary:
     options, data = config.train_vocab, config.data
     out_dir = pathlib.Path(workdir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    chosen = catalog.selections(data)
+    chosen = registry.selections(data)
     available = collections.Counter()
     for selection in chosen:
         available.update(selection.rows_per_language())
