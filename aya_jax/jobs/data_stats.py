@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import seqio
 
+from aya_jax import defaults
 from aya_jax.data import catalog, chat_template, languages, mixtures, pipeline, registry, vocab
 
 log = logging.getLogger(__name__)
@@ -187,6 +188,7 @@ def _plot(path: pathlib.Path, title: str, configured: dict, sampled: dict, examp
 
 
 def run(config, workdir: str) -> DataStats:
+    defaults.validate(config, ("data", "data_stats"))
     start = time.perf_counter()
     data, options = config.data, config.data_stats
     out_dir = pathlib.Path(workdir)

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from aya_jax import sharding
+from aya_jax import defaults, sharding
 from aya_jax.models import families
 
 
@@ -72,6 +72,7 @@ def memory_report(
 
 
 def run(config: Any, workdir: str) -> dict[str, Any]:
+    defaults.validate(config, ("model", "mesh", "model_info"))
     del workdir
     report = memory_report(
         config.model.preset,

@@ -27,6 +27,7 @@ import time
 import numpy as np
 import sentencepiece as spm
 
+from aya_jax import defaults
 from aya_jax.data import chat_template, languages, registry, vocab
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ def _texts(row: dict[str, str]) -> list[str]:
 
 
 def run(config, workdir: str) -> VocabSummary:
+    defaults.validate(config, ("data", "train_vocab"))
     start = time.perf_counter()
     options, data = config.train_vocab, config.data
     out_dir = pathlib.Path(workdir)

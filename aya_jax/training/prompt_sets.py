@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from aya_jax import rewards, sampling
-from aya_jax.data import languages
+from aya_jax.data import default_data, languages
 
 
 @dataclasses.dataclass
@@ -91,8 +91,6 @@ def _rows_from_jsonl(path: pathlib.Path) -> list[tuple[str, str, str | None, str
 
 
 def _rows_from_default_data(data_config: Any, split: str) -> list[tuple[str, str, str | None, str]]:
-    from aya_jax.data import default_data
-
     paths = default_data.split_paths(data_config)
     if split not in paths:
         raise ValueError(f"split {split!r}: the embedded default data has splits {sorted(paths)}")
