@@ -40,7 +40,8 @@ def train(config: Any, workdir: str) -> loop.RunSummary:
         dtype = pretrained.dtype_from_name(config.model.dtype, "config.model.dtype")
         reward_model = scoring.reward_model_scorer(
             str(d.reward_model),
-            run,
+            run.mesh,
+            run.rules,
             vocab_size=setup.vocab_size,
             dtype=dtype,
             field="config.dpo.reward_model",
