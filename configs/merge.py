@@ -1,4 +1,5 @@
-"""Model merging: linear/weighted averaging, SLERP, task arithmetic, TIES, DARE (aya_jax/merging/methods.py, SPEC §3).
+"""Model merging: linear/weighted averaging, SLERP, task arithmetic, TIES, DARE (aya_jax/merging/methods.py, with
+mergekit 0.1.5's semantics; the job is aya_jax/jobs/merge.py).
 
 Launch (from the repository root), e.g. averaging two runs with weights 0.7 / 0.3:
 
@@ -21,6 +22,14 @@ Merging models fine-tuned from one base on different language families (or safet
     python -m aya_jax.main --config configs/merge.py:ties --workdir workdirs/merged_ties \
         --config.merge.models='("workdirs/sft_indic","workdirs/sft_arabic")' --config.merge.base_model=workdirs/base
 
+Per-model parameters, as mergekit's YAML gives them (`models: [{model: A, parameters: {weight: 0.6, density:
+0.5}}, {model: B, parameters: {weight: 0.4, density: 0.7}}]`): `merge.weights` has one weight per model (after
+`last_steps` expansion; () = 1.0 each), `merge.density` is one density for every model or a tuple of one per
+model (same length rule as the weights):
+
+    --config.merge.models='("workdirs/a","workdirs/b")' --config.merge.weights='(0.6,0.4)' \
+        --config.merge.density='(0.5,0.7)'
+
 Per-tensor parameters follow mergekit's `filter:` conditions: `merge.rules` is a tuple of
 (filter, parameter, value) with parameter in t | lambda | weight | density, the first rule whose filter is a
 substring of the leaf name (`layers/attn/q_proj`, `layers/mlp/up_proj`, `embedding`, ...; "" matches all) wins;
@@ -29,7 +38,11 @@ t and lambda may be a layer gradient, weight and density one value per model. E.
     --config.merge.rules='(("attn","t",(0.0,0.5,0.3,0.7,1.0)),("mlp","t",(1.0,0.5,0.7,0.3,0.0)))'
 
 The merged checkpoint lands in `<workdir>/checkpoints/0` (params, no optimiser state: load it with
-`--config.checkpoint.init_from` or `checkpoint.load_params`), with `<workdir>/merge_report.json`. Setting
+`--config.checkpoint.init_from` or `checkpoint.load_params`), with `<workdir>/merge_report.json` (the inputs and
+the parameters as applied: global values, the rules overriding them and the leaves each rule set). Setting
+`merge.hf_export_dir` also writes a Hugging Face directory, in the merged leaves' dtype unless
+`merge.hf_export_dtype` says otherwise; its architecture is the first Hugging Face input's, else the one an
+input's run recorded, else the family of `config.model.preset` (Cohere or mT5). Setting
 `merge.eval_batches` evaluates every input and the merge on the held-out split, per language; `config.model`
 and `config.data` must then describe the checkpoints' model and data, as for the run that trained them.
 """
@@ -71,7 +84,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m.weights = ()  # one per model (after last_steps expansion); () = uniform
     m.base_model = ""  # task_arithmetic, ties, dare_*: the model the task vectors start from
     m.t = 0.5  # slerp: 0 = the first model, 1 = the second
-    m.density = 1.0  # ties / dare_*: fraction of each task vector kept, in (0, 1]
+    # ties / dare_*: fraction of each task vector kept, in (0, 1]; one value, or a tuple of one per model.
+    m.density = config_dict.FieldReference(1.0, field_type=object)
     m.lambda_ = 1.0  # mergekit's `lambda`: scale of the merged task vector
     m.normalize = config_dict.placeholder(
         bool
@@ -79,7 +93,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m.rescale = ""  # ties / dare_*: l1 | density | none; "": the method's default (dare_*: l1, ties: none)
     m.rules = ()  # per-tensor values: ((filter, parameter, value), ...); see the docstring
     m.eval_batches = 0  # > 0: per-language held-out loss of every input and of the merge, in the report
-    m.hf_export_dir = ""  # also write a Hugging Face export here (needs aya_jax/hf/io.py)
+    m.hf_export_dir = ""  # also write a Hugging Face export here
+    m.hf_export_dtype = ""  # its dtype: bfloat16 | float16 | float32; "" = the merged leaves' dtype
     for field, value in _METHOD_DEFAULTS.get(m.method, {}).items():
         m[field] = value
     # config.seed seeds DARE's drop masks; config.mesh is the mesh the merge runs and is written on.
