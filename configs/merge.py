@@ -1,4 +1,5 @@
-"""Model merging: linear/weighted averaging, SLERP, task arithmetic, TIES, DARE (aya_jax/merging/methods.py, SPEC §3).
+"""Model merging: linear/weighted averaging, SLERP, task arithmetic, TIES, DARE (aya_jax/merging/methods.py, with
+mergekit 0.1.5's semantics; the job is aya_jax/jobs/merge.py).
 
 Launch (from the repository root), e.g. averaging two runs with weights 0.7 / 0.3:
 
@@ -21,6 +22,14 @@ Merging models fine-tuned from one base on different language families (or safet
     python -m aya_jax.main --config configs/merge.py:ties --workdir workdirs/merged_ties \
         --config.merge.models='("workdirs/sft_indic","workdirs/sft_arabic")' --config.merge.base_model=workdirs/base
 
+Per-model parameters, as mergekit's YAML gives them (`models: [{model: A, parameters: {weight: 0.6, density:
+0.5}}, {model: B, parameters: {weight: 0.4, density: 0.7}}]`): `merge.weights` has one weight per model (after
+`last_steps` expansion; () = 1.0 each), `merge.density` is one density for every model or a tuple of one per
+model (same length rule as the weights):
+
+    --config.merge.models='("workdirs/a","workdirs/b")' --config.merge.weights='(0.6,0.4)' \
+        --config.merge.density='(0.5,0.7)'
+
 Per-tensor parameters follow mergekit's `filter:` conditions: `merge.rules` is a tuple of
 (filter, parameter, value) with parameter in t | lambda | weight | density, the first rule whose filter is a
 substring of the leaf name (`layers/attn/q_proj`, `layers/mlp/up_proj`, `embedding`, ...; "" matches all) wins;
@@ -29,7 +38,11 @@ t and lambda may be a layer gradient, weight and density one value per model. E.
     --config.merge.rules='(("attn","t",(0.0,0.5,0.3,0.7,1.0)),("mlp","t",(1.0,0.5,0.7,0.3,0.0)))'
 
 The merged checkpoint lands in `<workdir>/checkpoints/0` (params, no optimiser state: load it with
-`--config.checkpoint.init_from` or `checkpoint.load_params`), with `<workdir>/merge_report.json`. Setting
+`--config.checkpoint.init_from` or `checkpoint.load_params`), with `<workdir>/merge_report.json` (the inputs and
+the parameters as applied: global values, the rules overriding them and the leaves each rule set). Setting
+`merge.hf_export_dir` also writes a Hugging Face directory, in the merged leaves' dtype unless
+`merge.hf_export_dtype` says otherwise; its architecture is the first Hugging Face input's, else the one an
+input's run recorded, else the family of `config.model.preset` (Cohere or mT5). Setting
 `merge.eval_batches` evaluates every input and the merge on the held-out split, per language; `config.model`
 and `config.data` must then describe the checkpoints' model and data, as for the run that trained them.
 """

@@ -6,6 +6,9 @@ greedy generation of 32 tokens (identical ids). Plus config mapping against the 
 the errors, and the real Command-R tokenizer through export.
 """
 
+import ast
+import dataclasses
+import functools
 import gzip
 import json
 import pathlib
@@ -21,9 +24,11 @@ transformers = pytest.importorskip("transformers")
 
 from aya_jax import hf, sampling, sharding  # noqa: E402
 from aya_jax.hf import cohere as hf_cohere  # noqa: E402
+from aya_jax.hf import io as hf_io  # noqa: E402
 from aya_jax.models import cohere  # noqa: E402
 from configs.common import default_rules  # noqa: E402
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 VOCAB = 512
 RULES = default_rules()
 
@@ -155,6 +160,24 @@ def test_unrolled_import_equals_scanned(imported):
     np.testing.assert_allclose(ours, torch_logits(reference, TOKENS), atol=1e-4, rtol=0)
 
 
+def test_one_leaf_reader_gives_what_load_places(imported):
+    """hf.read_leaf is the one reader of HF tensors: load streams it layer by layer, the merge job reads whole
+    (stacked) leaves with it; both are the same values."""
+    _, directory, loaded = imported
+    reader = hf.SafetensorsReader(directory)
+    mappings = loaded.architecture.tensor_mappings(loaded.config, True)
+    for m in mappings:
+        leaf = np.asarray(functools.reduce(dict.__getitem__, m.param_path, loaded.params))
+        whole = hf.read_leaf(reader, m, leaf.shape, dtype=np.float32)
+        assert whole.dtype == np.float32 and whole.flags.c_contiguous
+        np.testing.assert_array_equal(whole, leaf, err_msg=m.leaf_name)
+        if m.stacked:
+            np.testing.assert_array_equal(hf.read_leaf(reader, m, leaf.shape[1:], layer=1), leaf[1])
+    embedding = next(m for m in mappings if m.param_path == ("embedding",))
+    with pytest.raises(hf.HfCheckpointError, match=r"model\.embed_tokens\.weight: converts to shape"):
+        hf.read_leaf(reader, embedding, (1, 2))
+
+
 def test_bf16_checkpoint_imports_exactly_and_exports_bf16(tmp_path):
     reference = make_reference(seed=3).to(torch.bfloat16)
     reference.save_pretrained(tmp_path / "in")
@@ -230,6 +253,38 @@ def test_unsupported_configs_are_rejected(tmp_path, change, message):
     (tmp_path / "config.json").write_text(json.dumps(config_json))
     with pytest.raises(hf.HfCheckpointError, match=message):
         hf.load(tmp_path)
+
+
+def _imports(path: pathlib.Path) -> list[tuple[str, bool]]:
+    """(module or module.name imported, whether at module level) for every import in a file."""
+    tree = ast.parse(path.read_text())
+    top = {id(node) for node in tree.body}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        found += [(name, id(node) in top) for name in names]
+    return found
+
+
+def test_architecture_registry_imports_one_way(monkeypatch):
+    """architectures <- cohere, mt5 <- io: the architecture modules never import the registry, nothing in
+    aya_jax/hf imports an aya_jax module inside a function, and the registry holds the built-ins by name."""
+    for name in ("architectures", "cohere", "mt5", "safetensors"):
+        imported = {module for module, _ in _imports(REPO / "aya_jax" / "hf" / f"{name}.py")}
+        assert not imported & {"aya_jax.hf", "aya_jax.hf.io"}, name
+    for path in (REPO / "aya_jax" / "hf").glob("*.py"):
+        nested = [m for m, top in _imports(path) if not top and m.startswith("aya_jax")]
+        assert not nested, (path.name, nested)
+    assert {t: a.family.name for t, a in hf.architectures().items()} == {"cohere": "cohere", "mt5": "mt5"}
+    assert hf.architecture_of(cohere.PRESETS["cohere-bench"]) is hf_cohere.ARCHITECTURE
+    monkeypatch.setattr(hf_io, "_ARCHITECTURES", dict(hf_io._ARCHITECTURES))  # undone after the test
+    mine = dataclasses.replace(hf_cohere.ARCHITECTURE, model_type="my_cohere")
+    assert hf.register(mine) is mine and hf.architecture("my_cohere") is mine
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -1,10 +1,13 @@
-"""Merge methods against NumPy re-derivations of SPEC §3 / mergekit, and their documented properties.
+"""Merge methods against NumPy re-derivations of the formulas in aya_jax/merging/methods.py's docstring (mergekit
+0.1.5's semantics), and their documented properties.
 
 The references below are written from the formulas (float64 on the float32 inputs) and take nothing from the
 code under test: DARE's drop masks are regenerated from the documented recipe (ref_dare_masks) with
 jax.random's bits directly.
 """
 
+import ast
+import pathlib
 import zlib
 
 import jax
@@ -126,11 +129,16 @@ def test_linear_matches_reference(normalize):
     np.testing.assert_allclose(np.asarray(out), ref_linear(xs, w, normalize), **TOL)
 
 
-@pytest.mark.parametrize("name", ["layers/attn/q_proj", "embedding"])
+@pytest.mark.parametrize(
+    "name",
+    ["layers/attn/q_proj", "decoder/layers/cross_attn/q_proj", "embedding", "encoder/final_norm/scale"],
+)
 def test_slerp_matches_reference_per_layer_slice(name):
     v0, v1 = _tensors(2, seed=1)
     out = np.asarray(merging.merge_leaf(merging.MergeSpec("slerp", 2, t=0.3), name, [v0, v1]))
-    if name.startswith("layers/"):  # stacked: one angle per layer, as mergekit's per-layer tensors
+    if (
+        "layers/" in name
+    ):  # stacked (Cohere's or mT5's stacks): one angle per layer, as mergekit's per-layer tensors
         expected = per_slice(lambda a, b: ref_slerp(0.3, a, b), v0, v1)
     else:  # one tensor: one angle over all of it
         expected = ref_slerp(0.3, v0, v1)
@@ -353,6 +361,50 @@ def test_rules_give_per_model_weights_and_densities():
     np.testing.assert_allclose(out, expected, **TOL)
 
 
+def test_describe_parameters_reports_globals_and_the_rules_as_applied():
+    shapes = {
+        "embedding": (10, 4),
+        "layers/attn/q_proj": (3, 4, 2),
+        "layers/mlp/up_proj": (3, 4, 6),
+        "final_norm/scale": (4,),
+    }
+    rules = (
+        merging.ParamRule("mlp", "density", 0.3),
+        merging.ParamRule("", "density", (0.9, 0.8)),
+        merging.ParamRule("attn", "lambda", (0.0, 1.0)),  # a gradient over the 3 layers
+        merging.ParamRule("nothing", "lambda", 2.0),  # matches no leaf
+        merging.ParamRule("attn", "t", 0.1),  # ties does not read t
+    )
+    spec = merging.MergeSpec("ties", 2, weights=(0.6, 0.4), density=(0.5, 0.7), rules=rules)
+    used = merging.describe_parameters(spec, shapes)
+    assert used["normalize"] is True and used["rescale"] == "none" and "t" not in used
+    assert used["weight"] == {"global": [0.6, 0.4], "leaves": 4, "rules": []}
+    density = used["density"]
+    assert density["global"] == [0.5, 0.7] and density["leaves"] == 0  # every leaf has a rule
+    assert density["rules"] == [
+        {
+            "index": 0,
+            "filter": "mlp",
+            "value": 0.3,
+            "leaves": ["layers/mlp/up_proj"],
+            "per_model": [0.3, 0.3],
+        },
+        {
+            "index": 1,
+            "filter": "",
+            "value": [0.9, 0.8],
+            "leaves": ["embedding", "layers/attn/q_proj", "final_norm/scale"],
+            "per_model": [0.9, 0.8],
+        },
+    ]
+    lam = used["lambda"]
+    assert lam["global"] == 1.0 and lam["leaves"] == 3
+    assert lam["rules"][0]["leaves"] == ["layers/attn/q_proj"]
+    assert lam["rules"][0]["per_layer"] == {"layers/attn/q_proj": [0.0, 0.5, 1.0]}
+    assert lam["rules"][1]["leaves"] == [] and "per_layer" not in lam["rules"][1]
+    assert used["ignored_rules"] == [{"index": 4, "filter": "attn", "parameter": "t", "value": 0.1}]
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Pytrees and shardings
 # ------------------------------------------------------------------------------------------------------------
@@ -457,3 +509,16 @@ def test_mismatched_shapes_and_trees_name_the_first_offending_tensor():
         merging.merge_leaf(
             merging.MergeSpec("ties", 1, density=(0.01,)), "layers/w", [a["layers"]["w"]], a["layers"]["w"]
         )
+
+
+def test_merging_modules_import_aya_jax_at_module_level_only():
+    """No aya_jax import hides inside a function of aya_jax/merging (a cycle dodged that way stays hidden)."""
+    for path in (pathlib.Path(__file__).resolve().parents[1] / "aya_jax" / "merging").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        top = {id(node) for node in tree.body}
+        nested = [
+            node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import | ast.ImportFrom) and id(node) not in top
+        ]
+        assert not [m for m in nested if m and m.startswith("aya_jax")], (path.name, nested)

@@ -17,10 +17,10 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import linen as nn
 
-from aya_jax import checkpoint, sharding
+from aya_jax import checkpoint, hf, sharding
 from aya_jax.jobs import merge as merge_job
 from aya_jax.merging import methods as merging
-from aya_jax.models import cohere
+from aya_jax.models import cohere, families
 from aya_jax.training import state as ts
 from configs import common
 from configs import merge as merge_config
@@ -35,13 +35,17 @@ SMALL = dict(hidden_size=32, intermediate_size=48, num_layers=2)  # cohere-tiny'
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _write_run(workdir, seeds, *, vocab=64, scan=True, with_opt_state=True, **overrides):
-    """Checkpoint steps 1..len(seeds) of a random Cohere model on a (2, 2, 2) mesh; returns {step: params}."""
-    cfg = cohere.resolve("cohere-tiny", vocab_size=vocab, **{**SMALL, **overrides})
-    model = cohere.CohereLM(cfg, scan_layers=scan)
+def _write_run(
+    workdir, seeds, *, vocab=64, scan=True, with_opt_state=True, preset="cohere-tiny", **overrides
+):
+    """Checkpoint steps 1..len(seeds) of a random model of `preset` (with SMALL's overrides) on a (2, 2, 2)
+    mesh; returns {step: params}."""
+    family = families.family_of_preset(preset)
+    cfg = family.resolve(preset, vocab, {**SMALL, **overrides})
+    model = families.build(cfg, dtype=jnp.float32, param_dtype=jnp.float32, scan_layers=scan)
     mesh = sharding.make_mesh(("data", "fsdp", "tensor"), (2, 2, 2))
     rules = sharding.normalize_rules(common.default_rules(), mesh)
-    boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))["params"]
+    boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), *family.init_inputs())["params"]
     shardings = sharding.tree_shardings(nn.get_partition_spec(boxed), mesh, rules)
     tx = optax.adamw(1e-3)
     ck = checkpoint.Checkpointer(pathlib.Path(workdir) / "checkpoints", keep=10, async_save=False)
@@ -110,6 +114,7 @@ def _assert_close(got, want):
         ("linear", dict(weights=(0.7, 0.3))),
         ("slerp", dict(t=0.3)),
         ("dare_ties", dict(density=0.5)),  # TIES on a sharded leaf: tests/test_merging.py
+        ("ties", dict(density=(0.5, 0.8), weights=(0.6, 0.4))),  # per model, as mergekit's `parameters:`
     ],
 )
 def test_streamed_merge_equals_the_in_memory_merge(runs, tmp_path, method, fields):
@@ -121,12 +126,13 @@ def test_streamed_merge_equals_the_in_memory_merge(runs, tmp_path, method, field
     config.seed = 7
     summary = merge_job.run(config, str(tmp_path / "out"))
 
+    density = fields.get("density", 1.0)
     spec = merging.MergeSpec(
         method,
         2,
         weights=fields.get("weights", ()),
         t=fields.get("t", 0.5),
-        density=(fields.get("density", 1.0),) * 2,
+        density=density if isinstance(density, tuple) else (density,) * 2,
         seed=7,
     )
     expected = merging.merge_pytrees(spec, [a[3], b], base if uses_base else None)  # run a: its newest step
@@ -136,6 +142,9 @@ def test_streamed_merge_equals_the_in_memory_merge(runs, tmp_path, method, field
     cfg = cohere.resolve("cohere-tiny", vocab_size=64, **SMALL)
     assert report["method"] == method and report["parameters"] == cohere.param_count(cfg)
     assert [m["step"] for m in report["models"]] == [3, 1]
+    if spec.traits.sparsify:
+        assert [m["density"] for m in report["models"]] == list(spec.model_density())
+        assert report["parameters_used"]["density"]["global"] == list(spec.model_density())
     assert report["parameters_per_second"] > 0
     mem = report["memory"]
     assert mem["peak_rss_bytes"] >= mem["rss_at_start_bytes"] > 0
@@ -227,6 +236,21 @@ def odd_runs(tmp_path_factory):
             dict(models=("{a}", "{b}"), weights=(1.0,)),
             "config.merge.weights: 1 weights for 2 models",
         ),
+        (
+            "ties",
+            dict(models=("{a}", "{b}"), base_model="{base}", density=(0.5, 0.5, 0.5)),
+            "config.merge.density: 3 densities for 2 models",
+        ),
+        (
+            "ties",
+            dict(models=("{a}", "{b}"), base_model="{base}", density=(0.5, 0.0)),
+            "config.merge.density: 0.0 is outside (0, 1]",
+        ),
+        (
+            "linear",
+            dict(models=("{a}",), hf_export_dir="{odd}/hf", hf_export_dtype="int8"),
+            "config.merge.hf_export_dtype: 'int8' is not one of bfloat16, float16, float32",
+        ),
         ("linear", dict(models=("{odd}/nothing",)), "config.merge.models[0]: no orbax checkpoint under"),
         (
             "average",
@@ -241,7 +265,7 @@ def odd_runs(tmp_path_factory):
     ],
 )
 def test_bad_merges_fail_with_one_line(runs, odd_runs, tmp_path, method, fields, message):
-    paths = {"a": runs["a"][0], "b": runs["b"][0], "odd": odd_runs}
+    paths = {"a": runs["a"][0], "b": runs["b"][0], "base": runs["base"][0], "odd": odd_runs}
 
     def fill(v):
         return (
@@ -264,24 +288,86 @@ def test_bad_merges_fail_with_one_line(runs, odd_runs, tmp_path, method, fields,
 # ------------------------------------------------------------------------------------------------------------
 
 
+def _safetensors_dtypes(hf_dir):
+    dtypes = set()
+    for path in hf_dir.glob("*.safetensors"):
+        header, _ = hf.read_header(path)
+        dtypes |= {v["dtype"] for k, v in header.items() if k != "__metadata__"}
+    return dtypes
+
+
 def test_hugging_face_export_and_import_round_trip(runs, tmp_path):
-    pytest.importorskip("aya_jax.hf")
     (a_dir, a), (b_dir, b) = runs["a"], runs["b"]
     hf_dir = tmp_path / "hf_b"
     config = _config("linear", models=(str(b_dir),), hf_export_dir=str(hf_dir))
     summary = merge_job.run(config, str(tmp_path / "copy_b"))
     assert summary.report["hf_export_dir"] == str(hf_dir)
-    assert (hf_dir / "config.json").is_file() and list(hf_dir.glob("*.safetensors"))
+    # By default the export keeps the merged leaves' dtype: the float32 of the inputs, not a silent bf16.
+    assert summary.report["hf_export_dtype"] == "float32" and _safetensors_dtypes(hf_dir) == {"F32"}
+    assert json.loads((hf_dir / "config.json").read_text())["dtype"] == "float32"
 
-    # An HF directory as an input: read tensor by tensor, merged with an orbax run.
-    config = _config("linear", models=(str(hf_dir), str(a_dir)))
-    merge_job.run(config, str(tmp_path / "mixed"))
-    import ml_dtypes
+    # An HF directory as an input: read tensor by tensor, merged with an orbax run, exported as bfloat16.
+    mixed_hf = tmp_path / "hf_mixed"
+    config = _config(
+        "linear", models=(str(hf_dir), str(a_dir)), hf_export_dir=str(mixed_hf), hf_export_dtype="bfloat16"
+    )
+    summary = merge_job.run(config, str(tmp_path / "mixed"))
+    expected = jax.tree.map(lambda x, y: (x + y) / 2, b, a[3])
+    _assert_close(_load(tmp_path / "mixed", b), expected)
+    assert summary.report["hf_export_dtype"] == "bfloat16" and _safetensors_dtypes(mixed_hf) == {"BF16"}
+    loaded = hf.load(mixed_hf)  # float32 params from the bf16 tensors
+    bf16 = jax.tree.map(lambda x: x.astype(jnp.bfloat16).astype(np.float32), expected)
+    _assert_close(jax.tree.map(np.asarray, loaded.params), bf16)
 
-    b_bf16 = jax.tree.map(
-        lambda x: x.astype(ml_dtypes.bfloat16).astype(np.float32), b
-    )  # export default: bf16
-    _assert_close(_load(tmp_path / "mixed", b), jax.tree.map(lambda x, y: (x + y) / 2, b_bf16, a[3]))
+
+def test_an_mt5_merge_exports_through_its_family(tmp_path):
+    written = _write_run(tmp_path / "mt5_run", [21], preset="mt5-tiny", with_opt_state=False)[1]
+    config = _config("linear", models=(str(tmp_path / "mt5_run"),), hf_export_dir=str(tmp_path / "hf"))
+    config.model.preset = "mt5-tiny"  # the orbax inputs record no config.json: the preset's family decides
+    summary = merge_job.run(config, str(tmp_path / "out"))
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == "mt5"
+    assert summary.report["hf_export_dtype"] == "float32"
+    loaded = hf.load(tmp_path / "hf")
+    assert loaded.architecture.model_type == "mt5"
+    _assert_close(jax.tree.map(np.asarray, loaded.params), written)
+
+
+def test_report_states_the_parameters_as_applied(runs, tmp_path):
+    """A rule's density (and a lambda gradient) is what the report shows for the leaves it set, next to the
+    global per-model densities, and what the merge used."""
+    (a_dir, a), (b_dir, b), (base_dir, base) = runs["a"], runs["b"], runs["base"]
+    rules = (("mlp", "density", 0.3), ("attn", "lambda", (0.5, 1.0)), ("attn", "t", 0.2))
+    config = _config(
+        "ties",
+        models=(str(a_dir), str(b_dir)),
+        base_model=str(base_dir),
+        density=(0.6, 0.9),
+        rules=rules,
+    )
+    report = merge_job.run(config, str(tmp_path / "out")).report
+    spec = merging.MergeSpec(
+        "ties",
+        2,
+        density=(0.6, 0.9),
+        rules=(
+            merging.ParamRule("mlp", "density", 0.3),
+            merging.ParamRule("attn", "lambda", (0.5, 1.0)),
+            merging.ParamRule("attn", "t", 0.2),
+        ),
+    )
+    _assert_close(_load(tmp_path / "out", a[3]), merging.merge_pytrees(spec, [a[3], b], base))
+
+    used = report["parameters_used"]
+    density = used["density"]
+    mlp = ["layers/mlp/down_proj", "layers/mlp/gate_proj", "layers/mlp/up_proj"]
+    assert density["global"] == [0.6, 0.9] and density["leaves"] == len(merging.flatten(b)) - 3
+    assert density["rules"] == [
+        {"index": 0, "filter": "mlp", "value": 0.3, "leaves": mlp, "per_model": [0.3, 0.3]}
+    ]
+    (attn,) = used["lambda"]["rules"]
+    assert attn["value"] == [0.5, 1.0] and attn["per_layer"]["layers/attn/q_proj"] == [0.5, 1.0]  # 2 layers
+    assert used["lambda"]["global"] == 1.0
+    assert used["ignored_rules"] == [{"index": 2, "filter": "attn", "parameter": "t", "value": 0.2}]
 
 
 # ------------------------------------------------------------------------------------------------------------

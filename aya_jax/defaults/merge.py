@@ -13,7 +13,8 @@ def defaults() -> ml_collections.ConfigDict:
     m.weights = ()  # one per model (after last_steps expansion); () = uniform
     m.base_model = ""  # task_arithmetic, ties, dare_*: the model the task vectors start from
     m.t = 0.5  # slerp: 0 = the first model, 1 = the second
-    m.density = 1.0  # ties / dare_*: fraction of each task vector kept, in (0, 1]
+    # ties / dare_*: fraction of each task vector kept, in (0, 1]; one value, or a tuple of one per model.
+    m.density = config_dict.FieldReference(1.0, field_type=object)
     m.lambda_ = 1.0  # mergekit's `lambda`: scale of the merged task vector
     m.normalize = config_dict.placeholder(
         bool
@@ -22,6 +23,7 @@ def defaults() -> ml_collections.ConfigDict:
     m.rules = ()  # per-tensor values: ((filter, parameter, value), ...); see configs/merge.py
     m.eval_batches = 0  # > 0: per-language held-out loss of every input and of the merge, in the report
     m.hf_export_dir = ""  # also write a Hugging Face export here
+    m.hf_export_dtype = ""  # its dtype: bfloat16 | float16 | float32; "" = the merged leaves' dtype
     return m
 
 

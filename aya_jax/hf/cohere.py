@@ -1,7 +1,7 @@
 """Cohere (Aya 23, Aya Expanse, Command R) <-> Hugging Face `CohereForCausalLM`: config and weight mapping.
 
-Registered with `aya_jax.hf` under model_type "cohere" when imported. Checked against transformers 5.23's
-`models/cohere` (modeling + configuration):
+`ARCHITECTURE` (family "cohere", model_type "cohere") is one of the built-in architectures of `aya_jax/hf/io.py`.
+Checked against transformers 5.23's `models/cohere` (modeling + configuration):
 
 * config.json -> `CohereConfig`: rope theta from `rope_parameters.rope_theta` (transformers >= 5) or the legacy
   top-level `rope_theta`; `head_dim` when config.json has one (transformers reads it with getattr), else
@@ -33,10 +33,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
+from aya_jax.hf.architectures import (
+    Architecture,
+    TensorMapping,
+    declared_eos_ids,
+    first_id,
+    identity,
+    required,
+    transpose,
+)
+from aya_jax.hf.safetensors import HfCheckpointError
+from aya_jax.models import cohere, families
 
-from aya_jax.hf import io as hf
-from aya_jax.models import cohere
+FAMILY = families.family_named("cohere")
 
 # The default Cohere chat template (Command R / Aya 23 / Aya Expanse), as shipped in their tokenizer_config.json
 # (read from llama.cpp's copy of the GGUF metadata, shared/data/tokenizers/command_r/).
@@ -75,56 +84,40 @@ _ARCHITECTURE_FIELDS = (
 )
 
 
-def _required(d: dict[str, Any], key: str) -> Any:
-    if key not in d or d[key] is None:
-        raise hf.HfCheckpointError(f"config.json: {key} is missing")
-    return d[key]
-
-
 def _rope_theta(d: dict[str, Any]) -> float:
     rope = d.get("rope_parameters") or {}
     scaling = d.get("rope_scaling")
     rope_type = rope.get("rope_type") or rope.get("type") or (scaling or {}).get("rope_type") or "default"
     if rope_type != "default" or (scaling and scaling.get("type", "default") != "default"):
-        raise hf.HfCheckpointError(
+        raise HfCheckpointError(
             f"config.json: rope scaling {rope or scaling} is not supported (default RoPE only)"
         )
     theta = rope.get("rope_theta", d.get("rope_theta"))
     if theta is None:
-        raise hf.HfCheckpointError(
+        raise HfCheckpointError(
             "config.json: rope_theta is missing (neither rope_parameters.rope_theta nor rope_theta)"
         )
     return float(theta)
 
 
-def _first_id(value: Any, default: int) -> int:
-    if value is None:
-        return default
-    if isinstance(value, list | tuple):
-        return int(value[0]) if value else default
-    return int(value)
-
-
 def config_from_hf(d: dict[str, Any]) -> cohere.CohereConfig:
     """config.json (a dict) -> CohereConfig; anything the model cannot reproduce is an error naming the field."""
     if d.get("model_type") != "cohere":
-        raise hf.HfCheckpointError(f"config.json: model_type {d.get('model_type')!r}, expected 'cohere'")
+        raise HfCheckpointError(f"config.json: model_type {d.get('model_type')!r}, expected 'cohere'")
     if d.get("attention_bias", False):
-        raise hf.HfCheckpointError(
+        raise HfCheckpointError(
             "config.json: attention_bias=true is not supported (Aya models have no biases)"
         )
     if d.get("hidden_act", "silu") not in ("silu", "swish"):
-        raise hf.HfCheckpointError(
-            f"config.json: hidden_act {d['hidden_act']!r} is not supported (silu only)"
-        )
-    heads = int(_required(d, "num_attention_heads"))
-    hidden = int(_required(d, "hidden_size"))
+        raise HfCheckpointError(f"config.json: hidden_act {d['hidden_act']!r} is not supported (silu only)")
+    heads = int(required(d, "num_attention_heads"))
+    hidden = int(required(d, "hidden_size"))
     head_dim = d.get("head_dim")
     return cohere.CohereConfig(
-        vocab_size=int(_required(d, "vocab_size")),
+        vocab_size=int(required(d, "vocab_size")),
         hidden_size=hidden,
-        intermediate_size=int(_required(d, "intermediate_size")),
-        num_layers=int(_required(d, "num_hidden_layers")),
+        intermediate_size=int(required(d, "intermediate_size")),
+        num_layers=int(required(d, "num_hidden_layers")),
         num_heads=heads,
         num_kv_heads=int(d.get("num_key_value_heads") or heads),
         head_dim=int(head_dim) if head_dim and int(head_dim) != hidden // heads else None,
@@ -135,9 +128,9 @@ def config_from_hf(d: dict[str, Any]) -> cohere.CohereConfig:
         use_qk_norm=bool(d.get("use_qk_norm") or False),
         initializer_range=float(d.get("initializer_range", 0.02)),
         tie_word_embeddings=bool(d.get("tie_word_embeddings", True)),
-        pad_id=_first_id(d.get("pad_token_id"), 0),
-        bos_id=_first_id(d.get("bos_token_id"), -1),
-        eos_id=_first_id(d.get("eos_token_id"), -1),
+        pad_id=first_id(d.get("pad_token_id"), 0),
+        bos_id=first_id(d.get("bos_token_id"), -1),
+        eos_id=first_id(d.get("eos_token_id"), -1),
     )
 
 
@@ -192,15 +185,7 @@ def matching_preset(cfg: cohere.CohereConfig) -> str | None:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _identity(x: np.ndarray) -> np.ndarray:
-    return x
-
-
-def _transpose(x: np.ndarray) -> np.ndarray:
-    return x.T
-
-
-def tensor_mappings(cfg: cohere.CohereConfig, scan_layers: bool = True) -> list[hf.TensorMapping]:
+def tensor_mappings(cfg: cohere.CohereConfig, scan_layers: bool = True) -> list[TensorMapping]:
     e, f, d = cfg.hidden_size, cfg.intermediate_size, cfg.dim_per_head
     h, k, v = cfg.num_heads, cfg.num_kv_heads, cfg.vocab_size
 
@@ -211,7 +196,7 @@ def tensor_mappings(cfg: cohere.CohereConfig, scan_layers: bool = True) -> list[
         return lambda x: x.reshape(e, n * d).T
 
     per_layer = [
-        (("input_norm", "scale"), "input_layernorm.weight", (e,), _identity, _identity),
+        (("input_norm", "scale"), "input_layernorm.weight", (e,), identity, identity),
         (("attn", "q_proj"), "self_attn.q_proj.weight", (h * d, e), in_heads(h), from_heads(h)),
         (("attn", "k_proj"), "self_attn.k_proj.weight", (k * d, e), in_heads(k), from_heads(k)),
         (("attn", "v_proj"), "self_attn.v_proj.weight", (k * d, e), in_heads(k), from_heads(k)),
@@ -222,31 +207,31 @@ def tensor_mappings(cfg: cohere.CohereConfig, scan_layers: bool = True) -> list[
             lambda x: x.T.reshape(h, d, e),  # torch [E, H*D] -> ours [H, D, E]
             lambda x: x.reshape(h * d, e).T,
         ),
-        (("mlp", "gate_proj"), "mlp.gate_proj.weight", (f, e), _transpose, _transpose),
-        (("mlp", "up_proj"), "mlp.up_proj.weight", (f, e), _transpose, _transpose),
-        (("mlp", "down_proj"), "mlp.down_proj.weight", (e, f), _transpose, _transpose),
+        (("mlp", "gate_proj"), "mlp.gate_proj.weight", (f, e), transpose, transpose),
+        (("mlp", "up_proj"), "mlp.up_proj.weight", (f, e), transpose, transpose),
+        (("mlp", "down_proj"), "mlp.down_proj.weight", (e, f), transpose, transpose),
     ]
     if cfg.use_qk_norm:
         per_layer += [
-            (("attn", "q_norm", "scale"), "self_attn.q_norm.weight", (h, d), _identity, _identity),
-            (("attn", "k_norm", "scale"), "self_attn.k_norm.weight", (k, d), _identity, _identity),
+            (("attn", "q_norm", "scale"), "self_attn.q_norm.weight", (h, d), identity, identity),
+            (("attn", "k_norm", "scale"), "self_attn.k_norm.weight", (k, d), identity, identity),
         ]
     out = [
-        hf.TensorMapping(("embedding",), "model.embed_tokens.weight", (v, e), _identity, _identity),
-        hf.TensorMapping(("final_norm", "scale"), "model.norm.weight", (e,), _identity, _identity),
+        TensorMapping(("embedding",), "model.embed_tokens.weight", (v, e), identity, identity),
+        TensorMapping(("final_norm", "scale"), "model.norm.weight", (e,), identity, identity),
     ]
     if not cfg.tie_word_embeddings:
-        out.append(hf.TensorMapping(("lm_head",), "lm_head.weight", (v, e), _identity, _identity))
+        out.append(TensorMapping(("lm_head",), "lm_head.weight", (v, e), identity, identity))
     for path, name, shape, to_ours, to_hf in per_layer:
         if scan_layers:
             out.append(
-                hf.TensorMapping(
+                TensorMapping(
                     ("layers", *path), f"model.layers.{{layer}}.{name}", shape, to_ours, to_hf, cfg.num_layers
                 )
             )
         else:
             out += [
-                hf.TensorMapping((f"layers_{i}", *path), f"model.layers.{i}.{name}", shape, to_ours, to_hf)
+                TensorMapping((f"layers_{i}", *path), f"model.layers.{i}.{name}", shape, to_ours, to_hf)
                 for i in range(cfg.num_layers)
             ]
     return out
@@ -275,9 +260,7 @@ def generation_config(cfg: cohere.CohereConfig) -> dict[str, Any]:
 
 def eos_ids(generation_json: dict[str, Any], cfg: cohere.CohereConfig) -> tuple[int, ...]:
     """Every stop token the checkpoint declares (generation_config.json may list several)."""
-    value = generation_json.get("eos_token_id", cfg.eos_id)
-    ids = value if isinstance(value, list | tuple) else [value]
-    return tuple(int(i) for i in ids if i is not None and int(i) >= 0)
+    return declared_eos_ids(generation_json, cfg.eos_id)
 
 
 def tokenizer_config(tokenizer_json: dict[str, Any]) -> dict[str, Any] | None:
@@ -302,18 +285,17 @@ def tokenizer_config(tokenizer_json: dict[str, Any]) -> dict[str, Any] | None:
     return out
 
 
-ARCHITECTURE = hf.register(
-    hf.Architecture(
-        model_type="cohere",
-        auto_class="AutoModelForCausalLM",
-        config_from_hf=config_from_hf,
-        config_to_hf=config_to_hf,
-        tensor_mappings=tensor_mappings,
-        optional_hf_tensors=optional_hf_tensors,
-        generation_config=generation_config,
-        tokenizer_config=tokenizer_config,
-        eos_ids=eos_ids,
-    )
+ARCHITECTURE = Architecture(
+    family=FAMILY,
+    model_type=FAMILY.hf_model_type,
+    auto_class="AutoModelForCausalLM",
+    config_from_hf=config_from_hf,
+    config_to_hf=config_to_hf,
+    tensor_mappings=tensor_mappings,
+    optional_hf_tensors=optional_hf_tensors,
+    generation_config=generation_config,
+    tokenizer_config=tokenizer_config,
+    eos_ids=eos_ids,
 )
 
 __all__ = [

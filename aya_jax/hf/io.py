@@ -14,20 +14,14 @@ layer of one parameter at a time and appends it to the current shard file. The s
 written by `aya_jax/hf/safetensors.py` (no torch, transformers or safetensors package needed; bf16 through
 `ml_dtypes`).
 
-Architectures are a registry keyed by config.json's `model_type`. Cohere (Aya 23, Aya Expanse) lives in
-`aya_jax/hf/cohere.py`. **To add one** (e.g. mT5 for Aya 101), write `aya_jax/hf_<name>.py` that builds an
-`Architecture` and calls `hf.register(...)` at import time, then add the module name to
-`BUILTIN_ARCHITECTURE_MODULES` below (modules listed there are imported lazily the first time an architecture
-is looked up; a listed module that does not exist yet is skipped). An `Architecture` says:
-
-* `config_from_hf(config_json: dict) -> model config` and `config_to_hf(model config) -> dict` (raise
-  `HfCheckpointError` naming the field for anything unsupported);
-* `tensor_mappings(cfg, scan_layers) -> list[TensorMapping]`: for every parameter leaf, the Hugging Face tensor
-  name (with `{layer}` for a stacked leaf: one HF tensor per layer), and `to_ours` / `to_hf` layout functions
-  on NumPy arrays of one layer;
-* `optional_hf_tensors(cfg)`: HF names that may be present and are not needed (e.g. a tied `lm_head.weight`);
-* `generation_config(cfg)` and `tokenizer_config(tokenizer_json)` for what export writes besides the weights.
-* `eos_ids(generation_config_json, cfg)`: every stop token the checkpoint declares (used by generation).
+Architectures are a registry keyed by config.json's `model_type`, built from `BUILTIN_ARCHITECTURES`: Cohere
+(Aya 23, Aya Expanse; `aya_jax/hf/cohere.py`) and mT5 (Aya 101; `aya_jax/hf/mt5.py`). Each is an `Architecture`
+record (`aya_jax/hf/architectures.py`: config.json <-> model config, one `TensorMapping` per parameter leaf,
+export metadata, and the model family that builds the module). **To add one**: give its model a family in
+`aya_jax/models/families.py` (with its `hf_model_type`), write `aya_jax/hf/<name>.py` defining an
+`ARCHITECTURE = Architecture(family=families.family_named("<name>"), ...)` (importing only
+`aya_jax.hf.architectures` and `aya_jax.hf.safetensors`, never this module), and add it to
+`BUILTIN_ARCHITECTURES` below. An architecture kept outside the repository is made known with `hf.register(...)`.
 
 Errors are `HfCheckpointError` (a ValueError: `aya_jax.main` prints it as one line): unsupported
 architecture, missing shard file, missing or unexpected tensor, shape mismatch — each naming the tensor/file.
@@ -38,22 +32,24 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gzip
-import importlib
 import json
 import logging
 import os
 import pathlib
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 
 from aya_jax import sharding
+from aya_jax.hf import cohere, mt5
+from aya_jax.hf.architectures import Architecture, TensorMapping
 from aya_jax.hf.safetensors import (
     DEFAULT_MAX_SHARD_BYTES,
     EXPORT_DTYPES,
@@ -65,8 +61,7 @@ from aya_jax.models import families
 
 log = logging.getLogger(__name__)
 
-# Modules that register an Architecture when imported (see the module docstring).
-BUILTIN_ARCHITECTURE_MODULES: tuple[str, ...] = ("aya_jax.hf.cohere", "aya_jax.hf.mt5")
+BUILTIN_ARCHITECTURES: tuple[Architecture, ...] = (cohere.ARCHITECTURE, mt5.ARCHITECTURE)
 
 CONFIG_FILE = "config.json"
 TOKENIZER_FILES = (
@@ -82,68 +77,17 @@ TOKENIZER_FILES = (
 # ============================================================================================================
 
 
-@dataclasses.dataclass(frozen=True)
-class TensorMapping:
-    """One parameter leaf <-> Hugging Face tensor(s).
-
-    `param_path` is the leaf's path in the params tree, e.g. ("layers", "attn", "q_proj"). A `hf_name` with
-    "{layer}" marks a stacked leaf: its leading axis has `num_layers` entries, one HF tensor each; `to_ours` /
-    `to_hf` then convert one layer. `hf_shape` is the HF tensor's shape (one layer's), checked on import.
-    """
-
-    param_path: tuple[str, ...]
-    hf_name: str
-    hf_shape: tuple[int, ...]
-    to_ours: Callable[[np.ndarray], np.ndarray]
-    to_hf: Callable[[np.ndarray], np.ndarray]
-    num_layers: int | None = None
-
-    @property
-    def stacked(self) -> bool:
-        return self.num_layers is not None
-
-    def hf_names(self) -> list[str]:
-        if not self.stacked:
-            return [self.hf_name]
-        return [self.hf_name.format(layer=i) for i in range(self.num_layers)]
-
-
-@dataclasses.dataclass(frozen=True)
-class Architecture:
-    model_type: str  # config.json "model_type"
-    auto_class: str  # the transformers class that loads an export, for messages: "AutoModelForCausalLM"
-    config_from_hf: Callable[[dict[str, Any]], Any]
-    config_to_hf: Callable[[Any], dict[str, Any]]
-    tensor_mappings: Callable[[Any, bool], list[TensorMapping]]  # (cfg, scan_layers)
-    optional_hf_tensors: Callable[[Any], set[str]] = lambda cfg: set()
-    generation_config: Callable[[Any], dict[str, Any]] = lambda cfg: {}
-    tokenizer_config: Callable[[dict[str, Any]], dict[str, Any] | None] = lambda tokenizer_json: None
-    eos_ids: Callable[[dict[str, Any], Any], tuple[int, ...]] = lambda hf_config, cfg: ()
-    # (config.json, the checkpoint's tensor names) -> config.json corrected by what the weights show (e.g. an
-    # lm_head.weight next to a config saying the head is tied); applied by `read_config`.
-    config_for_tensors: Callable[[dict[str, Any], set[str]], dict[str, Any]] | None = None
-
-
-_ARCHITECTURES: dict[str, Architecture] = {}
+_ARCHITECTURES: dict[str, Architecture] = {arch.model_type: arch for arch in BUILTIN_ARCHITECTURES}
 
 
 def register(architecture: Architecture) -> Architecture:
-    """Make `architecture` importable/exportable under its `model_type` (last registration wins)."""
+    """Make an architecture of one's own importable/exportable under its `model_type` (last registration
+    wins, so a built-in one can be replaced)."""
     _ARCHITECTURES[architecture.model_type] = architecture
     return architecture
 
 
-def _import_builtin_architectures() -> None:
-    for module in BUILTIN_ARCHITECTURE_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:  # a listed module that is there but fails to import is a real error
-                raise
-
-
 def architectures() -> dict[str, Architecture]:
-    _import_builtin_architectures()
     return dict(_ARCHITECTURES)
 
 
@@ -157,6 +101,11 @@ def architecture(model_type: str) -> Architecture:
             f"config.json: model_type {model_type!r} is not supported{hint}; supported: {', '.join(sorted(known))}"
         )
     return known[model_type]
+
+
+def architecture_of(cfg: Any) -> Architecture:
+    """The architecture a model config exports as: the registered one for its family's `hf_model_type`."""
+    return architecture(families.family_of(cfg).hf_model_type)
 
 
 # ============================================================================================================
@@ -202,9 +151,8 @@ def abstract_params(
 ) -> Any:
     """ShapeDtypeStructs of the model's params, carrying their target shardings (from the logical axis names
     through `rules`; a single device when `mesh` is None). Nothing is allocated."""
-    boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), *families.family_of(cfg).init_inputs())[
-        "params"
-    ]
+    del cfg  # the module carries its config; kept for callers that pass (arch, model, cfg)
+    boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), *arch.family.init_inputs())["params"]
     shapes = nn.unbox(boxed)
     if mesh is None:
         device = SingleDeviceSharding(jax.devices()[0])
@@ -242,6 +190,64 @@ def _place(host: np.ndarray, target: jax.ShapeDtypeStruct) -> jax.Array:
     return jax.make_array_from_callback(host.shape, target.sharding, lambda index: host[index])
 
 
+def check_tensors(
+    reader: SafetensorsReader, arch: Architecture, cfg: Any, mappings: Iterable[TensorMapping]
+) -> None:
+    """The checkpoint holds exactly the tensors `mappings` need (plus the architecture's optional ones), each
+    of the shape config.json implies; else one line naming the first offending tensor."""
+    mappings = list(mappings)
+    where = reader.directory
+    shapes = {name: m.hf_shape for m in mappings for name in m.hf_names()}
+    unexpected = reader.names - set(shapes) - arch.optional_hf_tensors(cfg)
+    if unexpected:
+        raise HfCheckpointError(
+            f"{where}: unexpected tensor(s) {sorted(unexpected)[:5]} for a {arch.model_type} model with this "
+            f"config.json (wrong config, or an unsupported variant)"
+        )
+    missing = sorted(set(shapes) - reader.names)
+    if missing:
+        raise HfCheckpointError(f"{where}: tensor {missing[0]} is missing ({len(missing)} missing in all)")
+    for name in sorted(shapes):
+        if reader.shape(name) != shapes[name]:
+            raise HfCheckpointError(
+                f"{name}: shape {reader.shape(name)} in the checkpoint, but config.json implies {shapes[name]}"
+            )
+
+
+def read_leaf(
+    reader: SafetensorsReader,
+    mapping: TensorMapping,
+    shape: tuple[int, ...],
+    *,
+    layer: int | None = None,
+    dtype: Any = None,
+) -> np.ndarray:
+    """One parameter leaf on the host, in this repository's layout: `mapping.to_ours` of its HF tensor.
+
+    `shape` is the leaf's shape in our layout (a mismatch is an error naming the tensor). A stacked leaf
+    (`mapping.stacked`: one HF tensor per layer) gives layer `layer` alone when it is set (then `shape` is one
+    layer's), else every layer on a leading axis, filled one layer at a time so that the host holds the leaf
+    and one converted layer. `dtype` (None: the checkpoint's) is the returned array's; it is C-contiguous."""
+    if mapping.stacked and layer is None:
+        if tuple(shape[:1]) != (mapping.num_layers,):
+            raise HfCheckpointError(
+                f"{mapping.hf_name}: {mapping.num_layers} layers, but the model expects shape {tuple(shape)}"
+            )
+        out = None
+        for i in range(mapping.num_layers):
+            one = read_leaf(reader, mapping, tuple(shape[1:]), layer=i, dtype=dtype)
+            if out is None:
+                out = np.empty(tuple(shape), one.dtype)
+            out[i] = one
+            del one
+        return out
+    name = mapping.hf_name if layer is None else mapping.hf_names()[layer]
+    array = mapping.to_ours(reader.read(name))
+    if tuple(array.shape) != tuple(shape):
+        raise HfCheckpointError(f"{name}: converts to shape {array.shape}, but the model expects {shape}")
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
 def load_params(
     hf_dir: str | os.PathLike,
     arch: Architecture,
@@ -252,34 +258,19 @@ def load_params(
     reader: SafetensorsReader | None = None,
 ) -> Any:
     """Read the HF weights of `hf_dir` into a params tree shaped, typed and sharded like `target` (a tree of
-    ShapeDtypeStructs with shardings, e.g. from `abstract_params`), one tensor at a time."""
+    ShapeDtypeStructs with shardings, e.g. from `abstract_params`), one tensor (one layer) at a time."""
     reader = reader or SafetensorsReader(hf_dir)
     mappings = arch.tensor_mappings(cfg, scan_layers)
-    needed = {name for m in mappings for name in m.hf_names()}
-    unexpected = reader.names - needed - arch.optional_hf_tensors(cfg)
-    if unexpected:
-        raise HfCheckpointError(
-            f"{hf_dir}: unexpected tensor(s) {sorted(unexpected)[:5]} for a {arch.model_type} model with this "
-            f"config.json (wrong config, or an unsupported variant)"
-        )
-    missing = sorted(needed - reader.names)
-    if missing:
-        raise HfCheckpointError(f"{hf_dir}: tensor {missing[0]} is missing ({len(missing)} missing in all)")
-    for name in sorted(needed):
-        m = next(m for m in mappings if name in m.hf_names())
-        if reader.shape(name) != m.hf_shape:
-            raise HfCheckpointError(
-                f"{name}: shape {reader.shape(name)} in the checkpoint, but config.json implies {m.hf_shape}"
-            )
+    check_tensors(reader, arch, cfg, mappings)
 
     params: dict[str, Any] = {}
     for m in mappings:
         try:
             leaf_target = _leaf(target, m.param_path)
         except KeyError:
-            raise HfCheckpointError(f"{'/'.join(m.param_path)}: not a parameter of the model") from None
+            raise HfCheckpointError(f"{m.leaf_name}: not a parameter of the model") from None
         if not m.stacked:
-            host = _checked(m.to_ours(reader.read(m.hf_name)), leaf_target.shape, m.hf_name)
+            host = read_leaf(reader, m, leaf_target.shape)
             _set_leaf(params, m.param_path, _place(host, leaf_target))
             del host
             continue
@@ -293,8 +284,8 @@ def load_params(
             out_shardings=leaf_target.sharding,
             donate_argnums=0,
         )
-        for i, name in enumerate(m.hf_names()):
-            host = _checked(m.to_ours(reader.read(name)), layer_target.shape, name)
+        for i in range(m.num_layers):
+            host = read_leaf(reader, m, layer_target.shape, layer=i)
             stacked = set_layer(stacked, _place(host, layer_target), jnp.int32(i))
             del host
         _set_leaf(params, m.param_path, stacked)
@@ -308,12 +299,6 @@ def load_params(
             f"{arch.model_type}: parameters without an HF tensor: {sorted(expected_paths - filled)[:5]}"
         )
     return params
-
-
-def _checked(array: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
-    if tuple(array.shape) != tuple(shape):
-        raise HfCheckpointError(f"{name}: converts to shape {array.shape}, but the model expects {shape}")
-    return np.ascontiguousarray(array)
 
 
 @dataclasses.dataclass
@@ -343,8 +328,8 @@ def load(
     float32 for fp32 master weights when fine-tuning."""
     arch, cfg, hf_config = model_config(hf_dir)
     param_dtype = param_dtype or dtype
-    model = families.build(
-        cfg, dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(param_dtype), scan_layers=scan_layers
+    model = arch.family.build(
+        cfg, dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(param_dtype), remat="none", scan_layers=scan_layers
     )
     target = abstract_params(arch, model, cfg, mesh, rules)
     params = load_params(hf_dir, arch, cfg, target, scan_layers=scan_layers)
@@ -369,8 +354,6 @@ def _generation_json(hf_dir: str | os.PathLike, hf_config: dict[str, Any]) -> di
 def _to_host(x: jax.Array) -> np.ndarray:
     if getattr(x, "is_fully_addressable", True):
         return np.asarray(jax.device_get(x))
-    from jax.experimental import multihost_utils
-
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
@@ -382,7 +365,7 @@ def save(
     params: Any,
     cfg: Any,
     *,
-    model_type: str = "cohere",
+    model_type: str | None = None,
     dtype: str | None = "bfloat16",
     tokenizer: str | os.PathLike | None = None,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
@@ -391,10 +374,11 @@ def save(
     """Export params to an HF directory: config.json, generation_config.json, safetensors shard(s) (+ index),
     and the tokenizer files when `tokenizer` (a tokenizer.json[.gz] or an HF directory) is given.
 
-    `dtype`: "bfloat16" | "float16" | "float32", or None to keep each parameter's own dtype. On several hosts
-    every process must call this (the gathers are collective); only process 0 writes.
+    `model_type` (None: that of `cfg`'s family) picks the architecture. `dtype`: "bfloat16" | "float16" |
+    "float32", or None to keep each parameter's own dtype. On several hosts every process must call this (the
+    gathers are collective); only process 0 writes.
     """
-    arch = architecture(model_type)
+    arch = architecture_of(cfg) if model_type is None else architecture(model_type)
     if dtype is not None and dtype not in EXPORT_DTYPES:
         raise HfCheckpointError(f"export dtype {dtype!r}: expected one of {', '.join(EXPORT_DTYPES)} or None")
     out = pathlib.Path(out_dir)

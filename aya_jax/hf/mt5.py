@@ -1,7 +1,7 @@
 """mT5 (Aya 101, google/mt5-*) <-> Hugging Face `MT5ForConditionalGeneration`: config and weight mapping.
 
-Registered with `aya_jax.hf` under model_type "mt5" when imported. Checked against transformers 5.23's
-`models/mt5` (modeling + configuration). model_type "t5" is not registered: transformers' T5 rescales tied
+`ARCHITECTURE` (family "mt5", model_type "mt5") is one of the built-in architectures of `aya_jax/hf/io.py`.
+Checked against transformers 5.23's `models/mt5` (modeling + configuration). model_type "t5" is not registered: transformers' T5 rescales tied
 logits by d_model**-0.5 unless config.json says `tie_word_embeddings: false` (original T5 vs T5.1.1), and
 T5 v1.0 uses a ReLU FFN — not the same model without more switches.
 
@@ -54,48 +54,43 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
+from aya_jax.hf.architectures import (
+    Architecture,
+    TensorMapping,
+    declared_eos_ids,
+    first_id,
+    identity,
+    required,
+    transpose,
+)
+from aya_jax.hf.safetensors import HfCheckpointError
+from aya_jax.models import families, mt5
 
-from aya_jax.hf import io as hf
-from aya_jax.models import mt5
+FAMILY = families.family_named("mt5")
 
 log = logging.getLogger(__name__)
-
-
-def _required(d: dict[str, Any], key: str) -> Any:
-    if key not in d or d[key] is None:
-        raise hf.HfCheckpointError(f"config.json: {key} is missing")
-    return d[key]
-
-
-def _first_id(value: Any, default: int) -> int:
-    if value is None:
-        return default
-    if isinstance(value, list | tuple):
-        return int(value[0]) if value else default
-    return int(value)
 
 
 def config_from_hf(d: dict[str, Any]) -> mt5.MT5Config:
     """config.json (a dict) -> MT5Config; anything the model cannot reproduce is an error naming the field."""
     if d.get("model_type") != "mt5":
-        raise hf.HfCheckpointError(f"config.json: model_type {d.get('model_type')!r}, expected 'mt5'")
+        raise HfCheckpointError(f"config.json: model_type {d.get('model_type')!r}, expected 'mt5'")
     ffn = d.get("feed_forward_proj", "gated-gelu")
     if ffn != "gated-gelu":
-        raise hf.HfCheckpointError(
+        raise HfCheckpointError(
             f"config.json: feed_forward_proj {ffn!r} is not supported (mT5 / T5.1.1 gated-gelu only)"
         )
     if d.get("is_encoder_decoder") is False:
-        raise hf.HfCheckpointError(
+        raise HfCheckpointError(
             "config.json: is_encoder_decoder=false (an encoder-only model) is not supported"
         )
-    layers = int(_required(d, "num_layers"))
+    layers = int(required(d, "num_layers"))
     return mt5.MT5Config(
-        vocab_size=int(_required(d, "vocab_size")),
-        d_model=int(_required(d, "d_model")),
-        d_ff=int(_required(d, "d_ff")),
-        d_kv=int(_required(d, "d_kv")),
-        num_heads=int(_required(d, "num_heads")),
+        vocab_size=int(required(d, "vocab_size")),
+        d_model=int(required(d, "d_model")),
+        d_ff=int(required(d, "d_ff")),
+        d_kv=int(required(d, "d_kv")),
+        num_heads=int(required(d, "num_heads")),
         num_encoder_layers=layers,
         num_decoder_layers=int(d.get("num_decoder_layers") or layers),
         relative_attention_num_buckets=int(d.get("relative_attention_num_buckets", 32)),
@@ -103,9 +98,9 @@ def config_from_hf(d: dict[str, Any]) -> mt5.MT5Config:
         layer_norm_eps=float(d.get("layer_norm_epsilon", 1e-6)),
         dropout_rate=float(d.get("dropout_rate", 0.1)),
         tie_word_embeddings=bool(d.get("tie_word_embeddings", True)),
-        pad_id=_first_id(d.get("pad_token_id"), 0),
-        eos_id=_first_id(d.get("eos_token_id"), 1),
-        decoder_start_id=_first_id(d.get("decoder_start_token_id"), 0),
+        pad_id=first_id(d.get("pad_token_id"), 0),
+        eos_id=first_id(d.get("eos_token_id"), 1),
+        decoder_start_id=first_id(d.get("decoder_start_token_id"), 0),
         initializer_factor=float(d.get("initializer_factor", 1.0)),
     )
 
@@ -143,15 +138,7 @@ def config_to_hf(cfg: mt5.MT5Config) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _identity(x: np.ndarray) -> np.ndarray:
-    return x
-
-
-def _transpose(x: np.ndarray) -> np.ndarray:
-    return x.T
-
-
-def tensor_mappings(cfg: mt5.MT5Config, scan_layers: bool = True) -> list[hf.TensorMapping]:
+def tensor_mappings(cfg: mt5.MT5Config, scan_layers: bool = True) -> list[TensorMapping]:
     e, f, h, d, v = cfg.d_model, cfg.d_ff, cfg.num_heads, cfg.d_kv, cfg.vocab_size
 
     def attention(ours: str, theirs: str) -> list[tuple]:
@@ -174,14 +161,14 @@ def tensor_mappings(cfg: mt5.MT5Config, scan_layers: bool = True) -> list[hf.Ten
     def mlp(layer: int) -> list[tuple]:
         theirs = f"layer.{layer}.DenseReluDense"
         return [
-            (("mlp", "gate_proj"), f"{theirs}.wi_0.weight", (f, e), _transpose, _transpose),
-            (("mlp", "up_proj"), f"{theirs}.wi_1.weight", (f, e), _transpose, _transpose),
-            (("mlp", "down_proj"), f"{theirs}.wo.weight", (e, f), _transpose, _transpose),
-            (("mlp_norm", "scale"), f"layer.{layer}.layer_norm.weight", (e,), _identity, _identity),
+            (("mlp", "gate_proj"), f"{theirs}.wi_0.weight", (f, e), transpose, transpose),
+            (("mlp", "up_proj"), f"{theirs}.wi_1.weight", (f, e), transpose, transpose),
+            (("mlp", "down_proj"), f"{theirs}.wo.weight", (e, f), transpose, transpose),
+            (("mlp_norm", "scale"), f"layer.{layer}.layer_norm.weight", (e,), identity, identity),
         ]
 
     self_attention = [
-        (("self_attn_norm", "scale"), "layer.0.layer_norm.weight", (e,), _identity, _identity),
+        (("self_attn_norm", "scale"), "layer.0.layer_norm.weight", (e,), identity, identity),
         *attention("self_attn", "layer.0.SelfAttention"),
     ]
     per_layer = {
@@ -189,31 +176,31 @@ def tensor_mappings(cfg: mt5.MT5Config, scan_layers: bool = True) -> list[hf.Ten
         "decoder": (
             cfg.num_decoder_layers,
             self_attention
-            + [(("cross_attn_norm", "scale"), "layer.1.layer_norm.weight", (e,), _identity, _identity)]
+            + [(("cross_attn_norm", "scale"), "layer.1.layer_norm.weight", (e,), identity, identity)]
             + attention("cross_attn", "layer.1.EncDecAttention")
             + mlp(2),
         ),
     }
-    out = [hf.TensorMapping(("embedding",), "shared.weight", (v, e), _identity, _identity)]
+    out = [TensorMapping(("embedding",), "shared.weight", (v, e), identity, identity)]
     if not cfg.tie_word_embeddings:
-        out.append(hf.TensorMapping(("lm_head",), "lm_head.weight", (v, e), _identity, _identity))
+        out.append(TensorMapping(("lm_head",), "lm_head.weight", (v, e), identity, identity))
     for stack, (num_layers, mappings) in per_layer.items():
         out += [
-            hf.TensorMapping(
+            TensorMapping(
                 (stack, "relative_attention_bias"),
                 f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
                 (cfg.relative_attention_num_buckets, h),
-                _identity,
-                _identity,
+                identity,
+                identity,
             ),
-            hf.TensorMapping(
-                (stack, "final_norm", "scale"), f"{stack}.final_layer_norm.weight", (e,), _identity, _identity
+            TensorMapping(
+                (stack, "final_norm", "scale"), f"{stack}.final_layer_norm.weight", (e,), identity, identity
             ),
         ]
         for path, name, shape, to_ours, to_hf in mappings:
             if scan_layers:
                 out.append(
-                    hf.TensorMapping(
+                    TensorMapping(
                         (stack, "layers", *path),
                         f"{stack}.block.{{layer}}.{name}",
                         shape,
@@ -224,7 +211,7 @@ def tensor_mappings(cfg: mt5.MT5Config, scan_layers: bool = True) -> list[hf.Ten
                 )
             else:
                 out += [
-                    hf.TensorMapping(
+                    TensorMapping(
                         (stack, f"layers_{i}", *path), f"{stack}.block.{i}.{name}", shape, to_ours, to_hf
                     )
                     for i in range(num_layers)
@@ -257,9 +244,7 @@ def generation_config(cfg: mt5.MT5Config) -> dict[str, Any]:
 
 def eos_ids(generation_json: dict[str, Any], cfg: mt5.MT5Config) -> tuple[int, ...]:
     """Every stop token the checkpoint declares (generation_config.json may list several)."""
-    value = generation_json.get("eos_token_id", cfg.eos_id)
-    ids = value if isinstance(value, list | tuple) else [value]
-    return tuple(int(i) for i in ids if i is not None and int(i) >= 0)
+    return declared_eos_ids(generation_json, cfg.eos_id)
 
 
 def config_for_tensors(config: dict[str, Any], tensor_names: set[str]) -> dict[str, Any]:
@@ -273,18 +258,17 @@ def config_for_tensors(config: dict[str, Any], tensor_names: set[str]) -> dict[s
     return config
 
 
-ARCHITECTURE = hf.register(
-    hf.Architecture(
-        model_type="mt5",
-        auto_class="AutoModelForSeq2SeqLM",
-        config_from_hf=config_from_hf,
-        config_to_hf=config_to_hf,
-        tensor_mappings=tensor_mappings,
-        optional_hf_tensors=optional_hf_tensors,
-        generation_config=generation_config,
-        eos_ids=eos_ids,
-        config_for_tensors=config_for_tensors,
-    )
+ARCHITECTURE = Architecture(
+    family=FAMILY,
+    model_type=FAMILY.hf_model_type,
+    auto_class="AutoModelForSeq2SeqLM",
+    config_from_hf=config_from_hf,
+    config_to_hf=config_to_hf,
+    tensor_mappings=tensor_mappings,
+    optional_hf_tensors=optional_hf_tensors,
+    generation_config=generation_config,
+    eos_ids=eos_ids,
+    config_for_tensors=config_for_tensors,
 )
 
 __all__ = ["ARCHITECTURE", "config_from_hf", "config_to_hf", "tensor_mappings"]

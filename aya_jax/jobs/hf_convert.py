@@ -8,7 +8,7 @@
         --config.hf_convert.hf_dir=/ckpt/aya-expanse-8b --config.hf_convert.out_dir=workdirs/aya-expanse-8b
 
 Export rebuilds the model from the run's recorded Hugging Face config.json (runs started with
-config.model.hf_init_dir record it, see trainers/pretrained.py), else from config.model and config.data (pass
+config.model.hf_init_dir record it, see aya_jax/pretrained.py), else from config.model and config.data (pass
 the run's overrides). The tokenizer is copied from config.hf_convert.tokenizer, else the recorded source
 directory, else config.data.vocab.path when it is a tokenizer.json. Weights stream both ways (aya_jax/hf/io.py).
 """
@@ -21,7 +21,6 @@ from typing import Any
 
 from aya_jax import defaults, hf, pretrained, sharding
 from aya_jax.data import pipeline
-from aya_jax.models import families
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +57,7 @@ def export(config: Any, workdir: str) -> pathlib.Path:
     out = hf.save(
         c.out_dir,
         params,
-        cfg,
-        model_type=families.family_of(cfg).hf_model_type,
+        cfg,  # its model family picks the architecture
         dtype=c.dtype,
         tokenizer=tokenizer or None,
         max_shard_bytes=int(float(c.max_shard_gb) * 2**30),

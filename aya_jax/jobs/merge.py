@@ -5,27 +5,46 @@
 
 Inputs. Each entry of `config.merge.models` (and `base_model`) is an aya_jax run directory (`<workdir>`, its
 `checkpoints/` or one step directory `checkpoints/<step>`; the newest step unless a step directory is given)
-or a Hugging Face directory (through `aya_jax.hf` when it exists). `merge.last_steps = N` with a single run
+or a Hugging Face directory (read through `aya_jax.hf`, in float32). `merge.last_steps = N` with a single run
 merges that run's newest N checkpoints (checkpoint averaging). A base model that is also listed among the
-models is left out of them, with its weight (mergekit does the same: a task vector of the base is 0).
+models is left out of them, with its weight and density (mergekit does the same: a task vector of the base is 0).
+
+Per-model parameters, as mergekit's `models: [{model: ..., parameters: {weight: ..., density: ...}}]` gives
+them: `merge.weights` is a tuple with one weight per model (after last_steps expansion; () = 1.0 each), and
+`merge.density` is one density for every model or a tuple with one per model. Per-tensor values (mergekit's
+`filter:` conditions) are `merge.rules` (aya_jax/merging/methods.py).
 
 Streaming. Only `params` are read, one leaf at a time from every input (orbax partial restore), merged, and
 written out as it comes (orbax partial saves; small leaves grouped up to a quarter of the largest), so memory
 holds one leaf per input, the merged leaf and the copies a read or a save makes — a few leaves, not whole
 models (benchmarks/merge.py; tests/test_merging_job.py checks that the peak does not grow with depth). The
-peak resident host memory is measured (Linux VmHWM, reset when the merge starts) and reported. Each leaf is
-restored onto `config.mesh` with the partition spec it was saved with (the training run's layout; mesh axes
-missing from the new mesh are replicated), so the merge runs sharded and is written sharded. A scanned model
-stacks its layers in one leaf per weight: there the unit of streaming is that stacked leaf.
+peak resident host memory is measured (aya_jax/merging/host_memory.py: Linux VmHWM, reset when the merge starts)
+and reported. Each leaf is restored onto `config.mesh` with the partition spec it was saved with (the training
+run's layout; mesh axes missing from the new mesh are replicated), so the merge runs sharded and is written
+sharded. A scanned model stacks its layers in one leaf per weight: there the unit of streaming is that stacked
+leaf.
 
 Output: `<workdir>/checkpoints/0/{state,data}` in the trainers' layout, where `state` holds
 `{step: 0, params, rng: PRNGKey(config.seed)}` and *no optimiser state* (a merged model starts a new
 optimisation; keeping the inputs' moments would be meaningless): read it with `checkpoint.load_params` /
-`config.checkpoint.init_from`, not as a run to resume. `<workdir>/merge_report.json` records the inputs, the
-method and its resolved parameters, parameters/s, the peak host memory and — with `merge.eval_batches > 0` — the
-per-language held-out loss of every input and of the merge, computed with the SFT trainer's eval step (this needs
-`config.model` and `config.data` to describe the checkpoints' model and data, as for the run that made them).
-`merge.hf_export_dir` also writes a Hugging Face export through `aya_jax.hf`.
+`config.checkpoint.init_from`, not as a run to resume. Each merged leaf has the dtype of the base model's
+(task-vector methods) or the first model's leaf.
+
+`<workdir>/merge_report.json` records the inputs (with each model's weight, and density when the method
+sparsifies), the method, parameters/s, the peak host memory, and under "parameters_used" the parameters as the
+merge applied them (`merging.describe_parameters`): `normalize` / `rescale`, and for each parameter the method
+reads (weight, density, t, lambda) its global value, how many leaves took it, and every rule that overrides it —
+filter, value, the leaves it set, and the resolved per-model values (weight, density) or per-layer values (a
+t / lambda gradient) — rules the method ignores under "ignored_rules". With `merge.eval_batches > 0` it adds
+the per-language held-out loss of every input and of the merge, computed with the SFT trainer's eval step (this
+needs `config.model` and `config.data` to describe the checkpoints' model and data, as for the run that made
+them).
+
+`merge.hf_export_dir` also writes a Hugging Face export through `aya_jax.hf`, in the merged leaves' dtype unless
+`merge.hf_export_dtype` (bfloat16 | float16 | float32) says otherwise; the dtype written is logged and
+reported. Its architecture is that of the first Hugging Face input, else the config.json an input's run
+recorded (runs started from a Hugging Face directory), else the model family of `config.model.preset` (with
+config.model.overrides): Cohere and mT5 merges export alike.
 """
 
 from __future__ import annotations
@@ -34,8 +53,6 @@ import dataclasses
 import json
 import logging
 import pathlib
-import resource
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -43,65 +60,22 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import linen as nn
 from jax.sharding import Mesh
 
-from aya_jax import checkpoint, sharding
+from aya_jax import checkpoint, hf, pretrained, sharding
+from aya_jax.data import languages, pipeline
 from aya_jax.merging import io as merge_io
 from aya_jax.merging import methods as merging
+from aya_jax.merging.host_memory import HostMemory
 from aya_jax.merging.io import HfSource, MergeConfigError, OrbaxSource
+from aya_jax.training import loop
+from aya_jax.training import sft as sft_objective
 
 log = logging.getLogger(__name__)
 
 OUTPUT_STEP = 0
 REPORT_NAME = "merge_report.json"
-
-
-# ============================================================================================================
-# Host memory
-# ============================================================================================================
-
-
-class HostMemory:
-    """Peak resident memory of this process since `reset()` (Linux: VmHWM after clearing it through
-    /proc/self/clear_refs; elsewhere the lifetime peak from getrusage, which can only over-state)."""
-
-    def __init__(self) -> None:
-        self.resettable = False
-        self.start = 0
-
-    def reset(self) -> None:
-        try:
-            pathlib.Path("/proc/self/clear_refs").write_text("5")
-            self.resettable = True
-        except OSError:
-            self.resettable = False
-        self.start = self.current()
-
-    @staticmethod
-    def _status(field: str) -> int | None:
-        try:
-            for line in pathlib.Path("/proc/self/status").read_text().splitlines():
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-        except OSError:
-            return None
-        return None
-
-    def current(self) -> int:
-        rss = self._status("VmRSS")
-        if rss is not None:
-            return rss
-        import psutil
-
-        return int(psutil.Process().memory_info().rss)
-
-    def peak(self) -> int:
-        if self.resettable:
-            hwm = self._status("VmHWM")
-            if hwm is not None:
-                return hwm
-        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 # ============================================================================================================
@@ -119,6 +93,19 @@ def _rules(config_rules: Any) -> tuple[merging.ParamRule, ...]:
         value = tuple(rule[2]) if isinstance(rule[2], tuple | list) else rule[2]
         rules.append(merging.ParamRule(rule[0], str(rule[1]), value))
     return tuple(rules)
+
+
+def _per_model(field: str, value: Any, num_models: int, what: str) -> list[float]:
+    """One float per model from config.merge.<field>: a number for every model, or a tuple of one per model."""
+    values = list(value) if isinstance(value, tuple | list) else [value] * num_models
+    if len(values) != num_models:
+        raise MergeConfigError(f"config.merge.{field}: {len(values)} {what} for {num_models} models")
+    try:
+        return [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise MergeConfigError(
+            f"config.merge.{field}: {value!r} is not a number or a tuple of numbers (one per model)"
+        ) from None
 
 
 @dataclasses.dataclass
@@ -159,10 +146,15 @@ def plan_merge(config: Any, mesh: Mesh, rules: sharding.Rules) -> Plan:
             f"config.merge.rescale: {m.rescale!r} is not one of {', '.join(merging.RESCALE_MODES)}"
         )
     num_models = len(m.models) * max(last, 1)
-    if m.weights and len(m.weights) != num_models:
-        raise MergeConfigError(f"config.merge.weights: {len(m.weights)} weights for {num_models} models")
+    weights = _per_model("weights", m.weights if m.weights else 1.0, num_models, "weights")
+    density = _per_model("density", m.density, num_models, "densities")
     if int(m.eval_batches) < 0:
         raise MergeConfigError(f"config.merge.eval_batches: must be >= 0, got {m.eval_batches}")
+    if m.hf_export_dtype and m.hf_export_dtype not in hf.EXPORT_DTYPES:
+        raise MergeConfigError(
+            f"config.merge.hf_export_dtype: {m.hf_export_dtype!r} is not one of {', '.join(hf.EXPORT_DTYPES)} "
+            "(or '' for the merged leaves' dtype)"
+        )
     scan = bool(config.model.scan_layers)
     models: list[Any] = []
     for i, path in enumerate(m.models):
@@ -170,7 +162,6 @@ def plan_merge(config: Any, mesh: Mesh, rules: sharding.Rules) -> Plan:
         models += merge_io.open_sources(
             path, f"models[{i}]", field, mesh, rules, last=max(last, 1), scan_layers=scan
         )
-    weights = [float(w) for w in m.weights] if m.weights else [1.0] * len(models)
     base, left_out = None, None
     if uses_base:
         (base,) = merge_io.open_sources(
@@ -179,12 +170,13 @@ def plan_merge(config: Any, mesh: Mesh, rules: sharding.Rules) -> Plan:
         for i in reversed([i for i, s in enumerate(models) if s.path == base.path]):
             left_out = models.pop(i).label  # mergekit too: the base's task vector is 0
             weights.pop(i)
+            density.pop(i)
     try:
         spec = merging.MergeSpec(
             method=m.method,
             num_models=len(models),
             weights=tuple(weights),
-            density=(float(m.density),) * len(models),
+            density=tuple(density),
             t=float(m.t),
             lambda_=float(m.lambda_),
             normalize=m.normalize,
@@ -254,11 +246,17 @@ def run(config: Any, workdir: str) -> MergeSummary:
     first = plan.models[0]
     shapes = {n: first.leaves[n].shape for n in names}
     targets = {n: merge_io.target_sharding(f"params/{n}", first.leaves[n], mesh) for n in names}
+    num_layers = merging.count_unrolled_layers(names)
+    try:
+        parameters_used = merging.describe_parameters(spec, shapes, num_layers)
+    except merging.MergeError as e:
+        raise MergeConfigError(f"config.merge.{e}") from None
     exporter = _HfExporter(config, plan, shapes, mesh, rules) if m.hf_export_dir else None
     evaluator = _Evaluator(config, mesh, shapes) if int(m.eval_batches) > 0 else None
     step_dir = merge_io.prepare_output(workdir_path, OUTPUT_STEP, REPORT_NAME)
     if plan.base_left_out:
         log.info("%s is the base model: left out of the merged models", plan.base_left_out)
+    _log_parameters(spec, parameters_used)
 
     leaf_bytes = {n: merging.num_elements(shapes[n]) * first.leaves[n].dtype.itemsize for n in names}
     parameters = sum(merging.num_elements(shapes[n]) for n in names)
@@ -282,7 +280,7 @@ def run(config: Any, workdir: str) -> MergeSummary:
     # save (each costs ~0.1-0.3 s and transiently copies what it writes): big leaves go one by one, small ones
     # (norms) together.
     writer = merge_io.OutputWriter(step_dir, flush_bytes=max(leaf_bytes.values()) // 4)
-    num_layers = merging.count_unrolled_layers(names)
+    merged_dtypes: dict[str, np.dtype] = {}
     t_merge = time.perf_counter()
     read_s = merge_s = 0.0
     for name in names:
@@ -295,6 +293,7 @@ def run(config: Any, workdir: str) -> MergeSummary:
         except merging.MergeError as e:
             raise MergeConfigError(f"config.merge.{e}") from None
         merged.block_until_ready()
+        merged_dtypes[name] = np.dtype(merged.dtype)
         read_s, merge_s = read_s + t1 - t0, merge_s + time.perf_counter() - t1
         del tensors, base
         writer.add(name, merged)
@@ -306,10 +305,10 @@ def run(config: Any, workdir: str) -> MergeSummary:
     report: dict[str, Any] = {
         "method": spec.method,
         "output": str(step_dir),
-        "models": [_describe(s, w) for s, w in zip(plan.models, spec.model_weights(), strict=True)],
-        "base_model": _describe(plan.base, None) if plan.base is not None else None,
+        "models": [_describe(spec, s, i) for i, s in enumerate(plan.models)],
+        "base_model": _describe(spec, plan.base, None) if plan.base is not None else None,
         "base_model_left_out_of_models": plan.base_left_out,
-        "parameters_used": _parameters_used(spec),
+        "parameters_used": parameters_used,
         "rules": [dataclasses.asdict(r) for r in spec.rules],
         "seed": spec.seed,
         "mesh": {a: int(s) for a, s in zip(mesh.axis_names, mesh.devices.shape, strict=True)},
@@ -349,7 +348,9 @@ def run(config: Any, workdir: str) -> MergeSummary:
     if evaluator is not None:
         report["eval"] = evaluator.run(plan, step_dir, int(m.eval_batches))
     if exporter is not None:
-        report["hf_export_dir"] = exporter.export(step_dir, str(m.hf_export_dir))
+        report["hf_export_dir"], report["hf_export_dtype"] = exporter.export(
+            step_dir, str(m.hf_export_dir), merged_dtypes, str(m.hf_export_dtype)
+        )
     report["total_seconds"] = time.perf_counter() - t_start
     report_path = workdir_path / REPORT_NAME
     if jax.process_index() == 0:
@@ -358,24 +359,47 @@ def run(config: Any, workdir: str) -> MergeSummary:
     return MergeSummary(str(step_dir.parent), str(report_path), report)
 
 
-def _describe(source: Any, weight: float | None) -> dict[str, Any]:
+def _describe(spec: merging.MergeSpec, source: Any, index: int | None) -> dict[str, Any]:
+    """An input of the report: where it is, and (for a merged model, `index` not None) its global weight and
+    density (rules may override them per tensor: see "parameters_used")."""
     out = {"label": source.label, "path": source.path, "step": source.step}
-    if weight is not None:
-        out["weight"] = weight
+    if index is not None:
+        if "weight" in merging.used_params(spec.method):
+            out["weight"] = spec.model_weights()[index]
+        if "density" in merging.used_params(spec.method):
+            out["density"] = spec.model_density()[index]
     return out
 
 
-def _parameters_used(spec: merging.MergeSpec) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if spec.method == "slerp":
-        out["t"] = spec.t
-    elif spec.method == "linear":
-        out["normalize"] = spec.effective_normalize
-    else:
-        out.update(normalize=spec.effective_normalize, lambda_=spec.lambda_)
-    if spec.traits.sparsify:
-        out.update(density=list(spec.model_density()), rescale=spec.effective_rescale)
-    return out
+def _log_parameters(spec: merging.MergeSpec, used: dict[str, Any]) -> None:
+    """Say which rules set which leaves, and warn of rules that set none (a filter matching no leaf, or
+    leaves all taken by earlier rules) or name a parameter the method does not read."""
+    for param in merging.used_params(spec.method):
+        for rule in used[param]["rules"]:
+            if rule["leaves"]:
+                log.info(
+                    "rule %d: %s = %s for %d leaves matching %r",
+                    rule["index"],
+                    param,
+                    rule["value"],
+                    len(rule["leaves"]),
+                    rule["filter"],
+                )
+            else:
+                log.warning(
+                    "config.merge.rules[%d]: %s for %r sets no leaf (no leaf name contains it, or earlier rules "
+                    "set them)",
+                    rule["index"],
+                    param,
+                    rule["filter"],
+                )
+    for rule in used.get("ignored_rules", []):
+        log.warning(
+            "config.merge.rules[%d]: %s does not read %r; the rule is ignored",
+            rule["index"],
+            spec.method,
+            rule["parameter"],
+        )
 
 
 # ============================================================================================================
@@ -384,56 +408,92 @@ def _parameters_used(spec: merging.MergeSpec) -> dict[str, Any]:
 
 
 class _HfExporter:
-    """Writes the merged params as a Hugging Face directory with aya_jax.hf (checked before merging). The
-    architecture and config come from the first Hugging Face input, else from config.model."""
+    """Writes the merged params as a Hugging Face directory with aya_jax.hf (the model checked before merging).
+    The architecture and config come from the first Hugging Face input, else from the config.json recorded by
+    the run of an orbax input (`aya_jax.pretrained.record_hf_source`), else from config.model (the preset's
+    family, with its overrides; the vocabulary from the checkpoints' embedding)."""
 
     def __init__(self, config: Any, plan: Plan, shapes: dict[str, tuple[int, ...]], mesh: Mesh, rules: Any):
-        from aya_jax.models import cohere, families
-
         field = "config.merge.hf_export_dir"
-        self.hf = merge_io.hf_module(field, "export")
-        if not hasattr(self.hf, "save"):
-            raise MergeConfigError(f"{field}: HF export not available (aya_jax.hf has no save)")
         hf_inputs = [s for s in _sources(plan) if isinstance(s, HfSource)]
-        scan = bool(config.model.scan_layers)
+        self.scan = bool(config.model.scan_layers)
         if hf_inputs:
-            self.arch, self.cfg, self.tokenizer = (
-                hf_inputs[0].architecture,
-                hf_inputs[0].model_config,
-                hf_inputs[0].path,
+            self.arch, self.cfg = hf_inputs[0].architecture, hf_inputs[0].model_config
+            self.tokenizer = _tokenizer_of(hf_inputs[0].path)
+            model = self.arch.family.build(
+                self.cfg, dtype=jnp.float32, param_dtype=jnp.float32, remat="none", scan_layers=self.scan
             )
         else:
-            overrides = {k: v for k, v in config.model.overrides.to_dict().items() if v is not None}
+            recorded = _recorded_hf_source(plan)
             vocab = shapes["embedding"][0] if "embedding" in shapes else None
-            self.arch = self.hf.architecture("cohere")
-            self.cfg, self.tokenizer = (
-                cohere.resolve(config.model.preset, vocab_size=vocab, **overrides),
-                None,
-            )
-        model = families.build(self.cfg, dtype=jnp.float32, param_dtype=jnp.float32, scan_layers=scan)
-        self.target = self.hf.abstract_params(self.arch, model, self.cfg, mesh, rules)
-        self.scan = scan
+            try:
+                model, self.cfg = pretrained.build_model(
+                    config.model, vocab, recorded[0] if recorded else None
+                )
+            except ValueError as e:
+                raise MergeConfigError(f"{e} (needed by {field})") from None
+            self.arch = hf.architecture_of(self.cfg)
+            self.tokenizer = _tokenizer_of(recorded[1]) if recorded else None
+        self.target = hf.abstract_params(self.arch, model, self.cfg, mesh, rules)
         _check_model_matches(self.target, shapes, field)
 
-    def export(self, step_dir: pathlib.Path, out_dir: str) -> str:
-        params = checkpoint.load_params(step_dir.parent, self.target, OUTPUT_STEP)[1]
-        kwargs = {"model_type": self.arch.model_type, "tokenizer": self.tokenizer, "scan_layers": self.scan}
-        return str(self.hf.save(out_dir, params, self.cfg, **kwargs))
+    def export(
+        self, step_dir: pathlib.Path, out_dir: str, leaf_dtypes: dict[str, np.dtype], dtype: str
+    ) -> tuple[str, str]:
+        """Write the export; returns (its directory, the dtype written). `dtype` "" keeps each merged leaf's
+        dtype (the params are restored in it, so nothing is cast)."""
+        target = merging.unflatten(
+            {
+                n: jax.ShapeDtypeStruct(x.shape, leaf_dtypes[n], sharding=x.sharding)
+                for n, x in merging.flatten(self.target).items()
+            }
+        )
+        params = checkpoint.load_params(step_dir.parent, target, OUTPUT_STEP)[1]
+        written = dtype or ", ".join(sorted({np.dtype(d).name for d in leaf_dtypes.values()}))
+        out = hf.save(
+            out_dir,
+            params,
+            self.cfg,
+            model_type=self.arch.model_type,
+            dtype=dtype or None,
+            tokenizer=self.tokenizer,
+            scan_layers=self.scan,
+        )
+        log.info(
+            "Hugging Face export (%s) in %s: %s",
+            self.arch.model_type,
+            written,
+            "config.merge.hf_export_dtype"
+            if dtype
+            else "the merged leaves' dtype (config.merge.hf_export_dtype)",
+        )
+        return str(out), written
+
+
+def _tokenizer_of(hf_dir: str) -> str | None:
+    """The Hugging Face directory whose tokenizer the export copies, when it has one (weights-only directories
+    export weights only)."""
+    return hf_dir if hf_dir and (pathlib.Path(hf_dir) / "tokenizer.json").is_file() else None
+
+
+def _recorded_hf_source(plan: Plan) -> tuple[dict[str, Any], str] | None:
+    """(config.json, source directory) recorded by the run of the first orbax input that has one."""
+    for source in _sources(plan):
+        if isinstance(source, OrbaxSource):
+            recorded = pretrained.recorded_hf_source(
+                source.step_dir.parent.parent
+            )  # <workdir>/checkpoints/<step>
+            if recorded is not None:
+                return recorded
+    return None
 
 
 class _Evaluator:
     """Per-language held-out loss of every input and of the merge, with the SFT trainer's eval step."""
 
     def __init__(self, config: Any, mesh: Mesh, shapes: dict[str, tuple[int, ...]]):
-        from flax import linen as nn
 
-        from aya_jax import pretrained
-        from aya_jax.data import languages, pipeline
-        from aya_jax.training import loop
-        from aya_jax.training import sft as sft_objective
-
-        self.config, self.mesh, self._nn = config, mesh, nn
-        self._languages, self._pipeline = languages, pipeline
+        self.config, self.mesh = config, mesh
         try:
             _, self.rules = loop.validate_config(
                 config, ("model", "mesh", "data"), jax.device_count(), jax.process_count()
@@ -442,10 +502,8 @@ class _Evaluator:
             raise MergeConfigError(f"{e} (needed by config.merge.eval_batches)") from None
         self.data_spec = pipeline.prepare(config.data)
         model, _ = pretrained.build_model(config.model, self.data_spec.vocab_size)
-        tokens = jnp.zeros((1, int(config.data.seq_len)), jnp.int32)
-        boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), tokens)["params"]
-        self.shardings = sharding.tree_shardings(nn.get_partition_spec(boxed), mesh, self.rules)
-        self.abstract = checkpoint.abstract_like(nn.unbox(boxed), self.shardings)
+        self.abstract = pretrained.abstract_params(model, mesh, self.rules)
+        self.shardings = jax.tree.map(lambda x: x.sharding, self.abstract)
         _check_model_matches(self.abstract, shapes, "config.merge.eval_batches")
         step = sft_objective.make_eval_step(model, languages.num_language_ids())
         self._step = jax.jit(step, in_shardings=(self.shardings, None))
@@ -458,7 +516,7 @@ class _Evaluator:
 
     def evaluate(self, params: Any, batches: Sequence[dict[str, np.ndarray]]) -> dict[str, float]:
         sums = None
-        with self.mesh, self._nn.logical_axis_rules(self.rules):
+        with self.mesh, nn.logical_axis_rules(self.rules):
             for host_batch in batches:
                 out = self._step(params, sharding.global_batch_from_host(host_batch, self.mesh, self.rules))
                 sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
@@ -466,13 +524,13 @@ class _Evaluator:
         denom = max(float(sums["weight_sum"]), 1.0)
         result = {"loss": float(sums["nll_sum"]) / denom, "accuracy": float(sums["correct_sum"]) / denom}
         for lid in np.nonzero(sums["lang_weight_sum"])[0]:
-            code = self._languages.language_code(int(lid))
+            code = languages.language_code(int(lid))
             result[f"loss/{code}"] = float(sums["lang_nll_sum"][lid] / sums["lang_weight_sum"][lid])
         return result
 
     def run(self, plan: Plan, merged_dir: pathlib.Path, num_batches: int) -> dict[str, Any]:
         c = self.config
-        batches = self._pipeline.eval_batches(
+        batches = pipeline.eval_batches(
             self.data_spec,
             c.data,
             batch_size=int(c.train.global_batch_size) // jax.process_count(),

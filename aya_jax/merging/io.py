@@ -1,9 +1,11 @@
 """The merge job's inputs and output, one params leaf at a time.
 
-Inputs: aya_jax orbax checkpoints and Hugging Face directories. A source has `label`, `path`, `step`, `leaves` ({name: LeafInfo}, names '/'-joined as in aya_jax.merging) and
-`read(name, sharding) -> jax.Array`. Nothing but the requested leaf is loaded: orbax restores a partial tree
-(`state/params/<name>` of the step directory, skipping optimiser state and every other leaf); a Hugging Face
-directory is read through `aya_jax.hf` one safetensors tensor (one layer) at a time.
+Inputs: aya_jax orbax checkpoints and Hugging Face directories. A source has `label`, `path`, `step`, `leaves`
+({name: LeafInfo}, names '/'-joined as in aya_jax/merging/methods.py) and `read(name, sharding) -> jax.Array`.
+Nothing but the requested leaf is loaded: orbax restores a partial tree (`state/params/<name>` of the step
+directory, skipping optimiser state and every other leaf); a Hugging Face directory is read by
+`aya_jax.hf.read_leaf`, the same per-leaf reader `hf.load` uses (one safetensors tensor, one layer, at a time,
+converted to this repository's layout by the architecture's tensor mappings), in float32.
 
 Output: each merged leaf gets the partition spec the first input saved it with, on the job's mesh, and is
 written by orbax partial saves (`orbax.checkpoint.experimental.v1.partial`) into one step directory, which is
@@ -23,10 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from orbax.checkpoint.experimental import v1 as ocp_v1  # partial saves (orbax >= 0.12)
 
-from aya_jax import sharding
+from aya_jax import hf, sharding
 from aya_jax.merging import methods as merging
-from aya_jax.models import families
 
 log = logging.getLogger(__name__)
 
@@ -122,51 +124,37 @@ def is_hf_directory(path: pathlib.Path) -> bool:
     return (path / "config.json").is_file() and any(path.glob("*.safetensors*"))
 
 
-def hf_module(field: str, what: str):
-    """aya_jax.hf, or one line saying it is not there (it is developed separately)."""
-    try:
-        from aya_jax import hf
-    except ImportError:
-        raise MergeConfigError(f"{field}: HF {what} not available (aya_jax/hf/io.py is missing)") from None
-    return hf
-
-
 class HfSource:
-    """A Hugging Face model directory, read one parameter leaf at a time (one HF tensor per layer) in float32,
-    converted to this repository's layout by the architecture's tensor mappings in aya_jax.hf."""
+    """A Hugging Face model directory, read one parameter leaf at a time (one HF tensor per layer) in float32 by
+    `aya_jax.hf.read_leaf`."""
 
     def __init__(
         self, label: str, directory: pathlib.Path, field: str, mesh: Mesh, rules: Any, scan_layers: bool
     ):
-        hf = hf_module(field, "import")
         self.label, self.path, self.step = label, str(directory.absolute()), None
-        self.architecture, self.model_config, _ = hf.model_config(directory)
-        model = families.build(
-            self.model_config, dtype=jnp.float32, param_dtype=jnp.float32, scan_layers=scan_layers
-        )
-        target = hf.abstract_params(self.architecture, model, self.model_config, mesh, rules)
-        self._reader = hf.SafetensorsReader(directory)
-        self._mappings = {
-            "/".join(m.param_path): m
-            for m in self.architecture.tensor_mappings(self.model_config, scan_layers)
-        }
-        missing = sorted({n for m in self._mappings.values() for n in m.hf_names()} - self._reader.names)
-        if missing:
-            raise MergeConfigError(
-                f"{field}: {directory} has no tensor {missing[0]} ({len(missing)} missing)"
+        try:
+            self.architecture, self.model_config, _ = hf.model_config(directory)
+            model = self.architecture.family.build(
+                self.model_config,
+                dtype=jnp.float32,
+                param_dtype=jnp.float32,
+                remat="none",
+                scan_layers=scan_layers,
             )
+            target = hf.abstract_params(self.architecture, model, self.model_config, mesh, rules)
+            self._reader = hf.SafetensorsReader(directory)
+            mappings = self.architecture.tensor_mappings(self.model_config, scan_layers)
+            hf.check_tensors(self._reader, self.architecture, self.model_config, mappings)
+        except hf.HfCheckpointError as e:
+            raise MergeConfigError(f"{field}: {e}") from None
+        self._mappings = {m.leaf_name: m for m in mappings}
         self.leaves = {
             name: LeafInfo(tuple(x.shape), np.dtype(np.float32), tuple(x.sharding.spec))
             for name, x in merging.flatten(target).items()
         }
 
     def read(self, name: str, target: NamedSharding) -> jax.Array:
-        m = self._mappings[name]
-        if m.stacked:  # [layers, ...]: one HF tensor per layer
-            host = np.stack([m.to_ours(self._reader.read(n)) for n in m.hf_names()])
-        else:
-            host = m.to_ours(self._reader.read(m.hf_name))
-        host = np.ascontiguousarray(host, dtype=np.float32)
+        host = hf.read_leaf(self._reader, self._mappings[name], self.leaves[name].shape, dtype=np.float32)
         return jax.make_array_from_callback(host.shape, target, lambda index: host[index])
 
 
@@ -221,8 +209,6 @@ class OutputWriter:
     step in the trainers' layout (`state` + `data`)."""
 
     def __init__(self, step_dir: pathlib.Path, flush_bytes: int):
-        from orbax.checkpoint.experimental import v1 as ocp_v1  # partial saves (orbax >= 0.12)
-
         self._partial = ocp_v1.partial
         self.step_dir, self.flush_bytes = step_dir, flush_bytes
         self._buffer: dict[str, jax.Array] = {}

@@ -1,8 +1,9 @@
 """The per-tensor arithmetic of aya_jax.merging: float32 kernels on one tensor (or one layer slice of a stacked
 leaf), and the jitted per-leaf functions that apply them, keeping the first input's sharding.
 
-Formulas and their provenance (mergekit `merge_methods/`, SPEC §3) are in aya_jax/merging/methods.py's docstring. Every
-reduction here (norms, dots, counts) shards: nothing gathers a tensor whole, so a leaf merges on its mesh.
+The formulas and their sources (mergekit 0.1.5's `merge_methods/`, arXiv:2403.13257, and the methods' papers)
+are in aya_jax/merging/methods.py's docstring; the constants below are mergekit's. Every reduction here (norms,
+dots, counts) shards: nothing gathers a tensor whole, so a leaf merges on its mesh.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""Weight-space model merging on arrays and pytrees, with mergekit's semantics (SPEC §3, mergekit `merge_methods/`).
+"""Weight-space model merging on arrays and pytrees, with the semantics of mergekit 0.1.5 (arXiv:2403.13257;
+its `merge_methods/`), against which all six methods were checked.
+
+Sources: weight averaging of fine-tuned models (model soups, arXiv:2203.05482; Aya Expanse averages and merges
+checkpoints, arXiv:2412.04261); SLERP (Shoemake 1985, as mergekit applies it to flattened tensors); task
+arithmetic (arXiv:2212.04089); TIES-Merging (arXiv:2306.01708); DARE (arXiv:2311.03099).
 
 Methods (one tensor per model; `θ_i` the inputs, `θ_b` the base model, `δ_i = θ_i − θ_b` the task vectors):
 
@@ -18,8 +23,10 @@ value of every entry is unchanged; "none" keeps the dropped tensor as is. ties d
 `rescale: false`); any mode may be chosen for either method.
 
 What is one "tensor". mergekit merges Hugging Face tensors, one per layer. Our scanned models stack the layers
-of a weight on a leading axis (`nn.scan`); leaves whose name starts with one of `stacked_prefixes` are merged
-slice by slice along that axis, so SLERP's angle, TIES' top-k and DARE's L1 norm are per layer as in mergekit.
+of a weight on a leading axis (`nn.scan`); leaves with one of `stacked_prefixes` at the start of their name or
+of a path component (`layers/...` of a Cohere decoder, `encoder/layers/...` and `decoder/layers/...` of mT5) are
+merged slice by slice along that axis, so SLERP's angle, TIES' top-k and DARE's L1 norm are per layer as in
+mergekit. A layer gradient positions each stack's layers on its own (mT5's encoder and decoder each span it).
 
 Per-tensor parameters (mergekit's `filter:` conditions). `rules` is a sequence of `ParamRule(filter, name,
 value)`; for each parameter the first rule whose `filter` is a substring of the tensor name ("" matches all)
@@ -91,6 +98,16 @@ def uses_base_model(method: str) -> bool:
     return _TRAITS[method].uses_base
 
 
+def used_params(method: str) -> tuple[str, ...]:
+    """The RULE_PARAMS a method reads: slerp t; linear the weights; task-vector methods the weights and
+    lambda, and density when they sparsify."""
+    if method == "slerp":
+        return ("t",)
+    if not _TRAITS[method].uses_base:
+        return ("weight",)
+    return ("weight", "density", "lambda") if _TRAITS[method].sparsify else ("weight", "lambda")
+
+
 @dataclasses.dataclass(frozen=True)
 class ParamRule:
     """mergekit's `{filter: ..., value: ...}` condition for one parameter (see the module docstring)."""
@@ -114,7 +131,7 @@ class MergeSpec:
     rescale: str | None = None  # None: the method's default (see RESCALE_MODES)
     seed: int = 0  # DARE's drop masks
     rules: tuple[ParamRule, ...] = ()
-    stacked_prefixes: tuple[str, ...] = ("layers/",)  # leaves with a leading layer axis (nn.scan)
+    stacked_prefixes: tuple[str, ...] = ("layers/",)  # leaves with a leading layer axis (nn.scan): is_stacked
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -219,11 +236,17 @@ class TensorParams:
     lambda_: tuple[float, ...]
 
 
-def _rule_value(spec: MergeSpec, name: str, param: str) -> float | tuple[float, ...] | None:
-    for rule in spec.rules:
+def matching_rule(spec: MergeSpec, name: str, param: str) -> int | None:
+    """Index of the rule that sets `param` for the tensor `name` (the first whose filter matches), or None."""
+    for i, rule in enumerate(spec.rules):
         if rule.name == param and (rule.filter in ("", "*") or rule.filter in name):
-            return rule.value
+            return i
     return None
+
+
+def _rule_value(spec: MergeSpec, name: str, param: str) -> float | tuple[float, ...] | None:
+    i = matching_rule(spec, name, param)
+    return None if i is None else spec.rules[i].value
 
 
 def _gradient(value: float | tuple[float, ...], fraction: float) -> float:
@@ -241,7 +264,8 @@ _UNROLLED_LAYER = re.compile(r"(?:^|/)layers_(\d+)/")
 
 
 def is_stacked(spec: MergeSpec, name: str) -> bool:
-    return any(name.startswith(p) for p in spec.stacked_prefixes)
+    """A leaf with a leading layer axis: a `stacked_prefixes` entry starts its name or one of its components."""
+    return any(name.startswith(p) or f"/{p}" in name for p in spec.stacked_prefixes)
 
 
 def layer_fractions(
@@ -285,6 +309,71 @@ def tensor_params(spec: MergeSpec, name: str, fractions: Sequence[float]) -> Ten
         t=scalar_or_gradient("t", spec.t),
         lambda_=scalar_or_gradient("lambda", spec.lambda_),
     )
+
+
+def describe_parameters(
+    spec: MergeSpec, shapes: Mapping[str, Sequence[int]], num_unrolled_layers: int = 0
+) -> dict[str, Any]:
+    """The parameters a merge of the leaves `shapes` ({name: shape}) applies, resolved as `merge_leaf` resolves
+    them (JSON-ready). The method's `normalize` (and `rescale` when it sparsifies); then for each parameter the
+    method reads (`used_params`):
+
+        {"global": the spec's value (weight, density: one per model),
+         "leaves": how many leaves are merged with it,
+         "rules": [{"index", "filter", "value", "leaves": [the leaves this rule sets, being their first match],
+                    "per_model": [...] (weight, density), "per_layer": {leaf: [one value per layer slice]} (t,
+                    lambda given as a layer gradient)}, ...]}
+
+    A rule that no leaf takes (its filter matches nothing, or earlier rules win) has "leaves": []. Rules of
+    parameters the method does not read are listed under "ignored_rules"."""
+    out: dict[str, Any] = {}
+    if spec.method != "slerp":
+        out["normalize"] = spec.effective_normalize
+    if spec.traits.sparsify:
+        out["rescale"] = spec.effective_rescale
+    used = used_params(spec.method)
+    fractions = {n: layer_fractions(spec, n, shape, num_unrolled_layers) for n, shape in shapes.items()}
+    for param in used:
+        per_model = param in ("weight", "density")
+        if param == "weight":
+            value: Any = list(spec.model_weights())
+        elif param == "density":
+            value = list(spec.model_density())
+        else:
+            value = spec.t if param == "t" else spec.lambda_
+        rules = {
+            i: {"index": i, "filter": r.filter, "value": _jsonable(r.value), "leaves": []}
+            for i, r in enumerate(spec.rules)
+            if r.name == param
+        }
+        for i, entry in rules.items():
+            if per_model:
+                entry["per_model"] = list(spec._per_model(spec.rules[i].value))
+            elif isinstance(spec.rules[i].value, tuple):
+                entry["per_layer"] = {}
+        global_leaves = 0
+        for name in shapes:
+            i = matching_rule(spec, name, param)
+            if i is None:
+                global_leaves += 1
+                continue
+            rules[i]["leaves"].append(name)
+            if "per_layer" in rules[i]:
+                resolved = tensor_params(spec, name, fractions[name])
+                rules[i]["per_layer"][name] = list(resolved.t if param == "t" else resolved.lambda_)
+        out[param] = {"global": value, "leaves": global_leaves, "rules": list(rules.values())}
+    ignored = [
+        {"index": i, "filter": r.filter, "parameter": r.name, "value": _jsonable(r.value)}
+        for i, r in enumerate(spec.rules)
+        if r.name not in used
+    ]
+    if ignored:
+        out["ignored_rules"] = ignored
+    return out
+
+
+def _jsonable(value: float | tuple[float, ...]) -> float | list[float]:
+    return [float(v) for v in value] if isinstance(value, tuple) else float(value)
 
 
 def dare_key(seed: int, name: str, model_index: int) -> Array:
