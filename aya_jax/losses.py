@@ -198,8 +198,9 @@ def pairwise_accuracy(better: Array, worse: Array, weights: Array | None = None)
 def bradley_terry_loss(
     r_chosen: Array, r_rejected: Array, weights: Array | None = None
 ) -> tuple[Array, Array]:
-    """Reward-model loss (SPEC §3): mean over pairs of `-log σ(r_chosen - r_rejected)`, the negative
-    log-likelihood of the preference under the Bradley–Terry model P(c ≻ r) = σ(r_c - r_r).
+    """Reward-model loss (InstructGPT, arXiv 2203.02155; docs/objectives.md): mean over pairs of
+    `-log σ(r_chosen - r_rejected)`, the negative log-likelihood of the preference under the Bradley–Terry
+    model P(c ≻ r) = σ(r_c - r_r).
 
     r_chosen, r_rejected: [pairs] scores; `weights` [pairs] (0 drops padding pairs). Returns (loss, pairwise
     accuracy). `softplus(-x)` is `-log σ(x)` without overflow for large |x|.
@@ -223,7 +224,8 @@ def dpo_loss(
     loss_type: str = "sigmoid",
     weights: Array | None = None,
 ) -> tuple[Array, dict[str, Array]]:
-    """Direct Preference Optimisation (Rafailov et al. 2023; SPEC §3) on sequence log-probabilities [pairs].
+    """Direct Preference Optimisation (Rafailov et al. 2023, arXiv 2305.18290; docs/objectives.md) on sequence
+    log-probabilities [pairs].
 
     With the implicit rewards `r_c = β (log π(c) - log π_ref(c))`, `r_r = β (log π(r) - log π_ref(r))` and
     `h = (log π(c) - log π_ref(c)) - (log π(r) - log π_ref(r))`:
@@ -365,9 +367,9 @@ def rloo_policy_loss(
         loss = mean_i -A_i ratio_i                                                  (clip_eps = 0)
 
     On fresh samples the ratio is 1 and the gradient is `-mean_i A_i ∇ Σ_t log π(y_i,t)`: the RLOO estimator
-    (SPEC §3). Reusing the samples for more updates, the clip stops a completion's probability from moving more
-    than a factor 1 ± eps from the sampler's. Metrics: the clipped fraction, the mean ratio, and the k3
-    estimate of KL(old || new) (`E[(r - 1) - log r]`).
+    (arXiv 2402.14740; docs/objectives.md). Reusing the samples for more updates, the clip stops a completion's
+    probability from moving more than a factor 1 ± eps from the sampler's. Metrics: the clipped fraction, the
+    mean ratio, and the k3 estimate of KL(old || new) (`E[(r - 1) - log r]`).
     """
     advantages = jax.lax.stop_gradient(advantages.astype(jnp.float32))
     log_ratio = log_probs - jax.lax.stop_gradient(old_log_probs)

@@ -1,8 +1,9 @@
 """The languages Aya models cover, and a stable integer id for each (the per-token language feature).
 
-Tables (SPEC §2): the 23 Aya 23 / Aya Expanse languages (ISO 639-1) and the 101 Aya 101 languages (ISO 639-3),
-plus a few extra languages that the embedded default data (Babel's CLDR) also covers. Every entry carries its
-ISO 639-1 code (where one exists), ISO 639-3 code, English name and script(s) (ISO 15924).
+Tables (provenance: docs/data.md): the 23 Aya 23 / Aya Expanse languages (ISO 639-1; arXiv 2405.15032,
+2412.04261) and the 101 Aya 101 languages (ISO 639-3; arXiv 2402.07827), plus a few extra languages that the
+embedded default data (Babel's CLDR) also covers. Every entry carries its ISO 639-1 code (where one exists),
+ISO 639-3 code, English name and script(s) (ISO 15924).
 
 `lookup` accepts either code, case-insensitively, and the common individual-language / deprecated codes that
 real data sets use for the same language (Aya Dataset's `arb`, `zsm`, `npi`, ...; M-RewardBench's `arb_Arab`):
@@ -37,7 +38,7 @@ def _lang(iso3: str, iso1: str | None, name: str, *scripts: str) -> Language:
     return Language(iso639_3=iso3, iso639_1=iso1, name=name, scripts=scripts)
 
 
-# The 101 Aya 101 languages, by their ISO 639-3 codes as listed in SPEC §2.
+# The 101 Aya 101 languages (the Aya model paper, arXiv 2402.07827), by their ISO 639-3 codes.
 _AYA101_LANGUAGES = (
     _lang("afr", "af", "Afrikaans", "Latn"),
     _lang("amh", "am", "Amharic", "Ethi"),
@@ -142,7 +143,8 @@ _AYA101_LANGUAGES = (
     _lang("zul", "zu", "Zulu", "Latn"),
 )
 
-# Aya 23 / Aya Expanse (SPEC §2), as ISO 639-1 codes. "fa" is Persian (pes in the Aya 101 list).
+# Aya 23 / Aya Expanse (arXiv 2405.15032, 2412.04261), as ISO 639-1 codes. "fa" is Persian (pes in the Aya 101
+# list).
 AYA23_CODES = tuple("ar zh cs nl en fr de el he hi id it ja ko fa pl pt ro ru es tr uk vi".split())
 
 # Languages outside Aya 101 that the default data's CLDR templates cover. APPEND-ONLY (ids follow the order).

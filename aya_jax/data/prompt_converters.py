@@ -17,7 +17,7 @@ the *same* prompt followed by its completion,
 A prompt longer than P keeps its last P tokens (the end holds the question and, with the chat template, the
 generation prompt); a completion longer than L - len(prompt) is cut from the right (losing its EOS). Both cuts
 are counted in `stats.truncated`. The sequence log-probability of a completion is the sum of the token
-log-probs where `*_loss_weights` is 1 (SPEC §3: DPO, Bradley-Terry).
+log-probs where `*_loss_weights` is 1: what DPO and the Bradley–Terry reward loss score (docs/objectives.md).
 
 Prompts-only (`PromptFeatureConverter`), task feature `prompt`, length `{"prompt": P}`: the prompt left-padded
 to P, ready for batched generation (every prompt ends at column P - 1; the first generated token goes at P):

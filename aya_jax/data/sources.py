@@ -1,7 +1,7 @@
 """Reading rows of the published Aya formats from local (or any tf.io.gfile) files, with validation.
 
 Formats: `.jsonl`, `.jsonl.gz` (one JSON object per line) and `.parquet` (as on the Hugging Face Hub).
-Schemas (SPEC §2), each a `Schema` below:
+Schemas (the published rows and their provenance: docs/data.md), each a `Schema` below:
 
 * `AYA_DATASET`: `inputs, targets, language_code` required; `language, annotation_type, user_id` optional.
 * `AYA_COLLECTION`: `inputs, targets` and `language_code` or `language` (a code or an English name);

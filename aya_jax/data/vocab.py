@@ -167,9 +167,9 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
 
     Encoding adds no special tokens (no BOS): seqio's tasks and feature converters add EOS and decoder-start
     tokens themselves. pad / eos / unk come from the tokenizer's special tokens, first match in the lists
-    below (for Command-R: <PAD>=0, <|END_OF_TURN_TOKEN|>=255001 as in SPEC §1.1, <UNK>=1). The TF ops call the
-    Rust tokenizer through `tf.numpy_function`: fine for input pipelines, not for graphs that must be
-    serialised.
+    below (for Command-R: <PAD>=0, <|END_OF_TURN_TOKEN|>=255001 as in the Aya models' config.json, <UNK>=1).
+    The TF ops call the Rust tokenizer through `tf.numpy_function`: fine for input pipelines, not for graphs
+    that must be serialised.
     """
 
     PAD_TOKENS = ("<PAD>", "<pad>", "[PAD]", "<|pad|>", "<|padding|>")

@@ -1,4 +1,6 @@
-"""The Cohere / Command-R decoder of Aya 23 and Aya Expanse (SPEC §1.1), in Flax linen.
+"""The Cohere / Command-R decoder of Aya 23 (arXiv 2405.15032) and Aya Expanse (arXiv 2412.04261), in Flax
+linen: the architecture of transformers' `CohereForCausalLM` (model_type "cohere"). The equations, and where
+each preset's numbers come from, are written out in docs/models.md.
 
     h   = LayerNorm(x)                       # mean-centred, no bias, fp32
     x' = x + Attention(h) + SwiGLU(h)        # parallel residual: one norm per layer
@@ -64,7 +66,7 @@ class CohereConfig:
 
 
 PRESETS: dict[str, CohereConfig] = {
-    # The released models (SPEC §1.1 table).
+    # The released models: the numbers of their Hugging Face config.json files (docs/models.md, Cohere presets).
     "aya-23-8b": CohereConfig(256000, 4096, 14336, 32, 32, 8, rope_theta=10000.0, logit_scale=0.0625),
     "aya-23-35b": CohereConfig(256000, 8192, 22528, 40, 64, 64, rope_theta=8000000.0, logit_scale=0.0625),
     "aya-expanse-8b": CohereConfig(256000, 4096, 14336, 32, 32, 8, rope_theta=10000.0, logit_scale=0.125),

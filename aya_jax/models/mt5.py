@@ -1,4 +1,6 @@
-"""The mT5 (T5.1.1) encoder-decoder of Aya 101 (SPEC §1.2), in Flax linen.
+"""The mT5 (T5.1.1) encoder-decoder of Aya 101 (arXiv 2402.07827; mT5: arXiv 2010.11934, T5: arXiv 1910.10683),
+in Flax linen: the architecture of transformers' `MT5ForConditionalGeneration` and t5x's T5.1.1 network.
+Equations, the bucket formula and the presets' provenance: docs/models.md.
 
     encoder:  x = E[inputs]                               # no embedding scaling
               x += SelfAttn(RMSNorm(x), bias_enc)         # bidirectional, relative position bias
@@ -12,7 +14,7 @@
 
 RMSNorm has no mean and no bias (fp32 statistics, eps 1e-6); attention has no biases and *no* 1/sqrt(d_kv)
 scaling (T5 folds it into the query initialiser). Relative position bias: `rel = key_pos - query_pos` falls
-into one of 32 buckets (`relative_position_bucket`, SPEC's formula), each bucket holding one learned scalar
+into one of 32 buckets (`relative_position_bucket`, T5's formula), each bucket holding one learned scalar
 per head. Each stack has one table [buckets, heads]; the bias is gathered once per forward from the
 positions and shared by every layer of the stack (with `scan_layers` the table sits outside the scanned
 stack). Positions and segment ids follow seqio's packed layout: positions restart at 0 in every segment, so
@@ -78,8 +80,9 @@ def _mt5(d_model: int, d_ff: int, heads: int, layers_: int, dropout_rate: float 
 
 
 PRESETS: dict[str, MT5Config] = {
-    # Aya 101 is mT5-XXL fine-tuned (SPEC §1.2); the others are the released google/mt5-* sizes. dropout_rate
-    # is their config.json's (0.1), used only when the module is built with deterministic=False.
+    # Aya 101 is mT5-XXL fine-tuned (arXiv 2402.07827; its config.json has mt5-xxl's numbers); the others are
+    # the released google/mt5-* sizes (docs/models.md, mT5 presets). dropout_rate is their config.json's (0.1),
+    # used only when the module is built with deterministic=False.
     "aya-101": _mt5(4096, 10240, 64, 24),
     "mt5-xxl": _mt5(4096, 10240, 64, 24),
     "mt5-xl": _mt5(2048, 5120, 32, 24),
@@ -164,7 +167,8 @@ def output_kernel(params: Any) -> Array:
 def relative_position_bucket(
     relative_position: Array, bidirectional: bool, num_buckets: int = 32, max_distance: int = 128
 ) -> Array:
-    """T5's bucket of `relative_position = key_pos - query_pos` (int array, any shape), SPEC §1.2.
+    """T5's bucket of `relative_position = key_pos - query_pos` (int array, any shape); the formula, with
+    worked examples, is in docs/models.md.
 
     Bidirectional (encoder): half the buckets for keys before or at the query, half (offset `num_buckets/2`)
     for keys after it, by |rel|. Causal (decoder): all buckets for keys before the query (`n = max(-rel, 0)`;

@@ -1,4 +1,5 @@
-"""A reward model: the Cohere decoder with a scalar head on the last real token (SPEC §3).
+"""A reward model: the Cohere decoder with a scalar head on the last real token, trained with the Bradley–Terry
+loss as in InstructGPT (arXiv 2203.02155); the objective is written out in docs/objectives.md.
 
     h      = CohereLM(tokens, positions, segment_ids, return_hidden=True)   # final-norm state [batch, len, embed]
     last_b = the last index of row b whose segment id is > 0                 # one sequence per row

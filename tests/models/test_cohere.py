@@ -1,4 +1,5 @@
-"""The Cohere decoder (SPEC §1.1) against an independent NumPy forward written from the spec's text.
+"""The Cohere decoder against an independent NumPy forward written from the equations in docs/models.md (the
+architecture of transformers' `CohereForCausalLM`), not from the model code.
 
 The reference below uses no aya_jax code: float64 NumPy, mean-centred LayerNorm without bias, parallel
 residual, SwiGLU, grouped-query attention written per query head, interleaved (GPT-J) RoPE, optional per-head
@@ -30,7 +31,7 @@ EMBED_STD = 0.5
 
 
 # --------------------------------------------------------------------------------------------------
-# Independent NumPy reference (float64), written from SPEC §1.1 alone.
+# Independent NumPy reference (float64), written from docs/models.md (Cohere decoder) alone.
 # --------------------------------------------------------------------------------------------------
 
 

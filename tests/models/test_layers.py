@@ -1,4 +1,5 @@
-"""Focused checks of aya_jax.models.layers against small NumPy computations written from SPEC §1."""
+"""Focused checks of aya_jax.models.layers against small NumPy computations written from the equations in
+docs/models.md."""
 
 from __future__ import annotations
 
@@ -40,10 +41,10 @@ def test_interleaved_rope_matches_numpy(theta):
 
 
 def test_interleaved_rope_large_positions_within_fp32_angle_resolution():
-    """SPEC/HF compute the angle pos * inv_freq in fp32, so at position p it carries an absolute error of
-    about p * 2^-24 (rounding of the product) plus p * |d inv_freq| (~1 ulp of inv_freq): <= ~3 * p * 2^-24
-    ~ 5.4e-4 at p = 3000. The rotated values (|x| ~ 1) inherit that error; 1e-3 bounds it, and a wrong
-    rotation (the half-rotation, a missing repeat) would give O(1) differences."""
+    """transformers' Cohere (and docs/models.md) compute the angle pos * inv_freq in fp32, so at position p it
+    carries an absolute error of about p * 2^-24 (rounding of the product) plus p * |d inv_freq| (~1 ulp of
+    inv_freq): <= ~3 * p * 2^-24 ~ 5.4e-4 at p = 3000. The rotated values (|x| ~ 1) inherit that error; 1e-3
+    bounds it, and a wrong rotation (the half-rotation, a missing repeat) would give O(1) differences."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 8, 3, 16)).astype(np.float32)
     positions = rng.integers(1000, 3000, (1, 8)).astype(np.int32)

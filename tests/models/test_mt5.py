@@ -1,4 +1,5 @@
-"""The mT5 encoder-decoder (SPEC §1.2) against an independent NumPy forward written from the spec's text.
+"""The mT5 encoder-decoder against an independent NumPy forward written from the equations in docs/models.md
+(the architecture of transformers' `MT5ForConditionalGeneration` / t5x's T5.1.1), not from the model code.
 
 The reference below uses no aya_jax code: float64 NumPy, RMSNorm without mean or bias, pre-norm blocks,
 attention without 1/sqrt(d) scaling written per head, T5's relative position buckets written as a scalar
@@ -41,12 +42,12 @@ CONFIGS = {
 
 
 # --------------------------------------------------------------------------------------------------
-# Independent NumPy reference (float64), written from SPEC §1.2 alone.
+# Independent NumPy reference (float64), written from docs/models.md (mT5 encoder-decoder) alone.
 # --------------------------------------------------------------------------------------------------
 
 
 def np_bucket(rel: int, bidirectional: bool, num_buckets: int, max_distance: int) -> int:
-    """SPEC §1.2, one relative position at a time."""
+    """The bucket formula of docs/models.md, one relative position at a time."""
     if bidirectional:
         nb = num_buckets // 2
         offset = nb if rel > 0 else 0
@@ -266,7 +267,8 @@ def random_batch(batch, enc_len, dec_len, seed=1, pad_from=None):
 # 1. Relative position buckets
 # --------------------------------------------------------------------------------------------------
 
-# rel = key_pos - query_pos -> bucket, worked out by hand from SPEC §1.2 (32 buckets, max distance 128).
+# rel = key_pos - query_pos -> bucket, worked out by hand from the formula in docs/models.md (32 buckets, max
+# distance 128).
 # Bidirectional: 16 buckets per direction, exact below 8, log-spaced up to 128, the last from 128 on.
 HAND_BIDIRECTIONAL = {
     0: 0,
