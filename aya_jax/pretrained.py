@@ -92,9 +92,7 @@ def build_model(model_config: Any, vocab_size: int | None, hf_config: dict[str, 
 def abstract_params(model: nn.Module, mesh: Mesh | None, rules: Any) -> Any:
     """ShapeDtypeStructs of the model's params carrying their shardings (from the logical axis names through
     `rules`; one device when `mesh` is None). Nothing is allocated."""
-    return hf.abstract_params(
-        hf.architecture(families.family_of(model).hf_model_type), model, model.cfg, mesh, rules
-    )
+    return hf.abstract_params(hf.architecture_of(model.cfg), model, model.cfg, mesh, rules)
 
 
 def targets(abstract: Any, shardings: Any) -> Any:

@@ -5,7 +5,7 @@ measured in the same run.
     python benchmarks/rloo_step.py --dtype bfloat16 --prompts 16 --steps 5
 
 Model (fixed): the `cohere-bench` preset (hidden 512, ffn 1536, 8 layers, 8 heads, vocab 32000), random
-weights, on one device. Each iteration runs the trainer's own pieces (aya_jax/jobs/rloo.py):
+weights, on one device. Each iteration runs the trainer's own pieces (aya_jax/training/rloo.py):
 `rollouts.sample` (k completions per prompt; no EOS, so every row generates exactly `--new-tokens` and the
 token count is fixed), scoring (a host-side reward of the token ids standing in for a Python reward function,
 plus the policy and reference log-probs and the leave-one-out advantages), and the update (one optax step on
@@ -37,9 +37,11 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from aya_jax import optimizers, sampling  # noqa: E402
-from aya_jax.jobs import rloo  # noqa: E402
 from aya_jax.models import cohere  # noqa: E402
-from aya_jax.training import rollouts
+from aya_jax.training import (
+    rloo,  # noqa: E402
+    rollouts,
+)
 from aya_jax.training import sft as sft_objective  # noqa: E402
 from aya_jax.training import state as ts  # noqa: E402
 from configs import rloo as rloo_config  # noqa: E402

@@ -30,97 +30,95 @@ SECTIONS = ("model", "mesh", "data", "train", "optimizer", "checkpoint", "metric
 
 def train(config: Any, workdir: str) -> loop.RunSummary:
     with loop.Run.start(config, workdir, SECTIONS) as run:
-        return _train(run)
-
-
-def _train(run: loop.Run) -> loop.RunSummary:
-    config = run.config
-    spec = pipeline.prepare(config.data)
-    hf_init_dir = str(config.model.hf_init_dir)
-    model, model_cfg = pretrained.build_model(
-        config.model, spec.vocab_size, hf.read_config(hf_init_dir) if hf_init_dir else None
-    )
-    family = families.family_of(model_cfg)
-    seq_len = int(config.data.seq_len)
-    max_positions = family.max_positions(model_cfg)
-    if max_positions is not None and seq_len > max_positions:
-        raise loop.ConfigError(
-            f"config.data.seq_len: {seq_len} exceeds the model's max_position_embeddings {max_positions}"
+        spec = pipeline.prepare(config.data)
+        hf_init_dir = str(config.model.hf_init_dir)
+        model, model_cfg = pretrained.build_model(
+            config.model, spec.vocab_size, hf.read_config(hf_init_dir) if hf_init_dir else None
         )
-    lengths = family.feature_lengths(seq_len, int(config.data.inputs_len))
+        family = families.family_of(model_cfg)
+        seq_len = int(config.data.seq_len)
+        max_positions = family.max_positions(model_cfg)
+        if max_positions is not None and seq_len > max_positions:
+            raise loop.ConfigError(
+                f"config.data.seq_len: {seq_len} exceeds the model's max_position_embeddings {max_positions}"
+            )
+        lengths = family.feature_lengths(seq_len, int(config.data.inputs_len))
 
-    tx, schedule = optimizers.make_optimizer(config.optimizer, int(config.train.steps))
-    with run.context():
-        abstract_state, state_sh = ts.state_shardings(model, tx, seq_len, run.mesh, run.rules)
-    n_params = family.param_count(model_cfg)
-    log.info(
-        "model %s: %s parameters (%.1f M); state per device %.1f MiB on mesh %s", config.model.preset,
-        f"{n_params:,}", n_params / 1e6, ts.per_device_bytes(abstract_state, state_sh) / 2**20, dict(run.mesh.shape),
-    )  # fmt: skip
-
-    shards = run.data_shards()
-    identity = {
-        "seed": int(config.seed),
-        "num_shards": shards.num_shards,
-        "global_batch_size": int(config.train.global_batch_size),
-        "seq_len": seq_len,
-        **({"inputs_len": lengths["inputs"]} if family.encoder_decoder else {}),
-        "task": str(config.data.task),
-    }
-    restored = run.restore(abstract_state, state_sh)
-    if restored is not None:
-        state, start = restored.state, restored.step
-        position = loop.check_data_state(restored.saved, identity)
-        log.info("data position %d", position)
-    else:
-        state, start, position = _initial_state(run, model, tx, abstract_state, state_sh), 0, 0
-
-    def make_converter():
-        return feature_converters.make_converter(
-            family.converter, pack=bool(config.data.pack), eos_id=spec.eos_id,
-            decoder_start_id=family.decoder_start_id(model_cfg),
+        tx, schedule = optimizers.make_optimizer(config.optimizer, int(config.train.steps))
+        with run.context():
+            abstract_state, state_sh = ts.state_shardings(model, tx, seq_len, run.mesh, run.rules)
+        n_params = family.param_count(model_cfg)
+        log.info(
+            "model %s: %s parameters (%.1f M); state per device %.1f MiB on mesh %s", config.model.preset,
+            f"{n_params:,}", n_params / 1e6, ts.per_device_bytes(abstract_state, state_sh) / 2**20, dict(run.mesh.shape),
         )  # fmt: skip
 
-    shard_args = dict(
-        shard_batch_size=shards.shard_batch, shards=shards.host_shards, num_shards=shards.num_shards
-    )
-    train_iter = pipeline.HostTrainIterator(
-        spec, config.data, **shard_args, seed=int(config.seed), start_position=position,
-        make_converter=make_converter, feature_lengths=lengths,
-    )  # fmt: skip
-    eval_cache: list[Any] = []
+        shards = run.data_shards()
+        identity = {
+            "seed": int(config.seed),
+            "num_shards": shards.num_shards,
+            "global_batch_size": int(config.train.global_batch_size),
+            "seq_len": seq_len,
+            **({"inputs_len": lengths["inputs"]} if family.encoder_decoder else {}),
+            "task": str(config.data.task),
+        }
+        restored = run.restore(abstract_state, state_sh)
+        if restored is not None:
+            state, start = restored.state, restored.step
+            position = loop.check_data_state(restored.saved, identity)
+            log.info("data position %d", position)
+        else:
+            state, start, position = _initial_state(run, model, tx, abstract_state, state_sh), 0, 0
 
-    def eval_batches() -> list[Any]:
-        if not eval_cache:
-            eval_cache.extend(pipeline.host_eval_batches(
-                spec, config.data, **shard_args, num_batches=int(config.train.eval_batches),
-                make_converter=make_converter, feature_lengths=lengths,
-            ))  # fmt: skip
-        return eval_cache
+        def make_converter():
+            return feature_converters.make_converter(
+                family.converter, pack=bool(config.data.pack), eos_id=spec.eos_id,
+                decoder_start_id=family.decoder_start_id(model_cfg),
+            )  # fmt: skip
 
-    batch_sh = run.row_sharding(2)
-    step_fn = objective.make_train_step(
-        model, tx, schedule, float(config.train.z_loss), int(config.train.grad_accum_steps)
-    )
-    with run.context():
-        train_step = jax.jit(
-            step_fn, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None), donate_argnums=(0,)
+        shard_args = dict(
+            shard_batch_size=shards.shard_batch, shards=shards.host_shards, num_shards=shards.num_shards
         )
-    eval_step = jax.jit(
-        objective.make_eval_step(model, languages.num_language_ids()),
-        in_shardings=(state_sh.params, batch_sh),
-    )
-    tokens_per_row = family.tokens_per_row(lengths)
-    throughput = loop.Throughput(
-        tokens_per_iteration=int(config.train.global_batch_size) * tokens_per_row,
-        flops_per_token=family.train_flops_per_row(model_cfg, lengths) / tokens_per_row,
-        dtype=str(config.model.dtype),
-    )
-    sft = objective.Sft(
-        run, train_step=train_step, eval_step=eval_step, train_iter=train_iter, eval_batches=eval_batches,
-        identity=identity, throughput=throughput, plot_title=f"{config.model.preset} SFT on {config.data.task}",
-    )  # fmt: skip
-    return loop.train(run, sft, state, start)
+        train_iter = pipeline.HostTrainIterator(
+            spec, config.data, **shard_args, seed=int(config.seed), start_position=position,
+            make_converter=make_converter, feature_lengths=lengths,
+        )  # fmt: skip
+        eval_cache: list[Any] = []
+
+        def eval_batches() -> list[Any]:
+            if not eval_cache:
+                eval_cache.extend(pipeline.host_eval_batches(
+                    spec, config.data, **shard_args, num_batches=int(config.train.eval_batches),
+                    make_converter=make_converter, feature_lengths=lengths,
+                ))  # fmt: skip
+            return eval_cache
+
+        batch_sh = run.row_sharding(2)
+        step_fn = objective.make_train_step(
+            model, tx, schedule, float(config.train.z_loss), int(config.train.grad_accum_steps)
+        )
+        with run.context():
+            train_step = jax.jit(
+                step_fn,
+                in_shardings=(state_sh, batch_sh),
+                out_shardings=(state_sh, None),
+                donate_argnums=(0,),
+            )
+        eval_step = jax.jit(
+            objective.make_eval_step(model, languages.num_language_ids()),
+            in_shardings=(state_sh.params, batch_sh),
+        )
+        tokens_per_row = family.tokens_per_row(lengths)
+        throughput = loop.Throughput(
+            tokens_per_iteration=int(config.train.global_batch_size) * tokens_per_row,
+            flops_per_token=family.train_flops_per_row(model_cfg, lengths) / tokens_per_row,
+            dtype=str(config.model.dtype),
+        )
+        sft = objective.Sft(
+            run, train_step=train_step, eval_step=eval_step, train_iter=train_iter, eval_batches=eval_batches,
+            identity=identity, throughput=throughput, plot_title=f"{config.model.preset} SFT on {config.data.task}",
+        )  # fmt: skip
+        return loop.train(run, sft, state, start)
 
 
 def _initial_state(run: loop.Run, model, tx, abstract_state, state_sh) -> ts.TrainState:

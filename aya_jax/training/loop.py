@@ -417,7 +417,8 @@ def train(run: Run, objective: Objective, state: Any, start: int) -> RunSummary:
     summary = RunSummary(
         title=objective.title, workdir=str(run.workdir.absolute()), start_step=start, end_step=start,
         preempted=False, checkpoint_dir=str(run.checkpointer.directory),
-        metrics_jsonl=str(run.writer.jsonl_path.absolute()), tensorboard_dir=str(run.writer.tb_dir.absolute()),
+        metrics_jsonl=str(run.writer.jsonl_path.absolute()) if config.metrics.jsonl else "",
+        tensorboard_dir=str(run.writer.tb_dir.absolute()) if config.metrics.tensorboard else "",
     )  # fmt: skip
     rate = _Rate(run, objective.throughput)
     progress = progress_bar(config, start, total, objective.unit, objective.title.split()[0].lower())
@@ -502,7 +503,7 @@ def log_summary(s: RunSummary) -> None:
     outputs = [
         ("checkpoints", s.checkpoint_dir),
         ("metrics", s.metrics_jsonl),
-        ("tensorboard", f"tensorboard --logdir {s.tensorboard_dir}"),
+        ("tensorboard", f"tensorboard --logdir {s.tensorboard_dir}" if s.tensorboard_dir else ""),
         *s.outputs.items(),
     ]
     lines = [
