@@ -7,8 +7,10 @@ from typing import Any
 import jax
 import optax
 
+from aya_jax.defaults.checks import ConfigError
 
-class OptimizerConfigError(ValueError):
+
+class OptimizerConfigError(ConfigError):
     pass
 
 

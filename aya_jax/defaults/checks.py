@@ -44,3 +44,15 @@ class Section:
         value = self.values[field]
         if value not in options:
             self.fail(field, f"{value!r} is not one of {', '.join(map(str, options))}")
+
+    def sampling(self, *, sampled: str = "") -> None:
+        """The sampling fields a section shares (max_new_tokens, temperature, top_k, top_p). `sampled`: the
+        reason the temperature must be > 0 (a section that draws several samples per prompt), else 0 = greedy."""
+        self.at_least("max_new_tokens", 1)
+        if sampled:
+            self.greater("temperature", 0.0, f" ({sampled})")
+        else:
+            self.at_least("temperature", 0.0, " (0 = greedy)")
+        self.at_least("top_k", 0)
+        if not 0 < self.values.top_p <= 1:
+            self.fail("top_p", f"must be in (0, 1], got {self.values.top_p}")

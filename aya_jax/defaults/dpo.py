@@ -55,16 +55,13 @@ def validate(d: ml_collections.ConfigDict, config: ml_collections.ConfigDict) ->
     s.at_least("iterations", 0)
     if d.offline_steps + d.iterations == 0:
         s.fail("offline_steps", "offline_steps and iterations are both 0: nothing to train")
-    for field in ("prompts_per_iteration", "epochs_per_iteration", "max_new_tokens", "eval_samples"):
+    for field in ("prompts_per_iteration", "epochs_per_iteration", "eval_samples"):
         s.at_least(field, 1)
     s.at_least("samples_per_prompt", 2, " (a best and a worst)")
     s.at_least("eval_prompts", 0)
     s.at_least("missing_eos_penalty", 0.0)
     s.at_least("min_score_gap", 0.0)
-    s.greater("temperature", 0.0, " (greedy samples of one prompt are all equal)")
-    s.at_least("top_k", 0)
-    if not 0 < d.top_p <= 1:
-        s.fail("top_p", f"must be in (0, 1], got {d.top_p}")
+    s.sampling(sampled="greedy samples of one prompt are all equal")
     if not d.reward_model:
         s.fail(
             "reward_model",

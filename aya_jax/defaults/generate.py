@@ -40,10 +40,6 @@ def validate(g: ml_collections.ConfigDict, config: ml_collections.ConfigDict) ->
     s.one_of("chat_template", ("auto", "cohere", "none"))
     s.at_least("batch_size", 1)
     s.at_least("prompt_bucket", 1)
-    s.at_least("max_new_tokens", 1)
-    s.at_least("temperature", 0.0, " (0 = greedy)")
-    s.at_least("top_k", 0)
-    if not 0 < g.top_p <= 1:
-        s.fail("top_p", f"must be in (0, 1], got {g.top_p}")
+    s.sampling()
     if not (g.prompt or g.prompts or g.prompts_file):
         s.fail("prompt", "no prompt (set prompt, prompts or prompts_file)")

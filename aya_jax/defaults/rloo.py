@@ -37,7 +37,7 @@ def defaults() -> ml_collections.ConfigDict:
 def validate(r: ml_collections.ConfigDict, config: ml_collections.ConfigDict) -> None:
     s = Section(r, "rloo")
     s.at_least("k", 2)
-    for field in ("prompts_per_step", "max_new_tokens", "max_prompt_tokens", "num_ppo_epochs"):
+    for field in ("prompts_per_step", "max_prompt_tokens", "num_ppo_epochs"):
         s.at_least(field, 1)
     rows = r.prompts_per_step * r.k
     if r.num_minibatches < 1 or rows % r.num_minibatches:
@@ -45,10 +45,7 @@ def validate(r: ml_collections.ConfigDict, config: ml_collections.ConfigDict) ->
             "num_minibatches",
             f"must be >= 1 and divide prompts_per_step x k = {rows}, got {r.num_minibatches}",
         )
-    s.greater("temperature", 0.0, " (k greedy samples would all be equal)")
-    s.at_least("top_k", 0)
-    if not 0 < r.top_p <= 1:
-        s.fail("top_p", f"must be in (0, 1], got {r.top_p}")
+    s.sampling(sampled="k greedy samples would all be equal")
     for field in ("beta", "clip_eps", "reward_clip"):
         s.at_least(field, 0.0)
     s.at_least("eval_prompts", 0)

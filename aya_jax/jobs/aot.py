@@ -31,6 +31,7 @@ from flax import linen as nn
 from jax.sharding import NamedSharding
 
 from aya_jax import optimizers, pretrained, sharding
+from aya_jax.defaults.checks import ConfigError
 from aya_jax.models import families
 from aya_jax.training import loop
 from aya_jax.training import sft as sft_objective
@@ -61,7 +62,7 @@ _TOPOLOGY_3D = {
 _GENERATIONS = {"v5litepod": "v5e", "v5e": "v5e", "v6e": "v6e", "v4": "v4", "v5p": "v5p"}
 
 
-class AotError(ValueError):
+class AotError(ConfigError):
     """A topology that cannot be described, or a config that does not fit in HBM; one line, names the field."""
 
 

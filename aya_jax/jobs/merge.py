@@ -63,7 +63,7 @@ import numpy as np
 from flax import linen as nn
 from jax.sharding import Mesh
 
-from aya_jax import checkpoint, hf, pretrained, sharding
+from aya_jax import checkpoint, defaults, hf, pretrained, sharding
 from aya_jax.data import languages, pipeline
 from aya_jax.merging import io as merge_io
 from aya_jax.merging import methods as merging
@@ -75,6 +75,7 @@ from aya_jax.training import sft as sft_objective
 log = logging.getLogger(__name__)
 
 OUTPUT_STEP = 0
+SECTIONS = ("model", "mesh", "merge")
 REPORT_NAME = "merge_report.json"
 
 
@@ -233,13 +234,8 @@ def run(config: Any, workdir: str) -> MergeSummary:
     m = config.merge
     workdir_path = pathlib.Path(workdir).absolute()
     t_start = time.perf_counter()
-    sharding.maybe_initialize_distributed(config.mesh.distributed)
-    try:
-        mesh_shape = sharding.resolve_mesh_shape(config.mesh.axes, config.mesh.shape, jax.device_count())
-        mesh = sharding.make_mesh(tuple(config.mesh.axes), mesh_shape)
-        rules = sharding.normalize_rules(config.mesh.rules, mesh)
-    except sharding.ShardingError as e:
-        raise MergeConfigError(str(e)) from None
+    defaults.validate(config, SECTIONS)
+    mesh, rules = sharding.setup(config.mesh)
     plan = plan_merge(config, mesh, rules)
     spec = plan.spec
     names = check_inputs(plan)

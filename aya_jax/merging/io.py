@@ -28,12 +28,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from orbax.checkpoint.experimental import v1 as ocp_v1  # partial saves (orbax >= 0.12)
 
 from aya_jax import hf, sharding
+from aya_jax.defaults.checks import ConfigError
 from aya_jax.merging import methods as merging
 
 log = logging.getLogger(__name__)
 
 
-class MergeConfigError(ValueError):
+class MergeConfigError(ConfigError):
     """A merge config value or input that cannot work, found before any tensor is merged; names the field."""
 
 

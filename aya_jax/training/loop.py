@@ -201,9 +201,13 @@ class Run:
         """Every leaf whole on every host (small arrays: metrics, scores): a gather across hosts when needed."""
 
         def get(x: Any) -> Any:
-            if isinstance(x, jax.Array) and not x.is_fully_addressable:
-                return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-            return np.asarray(jax.device_get(x)) if isinstance(x, jax.Array) else x
+            if not isinstance(x, jax.Array):
+                return x
+            if x.is_fully_addressable:
+                return np.asarray(jax.device_get(x))
+            if x.is_fully_replicated:  # every host has it all (scalar metrics): no communication
+                return np.asarray(x.addressable_data(0))
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
         return jax.tree.map(get, tree)
 
