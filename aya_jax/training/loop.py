@@ -424,7 +424,7 @@ def train(run: Run, objective: Objective, state: Any, start: int) -> RunSummary:
         metrics_jsonl=str(run.writer.jsonl_path.absolute()) if config.metrics.jsonl else "",
         tensorboard_dir=str(run.writer.tb_dir.absolute()) if config.metrics.tensorboard else "",
     )  # fmt: skip
-    rate = _Rate(run, objective.throughput)
+    rate = _Rate(run, objective.throughput if start < total else None)  # a finished run measures nothing
     progress = progress_bar(config, start, total, objective.unit, objective.title.split()[0].lower())
     last_evaluated = None
 
