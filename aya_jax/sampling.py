@@ -435,6 +435,6 @@ class Sampler:
 def cohere_chat_prompt(user: str, system: str | None = None) -> str:
     """One user turn in the Cohere chat format (Aya 23 / Aya Expanse), ready for the model's reply — the text
     `tokenizer.apply_chat_template([...], add_generation_prompt=True)` renders with
-    `aya_jax.hf.cohere.CHAT_TEMPLATE`, and the prompt SFT rows are trained on with `config.data.chat_template`
+    `aya_jax.hf.cohere.CHAT_TEMPLATE`, and the prompt SFT rows are trained on in the chat format (`config.data.format`)
     (one implementation: `aya_jax.data.chat_template`). Encode it with special tokens parsed and none added."""
     return chat_template.prompt_text(user, system or "")

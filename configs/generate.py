@@ -4,7 +4,7 @@
     python -m aya_jax.main --config configs/generate.py --config.generate.hf_dir=/ckpt/aya-expanse-8b \\
         --config.generate.prompt="Écris un haïku sur la mer." --config.mesh.shape='(1,1,-1)'
 
-    # The quickstart's own model and SentencePiece vocabulary (no chat template):
+    # The quickstart's own model and SentencePiece vocabulary (prompts in the chat format it was trained on):
     python -m aya_jax.main --config configs/generate.py --config.generate.checkpoint_dir=workdirs/quickstart \\
         --config.generate.prompt="Bonjour"
 

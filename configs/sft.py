@@ -36,7 +36,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # The checkpoint's own tokenizer unless overridden: vocab.path follows model.hf_init_dir.
         config.data.vocab.kind = "hf_tokenizer"
         config.data.vocab.path = config.model.get_ref("hf_init_dir") + "/tokenizer.json"
-        config.data.chat_template = True
         config.model.dtype = "bfloat16"
         config.model.remat = "full"  # 8B+ models: activations recomputed in the backward pass
     else:

@@ -29,6 +29,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.job = "sft"
     config.workdir = "workdirs/sft_mt5"
     config.data.task = "aya_default"
+    # Aya 101's rows: the prompt is the encoder input and the answer the decoder's, with no chat template.
+    config.data.format = "raw"
     config.data.inputs_len = 128  # encoder tokens per row (prompts)
     config.data.seq_len = 128  # decoder tokens per row (answers)
     config.train.global_batch_size = 8

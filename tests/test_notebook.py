@@ -16,7 +16,7 @@ nbformat = pytest.importorskip("nbformat", reason="needs the [test] extra (nbfor
 nbclient = pytest.importorskip("nbclient", reason="needs the [test] extra (nbformat, nbclient, ipykernel)")
 pytest.importorskip("ipykernel", reason="needs the [test] extra (nbformat, nbclient, ipykernel)")
 
-# As in tests/trainers/test_sft.py: the quickstart shrunk.
+# As in tests/jobs/test_sft.py: the quickstart shrunk.
 TRIM = " ".join(
     [
         "--config.model.overrides.num_layers=2",

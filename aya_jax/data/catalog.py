@@ -181,7 +181,7 @@ def register_source_task(
         language=language,
         where=where,
         max_chars=data_config.max_example_chars or None,
-        chat=data_config.chat_template,
+        chat=data_config.format == "chat",
         num_train_examples=num_train,
         shuffle_buffer_size=shuffle_buffer_size,
         source_name=source.name,

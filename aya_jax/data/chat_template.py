@@ -1,20 +1,25 @@
-"""The Cohere chat template (Command R, Aya 23, Aya Expanse), in Python and as seqio preprocessors.
+"""The one prompt/answer format of the project: the Cohere chat template (Command R, Aya 23, Aya Expanse), in
+Python and as seqio preprocessors. Every path that reads or writes a conversation for a decoder-only model goes
+through it: SFT rows, preference pairs (their prompt and both answers), RL prompt sets, generation, and the
+exported tokenizer's chat template.
 
-The template (the tokenizer's default `chat_template`, rendered for a user turn and a reply):
+A user turn and its reply, rendered (one line in reality):
 
     <BOS_TOKEN><|START_OF_TURN_TOKEN|><|USER_TOKEN|>{user.strip()}<|END_OF_TURN_TOKEN|>
     <|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>{reply.strip()}<|END_OF_TURN_TOKEN|>
 
-(one line in reality), with an optional system turn `<|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|>{system}
-<|END_OF_TURN_TOKEN|>` right after BOS. For training, a row's `inputs` becomes everything up to and including
-`<|CHATBOT_TOKEN|>` (the generation prompt) and its `targets` the stripped reply; the closing
-`<|END_OF_TURN_TOKEN|>` is the EOS the task appends (the Command-R tokenizer's EOS *is* that token; with a
-SentencePiece vocabulary it is `</s>`, and the markers are single user-defined pieces when the model was
-trained with `config.data.chat_template=True`). Loss stays on the reply and its end-of-turn only.
+with an optional system turn `<|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|>{system}<|END_OF_TURN_TOKEN|>` right after
+BOS. For training, a row's `inputs` becomes everything up to and including `<|CHATBOT_TOKEN|>` (the generation
+prompt, `prompt_text`) and its `targets` the stripped reply followed by `<|END_OF_TURN_TOKEN|>`
+(`completion_text`): the loss covers the reply and its end-of-turn, and generation stops at that marker. No EOS
+follows in this format (`config.data.format = "chat"`, the default); the raw format (`"raw"`) keeps prompt ++
+answer ++ EOS, for plain language modelling, chosen explicitly.
 
-`render` mirrors the Jinja template token for token (checked against the template itself in the tests). The
-Python half imports no TensorFlow (generation uses it: `sampling.cohere_chat_prompt`); the tf half imports
-TensorFlow and seqio when first called.
+With Command-R's tokenizer the markers are its special tokens (its EOS *is* the end-of-turn token); the
+project's own SentencePiece vocabularies reserve them as single user-defined pieces (aya_jax/data/vocab.py), so
+a quickstart model and an Aya model see a conversation the same way. `render` mirrors the Jinja template token
+for token (checked against the template itself in the tests). The Python half imports no TensorFlow (generation
+uses it); the tf half imports TensorFlow and seqio when first called.
 """
 
 from __future__ import annotations
@@ -65,8 +70,8 @@ def prompt_text(user: str, system: str = "") -> str:
 
 
 def completion_text(reply: str) -> str:
-    """A reply as the template writes it, without the closing end-of-turn (the task's EOS)."""
-    return reply.strip()
+    """A reply as the template writes it: stripped, then the closing end-of-turn marker."""
+    return reply.strip() + END_OF_TURN
 
 
 def strip_tf(text: tf.Tensor) -> tf.Tensor:
@@ -86,10 +91,12 @@ def prompt_text_tf(user: tf.Tensor, system: str = "") -> tf.Tensor:
 
 
 def _format(ex, prompt_field: str, completion_fields: tuple[str, ...], system: str):
+    import tensorflow as tf
+
     ex = dict(ex)
     ex[prompt_field] = prompt_text_tf(ex[prompt_field], system)
     for field in completion_fields:
-        ex[field] = strip_tf(ex[field])
+        ex[field] = tf.strings.join([strip_tf(ex[field]), END_OF_TURN])
     return ex
 
 

@@ -8,8 +8,9 @@ Task kinds, by schema (see `sources`):
 * prompts-only (`PROMPTS`): `prompt` (no EOS), for sampling.
 
 Examples also carry the row's string fields (`language_code` among them, which the feature converters turn
-into language ids). With `chat_template=True` the strings are first formatted with the Cohere chat template
-(`chat_template.chat_preprocessor`).
+into language ids). In the chat format (`config.data.format = "chat"`, the default) the strings are first
+formatted with the Cohere chat template (`chat_template.chat_preprocessor`) and answers end with its end-of-turn
+marker instead of EOS.
 
 Registration is idempotent: registering a name again with the same arguments is a no-op; with anything
 different the old task is replaced (so a test or a notebook can switch vocabularies). `task_info(name)` says
@@ -122,12 +123,16 @@ def row_chunks(rows, fields: Sequence[str] = sources.FIELDS, size: int = _GENERA
         yield chunk
 
 
-def output_features(schema: sources.Schema, task_vocab: seqio.Vocabulary) -> dict[str, seqio.Feature]:
+def output_features(
+    schema: sources.Schema, task_vocab: seqio.Vocabulary, chat: bool = False
+) -> dict[str, seqio.Feature]:
+    """The task's token features. Answers end with EOS in the raw format; in the chat format they end with the
+    template's end-of-turn marker instead (written by the chat preprocessor), and no EOS follows."""
     kind = kind_of(schema)
     if kind == "sft":
-        eos = {"inputs": False, "targets": True}
+        eos = {"inputs": False, "targets": not chat}
     elif kind == "preference":
-        eos = {"prompt": False, "chosen": True, "rejected": True}
+        eos = {"prompt": False, "chosen": not chat, "rejected": not chat}
     else:
         eos = {"prompt": False}
     return {name: seqio.Feature(task_vocab, add_eos=add_eos) for name, add_eos in eos.items()}
@@ -198,7 +203,7 @@ def register_rows_task(
     task = seqio.TaskRegistry.add(
         name,
         source=data_source,
-        output_features=output_features(schema, task_vocab),
+        output_features=output_features(schema, task_vocab, chat),
         preprocessors=[
             *preprocessors,
             seqio.preprocessors.tokenize,  # only the output features; language_code etc. pass through
@@ -238,7 +243,7 @@ def register_default_task(data_config) -> str:
         task_vocab,
         strict=data_config.strict,
         max_chars=data_config.max_example_chars or None,
-        chat=data_config.chat_template,
+        chat=data_config.format == "chat",
         source_name=DEFAULT_TASK,
     )
     return DEFAULT_TASK

@@ -45,6 +45,9 @@ _MIN_COVERAGE = 0.98  # SentencePiece refuses a lower character_coverage
 # and compatibility characters).
 SENTENCEPIECE_OPTIONS = {
     "model_type": "unigram",
+    # No "▁" in front of the text: a prompt starting with the chat markers stays marker-first (as Command-R's
+    # tokenizer writes it), and the exported tokenizer.json can match SentencePiece exactly (hf/tokenizer_files.py).
+    "add_dummy_prefix": False,
     "character_coverage": 0.9995,
     "byte_fallback": True,
     "split_digits": True,
@@ -275,8 +278,8 @@ def vocabulary(data_config, train_rows: Iterable[Mapping[str, str]] | None = Non
                 list(balanced_text(train_rows)),
                 size=data_config.vocab.size,
                 cache_dir=cache.data_dir(data_config) / "vocab",
-                # the chat markers are pieces when the data uses them
-                user_defined_symbols=chat_template.SPECIAL_TOKENS if data_config.chat_template else (),
+                # the chat markers are single pieces, whatever config.data.format: one vocabulary serves both
+                user_defined_symbols=chat_template.SPECIAL_TOKENS,
             )
         elif not tf.io.gfile.exists(path):
             raise FileNotFoundError(f"config.data.vocab.path: no SentencePiece model at {path}")
@@ -321,15 +324,17 @@ class HfTokenizerCodec:
 
 
 class SeqioCodec:
-    """A seqio vocabulary (the quickstart's SentencePiece model): no BOS, EOS = vocab.eos_id."""
-
-    has_cohere_chat_tokens = False
+    """A seqio vocabulary (the project's SentencePiece models): no BOS; a completion ends at the chat template's
+    end-of-turn piece when the vocabulary has the markers as single pieces, or at the vocabulary's EOS."""
 
     def __init__(self, vocab: seqio.Vocabulary):
         self.vocab = vocab
         self.vocab_size = int(vocab.vocab_size)
         self.pad_id = int(vocab.pad_id)
-        self.eos_ids = (int(vocab.eos_id),) if vocab.eos_id is not None else ()
+        marker_ids = {t: list(vocab.encode(t)) for t in chat_template.SPECIAL_TOKENS}
+        self.has_cohere_chat_tokens = all(len(ids) == 1 for ids in marker_ids.values())
+        end_of_turn = (marker_ids[chat_template.END_OF_TURN][0],) if self.has_cohere_chat_tokens else ()
+        self.eos_ids = end_of_turn + ((int(vocab.eos_id),) if vocab.eos_id is not None else ())
 
     def encode(self, text: str, add_special_tokens: bool) -> list[int]:
         del add_special_tokens

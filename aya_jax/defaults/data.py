@@ -15,7 +15,10 @@ def defaults() -> ml_collections.ConfigDict:
     d.shuffle_buffer = 10_000
     d.strict = False  # True: the first malformed row is an error (file:line); False: counted and reported
     d.max_example_chars = 65_536  # rows with more text are skipped as "over-long row"; 0 = no limit
-    d.chat_template = False  # format rows with the Cohere chat template (aya_jax/data/chat_template.py)
+    # How a prompt and its answer become one row (aya_jax/data/chat_template.py): "chat", the Cohere chat
+    # template (turn markers; the answer ends with <|END_OF_TURN_TOKEN|>), or "raw", prompt ++ answer ++ EOS
+    # with nothing between them (plain language modelling; Aya 101's encoder-decoder rows).
+    d.format = "chat"
     # Local copies of the published data (.jsonl / .jsonl.gz / .parquet, split by file name); "" = the
     # environment variable (AYA_DATASET_DIR, ...) or <data_dir>/<source> if it exists. See aya_jax/data/catalog.py.
     d.aya_dataset_dir = ""
@@ -49,5 +52,6 @@ def validate(d: ml_collections.ConfigDict, config: ml_collections.ConfigDict) ->
     s.at_least("mixture_temperature", 0.0, " (0 = the mixture's own)")
     s.at_least("num_shards", 0, " (0 = one per host)")
     s.one_of("aya_dataset_format", ("files", "tfds"))
+    s.one_of("format", ("chat", "raw"))
     Section(d.vocab, "data.vocab").one_of("kind", ("sentencepiece", "hf_tokenizer"))
     Section(d.vocab, "data.vocab").at_least("size", 1)

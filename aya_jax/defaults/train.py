@@ -17,6 +17,9 @@ def defaults() -> ml_collections.ConfigDict:
     t.eval_batches = 4  # SFT: held-out batches per evaluation (0 = no evaluation)
     t.progress_bar = True
     t.plot = True  # the objective's PNG plots in the workdir at the end
+    # SFT: the summary shows the trained model's greedy replies to this many held-out prompts of the embedded
+    # default data, each in another language (0: none).
+    t.sample_prompts = 3
     return t
 
 
@@ -25,6 +28,7 @@ def validate(t: ml_collections.ConfigDict, config: ml_collections.ConfigDict) ->
     for field in ("steps", "global_batch_size", "grad_accum_steps", "log_every", "eval_every"):
         s.at_least(field, 1)
     s.at_least("eval_batches", 0)
+    s.at_least("sample_prompts", 0)
     s.at_least("z_loss", 0.0)
     if t.global_batch_size % t.grad_accum_steps:
         s.fail(

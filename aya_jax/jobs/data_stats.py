@@ -7,7 +7,7 @@ For `config.data.task` (the default data, a catalog task or a gin mixture) it
 
 1. counts every train row per language and per source (`aya_dataset/original-annotations`,
    `aya_collection/<dataset_name>`, ...): examples, tokens with the run's vocabulary (chat template included
-   when `config.data.chat_template`), target tokens, and examples longer than `config.data.seq_len`;
+   in the chat format, `config.data.format`), target tokens, and examples longer than `config.data.seq_len`;
 2. draws `config.data_stats.sample_examples` examples from the actual training stream (the same seqio task
    or mixture, seed and shuffling the trainer uses, before packing) and compares the sampled language
    proportions with the configured ones (a mixture's rates; for a single task, its rows' proportions);
@@ -203,7 +203,7 @@ def run(config, workdir: str) -> DataStats:
             selection,
             spec.vocab,
             seq_len=data.seq_len,
-            chat=data.chat_template,
+            chat=data.format == "chat",
             max_rows=options.max_rows_per_source,
         )
         for key, c in counts.items():

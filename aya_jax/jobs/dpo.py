@@ -91,7 +91,7 @@ def train(config: Any, workdir: str) -> loop.RunSummary:
                 start_position=position, make_converter=prompt_converters.PreferencePairFeatureConverter,
                 feature_lengths={"prompt": int(d.prompt_len), "chosen": seq_len, "rejected": seq_len},
             )  # fmt: skip
-        prompt_args = dict(max_tokens=int(d.prompt_len), chat=bool(config.data.chat_template))
+        prompt_args = dict(max_tokens=int(d.prompt_len), chat=config.data.format == "chat")
         train_prompts = prompt_sets.load_prompt_set(
             config.data,
             str(d.prompts_file),

@@ -10,8 +10,9 @@ One prompt streams its reply to stdout token by token; several are generated in 
 and printed as they finish. Every result also goes to `<workdir>/generations.jsonl` (prompt, completion, token
 ids, per-token log-probs, whether it stopped).
 
-The Cohere chat template (`chat_template = "auto"`: when the tokenizer has the turn tokens) wraps each prompt as
-one user turn ready for the model's reply. Stop strings (`stop`) stop a row when their token ids appear in the
+The Cohere chat template (`chat_template = "auto"`: when the tokenizer has the turn tokens, and for an aya_jax run
+unless it was trained with `config.data.format=raw`, pass the run's data overrides) wraps each prompt as one user
+turn ready for the model's reply: the prefix of the rows the model was trained on. Stop strings (`stop`) stop a row when their token ids appear in the
 output, and the text is also cut at the first occurrence of any of them (a stop string can tokenize differently
 inside a reply).
 """
@@ -129,6 +130,26 @@ def _load(config: Any, mesh, rules) -> tuple[Any, Any, Any, tuple[int, ...]]:
     return model, params, codec, eos
 
 
+def encode_prompts(
+    codec: Any, prompts: list[str], *, chat_template: str, system: str = "", encoder_decoder: bool = False
+) -> list[list[int]]:
+    """The prompts' token ids as the model was trained to read them: in the chat format (`chat_template`
+    "cohere", or "auto" when the tokenizer has the turn markers) one user turn ready for the reply, exactly the
+    prefix of an SFT row's tokens (aya_jax/data/chat_template.py); else the plain text."""
+    if chat_template == "cohere" and not codec.has_cohere_chat_tokens:
+        raise defaults.ConfigError(
+            "config.generate.chat_template: 'cohere', but the tokenizer has no Cohere turn tokens"
+        )
+    if chat_template == "cohere" or (chat_template == "auto" and codec.has_cohere_chat_tokens):
+        token_ids = [codec.encode(sampling.cohere_chat_prompt(p, system or None), False) for p in prompts]
+    else:
+        token_ids = [codec.encode(p, True) for p in prompts]
+    if encoder_decoder and isinstance(codec, vocab.SeqioCodec) and codec.vocab.eos_id is not None:
+        # mT5 encoder inputs end with EOS, as the SFT converter wrote them (an HF T5 tokenizer appends it itself).
+        token_ids = [ids + [int(codec.vocab.eos_id)] for ids in token_ids]
+    return token_ids
+
+
 def run(config: Any, workdir: str) -> GenerateSummary:
     g = config.generate
     defaults.validate(config, SECTIONS)
@@ -145,19 +166,13 @@ def run(config: Any, workdir: str) -> GenerateSummary:
     model, params, codec, eos_ids = _load(config, mesh, rules)
     log.info("model ready in %.1f s (%s)", time.perf_counter() - t0, g.hf_dir or g.checkpoint_dir)
 
-    use_chat = g.chat_template == "cohere" or (g.chat_template == "auto" and codec.has_cohere_chat_tokens)
-    if g.chat_template == "cohere" and not codec.has_cohere_chat_tokens:
-        raise defaults.ConfigError(
-            "config.generate.chat_template: 'cohere', but the tokenizer has no Cohere turn tokens"
-        )
-    system = g.system or None
-    if use_chat:
-        token_ids = [codec.encode(sampling.cohere_chat_prompt(p, system), False) for p in prompts]
-    else:
-        token_ids = [codec.encode(p, True) for p in prompts]
-    if families.family_of(model).encoder_decoder and isinstance(codec, vocab.SeqioCodec) and codec.eos_ids:
-        # mT5 encoder inputs end with EOS, as the SFT converter wrote them (an HF T5 tokenizer appends it itself).
-        token_ids = [ids + [codec.eos_ids[0]] for ids in token_ids]
+    chat = str(g.chat_template)
+    if chat == "auto" and isinstance(codec, vocab.SeqioCodec) and config.data.format == "raw":
+        chat = "none"  # a run trained on raw rows (configs/sft_mt5.py) reads its prompts as plain text
+    token_ids = encode_prompts(
+        codec, prompts, chat_template=chat, system=str(g.system),
+        encoder_decoder=families.family_of(model).encoder_decoder,
+    )  # fmt: skip
     stops = tuple(s for s in g.stop if s)
     stop_sequences = tuple(tuple(codec.encode(s, False)) for s in stops)
     params_ = _sampling_params(g, eos_ids, tuple(s for s in stop_sequences if s))

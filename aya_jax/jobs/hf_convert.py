@@ -10,17 +10,26 @@
 Export rebuilds the model from the run's recorded Hugging Face config.json (runs started with
 config.model.hf_init_dir record it, see aya_jax/pretrained.py), else from config.model and config.data (pass
 the run's overrides). The tokenizer is copied from config.hf_convert.tokenizer, else the recorded source
-directory, else config.data.vocab.path when it is a tokenizer.json. Weights stream both ways (aya_jax/hf/io.py).
+directory, else config.data.vocab.path when it is a tokenizer.json; a run on one of the project's SentencePiece
+vocabularies (the quickstart's; or a `.model` given as config.hf_convert.tokenizer) gets it converted to a
+tokenizer.json that encodes, the chat format included, to the ids the run was trained on
+(aya_jax/hf/tokenizer_files.py), and generation_config.json stops at its end-of-turn marker. Weights stream both
+ways (aya_jax/hf/io.py).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import pathlib
 from typing import Any
 
+import jax
+
 from aya_jax import defaults, hf, pretrained, sharding
 from aya_jax.data import pipeline
+from aya_jax.hf import tokenizer_files
+from aya_jax.models import families
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +49,18 @@ def export(config: Any, workdir: str) -> pathlib.Path:
     run = pretrained.resolve_run(c.checkpoint_dir)
     recorded = pretrained.recorded_hf_source(run.workdir)
     tokenizer = c.tokenizer or (recorded[1] if recorded else "")
+    spec = None
     if recorded:
         vocab_size = None
-    elif config.model.overrides.vocab_size:
-        vocab_size = int(config.model.overrides.vocab_size)
     else:
-        # The run's vocabulary decides the embedding size of presets sized by the data.
-        vocab_size = pipeline.prepare(config.data).vocab_size
+        # The run's vocabulary decides the embedding size of presets sized by the data, and is the tokenizer.
+        spec = pipeline.prepare(config.data)
+        vocab_size = int(config.model.overrides.vocab_size or spec.vocab_size)
     if not tokenizer and config.data.vocab.kind == "hf_tokenizer":
         tokenizer = config.data.vocab.path
+    sentencepiece_model = str(tokenizer) if str(tokenizer).endswith(".model") else ""
+    if not tokenizer and spec is not None and config.data.vocab.kind == "sentencepiece":
+        sentencepiece_model = str(spec.vocab.sentencepiece_model_file)
     model, cfg = pretrained.build_model(config.model, vocab_size, recorded[0] if recorded else None)
     target = pretrained.abstract_params(model, mesh, rules)
     step, params = pretrained.load_params(
@@ -59,14 +71,31 @@ def export(config: Any, workdir: str) -> pathlib.Path:
         params,
         cfg,  # its model family picks the architecture
         dtype=c.dtype,
-        tokenizer=tokenizer or None,
+        tokenizer=None if sentencepiece_model else (tokenizer or None),
         max_shard_bytes=int(float(c.max_shard_gb) * 2**30),
         scan_layers=bool(config.model.scan_layers),
     )
-    if not tokenizer:
-        log.warning("no tokenizer.json to copy (set config.hf_convert.tokenizer): %s has weights only", out)
+    if sentencepiece_model and jax.process_index() == 0:
+        # The run's own SentencePiece vocabulary, as tokenizer files transformers loads (same ids).
+        max_length = families.family_of(cfg).max_positions(cfg) or int(config.data.seq_len)
+        stop_ids = tokenizer_files.write(sentencepiece_model, out, max_length)
+        _set_stop_ids(out, stop_ids)
+        log.info("tokenizer: %s converted to tokenizer.json (stops at ids %s)", sentencepiece_model, stop_ids)
+    elif not tokenizer:
+        log.warning("no tokenizer to export (set config.hf_convert.tokenizer): %s has weights only", out)
     log.info("exported step %d of %s to %s", step, run.checkpoints, out)
     return out
+
+
+def _set_stop_ids(out: pathlib.Path, stop_ids: tuple[int, ...]) -> None:
+    """generation_config.json's eos_token_id: every id a completion ends with (transformers' generate stops
+    at any of them), so a chat-format model stops at its end-of-turn marker there as here."""
+    path = out / "generation_config.json"
+    generation = json.loads(path.read_text()) if path.is_file() else {}
+    declared = generation.get("eos_token_id", [])
+    declared = declared if isinstance(declared, list) else [declared]
+    generation["eos_token_id"] = list(dict.fromkeys([*stop_ids, *declared]))
+    path.write_text(json.dumps(generation, indent=2, sort_keys=True) + "\n")
 
 
 def import_(config: Any, workdir: str) -> pathlib.Path:

@@ -17,7 +17,7 @@ them: `merge.weights` is a tuple with one weight per model (after last_steps exp
 Streaming. Only `params` are read, one leaf at a time from every input (orbax partial restore), merged, and
 written out as it comes (orbax partial saves; small leaves grouped up to a quarter of the largest), so memory
 holds one leaf per input, the merged leaf and the copies a read or a save makes — a few leaves, not whole
-models (benchmarks/merge.py; tests/test_merging_job.py checks that the peak does not grow with depth). The
+models (benchmarks/merge.py; tests/jobs/test_merge.py checks that the peak does not grow with depth). The
 peak resident host memory is measured (aya_jax/merging/host_memory.py: Linux VmHWM, reset when the merge starts)
 and reported. Each leaf is restored onto `config.mesh` with the partition spec it was saved with (the training
 run's layout; mesh axes missing from the new mesh are replicated), so the merge runs sharded and is written

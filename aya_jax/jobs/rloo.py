@@ -61,7 +61,7 @@ def train(config: Any, workdir: str) -> loop.RunSummary:
         )  # fmt: skip
 
         # Prompts: every host holds all of them (the same prompts whatever the host count).
-        prompt_args = dict(max_tokens=int(r.max_prompt_tokens), chat=bool(config.data.chat_template))
+        prompt_args = dict(max_tokens=int(r.max_prompt_tokens), chat=config.data.format == "chat")
         train_prompts = prompt_sets.load_prompt_set(config.data, str(r.prompts_file), "train", setup.codec,
                                                     **prompt_args)  # fmt: skip
         eval_prompts = prompt_sets.load_prompt_set(

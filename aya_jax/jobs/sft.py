@@ -11,15 +11,16 @@ config.checkpoint.init_from / a random init -> the SFT objective (aya_jax/traini
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
 import jax
 
 from aya_jax import hf, optimizers, pretrained
-from aya_jax.data import feature_converters, languages, pipeline
+from aya_jax.data import feature_converters, languages, pipeline, vocab
 from aya_jax.models import families
-from aya_jax.training import loop
+from aya_jax.training import loop, prompt_sets
 from aya_jax.training import sft as objective
 from aya_jax.training import state as ts
 
@@ -114,9 +115,25 @@ def train(config: Any, workdir: str) -> loop.RunSummary:
             flops_per_token=family.train_flops_per_row(model_cfg, lengths) / tokens_per_row,
             dtype=str(config.model.dtype),
         )
+        replies = None
+        if int(config.train.sample_prompts):
+            codec = vocab.SeqioCodec(spec.vocab)
+            prompts = prompt_sets.load_prompt_set(
+                config.data, "", "validation", codec, max_tokens=min(lengths["inputs"], 128),
+                chat=config.data.format == "chat", field="config.train.sample_prompts",
+            )  # fmt: skip
+            eos_ids = tuple(
+                dict.fromkeys(codec.eos_ids + ((model_cfg.eos_id,) if model_cfg.eos_id >= 0 else ()))
+            )
+            replies = functools.partial(
+                objective.greedy_replies, run, model, codec=codec, prompts=prompts,
+                count=int(config.train.sample_prompts), eos_ids=eos_ids,
+                encoder_eos=spec.eos_id if family.encoder_decoder else None,
+            )  # fmt: skip
         sft = objective.Sft(
             run, train_step=train_step, eval_step=eval_step, train_iter=train_iter, eval_batches=eval_batches,
             identity=identity, throughput=throughput, plot_title=f"{config.model.preset} SFT on {config.data.task}",
+            replies=replies,
         )  # fmt: skip
         return loop.train(run, sft, state, start)
 

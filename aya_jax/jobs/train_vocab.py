@@ -8,7 +8,7 @@ p_L ∝ n_L^(1/T) (`config.train_vocab.temperature`; T = 1/0.3 as mT5 did for it
 fewer rows than its quota gives all it has, and the rest is shared out again among the others (water
 filling), so R rows are used whenever the data has them. Rows within a language are a uniform sample
 (seeded reservoir sampling over one pass of the files, `config.seed`). Every text field of a row is a
-sentence for SentencePiece; with `config.data.chat_template` the chat markers become single pieces.
+sentence for SentencePiece; the chat template's markers are always reserved as single pieces.
 
 The model is trained with the project's SentencePiece options (`vocab.SENTENCEPIECE_OPTIONS`: unigram, byte
 fallback, identity normalisation, pad 0 / eos 1 / unk 2) and written to `<workdir>/spm_<size>.model`; the job
@@ -117,7 +117,7 @@ def run(config, workdir: str) -> VocabSummary:
     sentences = [text for lang in sorted(reservoirs) for row in reservoirs[lang] for text in _texts(row)]
     if not sentences:
         raise ValueError(f"config.data.task={data.task!r}: no text to train a vocabulary on")
-    symbols = chat_template.SPECIAL_TOKENS if data.chat_template else ()
+    symbols = chat_template.SPECIAL_TOKENS  # reserved whatever the format: one vocabulary serves both
     cached = vocab.train_sentencepiece(
         sentences, size=int(options.size), cache_dir=out_dir / "cache", user_defined_symbols=symbols
     )

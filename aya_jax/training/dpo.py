@@ -389,7 +389,7 @@ class Dpo(loop.Objective):
     def postfix(self, m):
         return {"loss": f"{m['loss']:.3f}", "margin": f"{m.get('rewards/margin', 0):.2f}"}
 
-    def finish(self, run, summary):
+    def finish(self, run, state, summary):
         name = str(self.d.verifiable_reward)
         if summary.evaluations:
             summary.lines.append(f"  held-out      {'RM score':>9}  {name:>10}  {'KL':>7}  length")
@@ -400,7 +400,7 @@ class Dpo(loop.Objective):
                 )
         summary.results["evaluations"] = summary.evaluations
         jsonl = run.writer.jsonl_path
-        if bool(self.config.train.plot) and jsonl.exists():
+        if run.is_writer and bool(self.config.train.plot) and jsonl.exists():
             evals = [r for r in metrics.read_jsonl(jsonl) if r.get("kind") == "eval"]
             png = run.workdir.absolute() / PLOT
             summary.outputs["progress"] = str(

@@ -188,6 +188,11 @@ class Run:
         )
 
     @property
+    def is_writer(self) -> bool:
+        """Whether this process writes the run's files (metrics, plots): process 0."""
+        return jax.process_index() == 0
+
+    @property
     def data_parallel_size(self) -> int:
         """How many ways the batch (row) dimension is split."""
         return sharding.data_parallel_size(self.mesh, self.rules)
@@ -346,8 +351,9 @@ class Objective:
         """An info line for a logged iteration (None: the progress bar is enough)."""
         return None
 
-    def finish(self, run: Run, summary: RunSummary) -> None:
-        """At the end: plots (into `summary.outputs`) and the summary box's own lines (`summary.lines`)."""
+    def finish(self, run: Run, state: Any, summary: RunSummary) -> None:
+        """At the end, on every process: the summary box's own lines (`summary.lines`) and, on process 0
+        (`run.is_writer`), plots (into `summary.outputs`)."""
 
 
 # ============================================================================================================
@@ -495,8 +501,8 @@ def train(run: Run, objective: Objective, state: Any, start: int) -> RunSummary:
         summary.tokens_per_second = float(np.median(rate.history))
         tp = objective.throughput
         summary.mfu = summary.tokens_per_second * tp.flops_per_token / rate.total_peak
-    if jax.process_index() == 0:
-        objective.finish(run, summary)
+    with run.context():  # every process: an objective's finish may run collectives (e.g. sampling)
+        objective.finish(run, state, summary)
     log_summary(summary)
     return summary
 

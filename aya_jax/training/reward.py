@@ -187,7 +187,7 @@ class Reward(loop.Objective):
     def postfix(self, m):
         return {"loss": f"{m['loss']:.3f}", "acc": f"{m['accuracy']:.2f}"}
 
-    def finish(self, run, summary):
+    def finish(self, run, state, summary):
         last = summary.evaluations[-1] if summary.evaluations else {}
         if summary.first:
             summary.lines.append(f"  train loss    {summary.first['loss']:.4f} -> {summary.last['loss']:.4f}")
@@ -198,7 +198,7 @@ class Reward(loop.Objective):
             )
             summary.results.update(eval_accuracy=last["accuracy"], eval_accuracy_by_language=per_language)
         jsonl = run.writer.jsonl_path
-        if bool(self.config.train.plot) and jsonl.exists():
+        if run.is_writer and bool(self.config.train.plot) and jsonl.exists():
             out = run.workdir.absolute()
             summary.outputs["curves"] = str(
                 plots.reward_curves(jsonl, out / "reward_curves.png", self.config.model.preset)

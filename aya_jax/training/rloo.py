@@ -265,7 +265,7 @@ class Rloo(loop.Objective):
     def checkpoint_state(self, iteration):
         return {**self.policy.source_record(), "iteration": iteration, "seed": int(self.config.seed)}
 
-    def finish(self, run, summary):
+    def finish(self, run, state, summary):
         evals = summary.evaluations
         first, last = (evals[0], evals[-1]) if evals else ({}, {})
         summary.lines += [
@@ -281,6 +281,6 @@ class Rloo(loop.Objective):
             )
             summary.results["seconds_per_step"] = t
         jsonl = run.writer.jsonl_path
-        if bool(self.config.train.plot) and jsonl.exists():
+        if run.is_writer and bool(self.config.train.plot) and jsonl.exists():
             png = run.workdir.absolute() / PLOT
             summary.outputs["curves"] = str(plots.rloo_curves(jsonl, png, self.reward_name))

@@ -27,7 +27,7 @@ import numpy as np
 import optax
 from flax import linen as nn
 
-from aya_jax import losses, plots
+from aya_jax import losses, plots, sampling
 from aya_jax.data import languages
 from aya_jax.models import families
 from aya_jax.training import accumulate, loop
@@ -108,18 +108,59 @@ def make_eval_step(model: nn.Module, num_languages: int):
 # ============================================================================================================
 
 
+SAMPLE_NEW_TOKENS = 48  # the summary's greedy replies: long enough to read, short enough for a CPU run's end
+
+
+def greedy_replies(
+    run: loop.Run,
+    model: nn.Module,
+    params: Any,
+    *,
+    codec: Any,
+    prompts: Any,
+    count: int,
+    eos_ids: tuple[int, ...],
+    encoder_eos: int | None = None,
+) -> list[tuple[str, str, str]]:
+    """(language, prompt, greedy reply) for `count` held-out prompts (a PromptSet), each in another language (a
+    fixed choice: the same prompts after every run). `encoder_eos` ends an encoder-decoder's prompts, as its
+    training rows' encoder inputs end."""
+    chosen, languages_seen = [], set()
+    for i in prompts.held_out(len(prompts), seed=0, multiple=1):
+        language = prompts.infos[int(i)].language_code
+        if language not in languages_seen:
+            chosen.append(int(i))
+            languages_seen.add(language)
+        if len(chosen) == count:
+            break
+    sampler = sampling.Sampler(
+        model, params, mesh=run.mesh, rules=run.rules, pad_id=codec.pad_id, prompt_bucket=16
+    )
+    params_ = sampling.SamplingParams(max_new_tokens=SAMPLE_NEW_TOKENS, eos_ids=eos_ids)
+    suffix = [encoder_eos] if encoder_eos is not None else []
+    out = sampler.generate([prompts.tokens[i] + suffix for i in chosen], params_)
+    replies = []
+    for row, i in enumerate(chosen):
+        tokens = [int(t) for t in out.tokens[row, : int(out.lengths[row])] if int(t) not in eos_ids]
+        info = prompts.infos[i]
+        replies.append((info.language_code, info.text, codec.decode(tokens)))
+    return replies
+
+
 class Sft(loop.Objective):
-    """SFT in the one loop: a packed batch per step; per-language held-out loss every eval_every steps."""
+    """SFT in the one loop: a packed batch per step; per-language held-out loss every eval_every steps; at the
+    end, the trained model's greedy replies to a few held-out prompts (`replies(params)`)."""
 
     title = "SFT"
 
     def __init__(self, run: loop.Run, *, train_step, eval_step, train_iter, eval_batches, identity: dict[str, Any],
-                 throughput: loop.Throughput, plot_title: str):  # fmt: skip
+                 throughput: loop.Throughput, plot_title: str, replies=None):  # fmt: skip
         self.run, self.config = run, run.config
         self.total = int(self.config.train.steps)
         self.train_step, self.eval_step = train_step, eval_step
         self.train_iter, self.eval_batches = train_iter, eval_batches  # eval_batches(): host batches, cached
         self.identity, self.throughput, self.plot_title = identity, throughput, plot_title
+        self.replies = replies
 
     def step(self, state, iteration):
         state, m = self.train_step(state, self.run.global_batch(next(self.train_iter)))
@@ -155,7 +196,14 @@ class Sft(loop.Objective):
     def postfix(self, m):
         return {"loss": f"{m['loss']:.3f}", "tok_s": f"{m.get('tokens_per_second', 0):.0f}"}
 
-    def finish(self, run, summary):
+    def finish(self, run, state, summary):
+        if self.replies is not None and summary.end_step > summary.start_step:
+            replies = self.replies(state.params)
+            summary.lines.append("  greedy replies to held-out prompts:")
+            for language, prompt, reply in replies:
+                log.info("held-out prompt (%s): %s\n  -> %s", language, prompt, reply or "<empty reply>")
+                summary.lines.append(f"    [{language}] {_clip(prompt)} -> {_clip(reply) or '<empty reply>'}")
+            summary.results["replies"] = replies
         if summary.first:
             summary.lines.append(f"  loss          {summary.first['loss']:.4f} -> {summary.last['loss']:.4f}")
         if summary.tokens_per_second:
@@ -163,7 +211,7 @@ class Sft(loop.Objective):
                 f"  throughput    {summary.tokens_per_second:,.0f} tokens/s   MFU {100 * (summary.mfu or 0):.1f}%"
             )
         jsonl = run.writer.jsonl_path
-        if bool(self.config.train.plot) and jsonl.exists():
+        if run.is_writer and bool(self.config.train.plot) and jsonl.exists():
             out = run.workdir.absolute()
             summary.outputs["loss curve"] = str(
                 plots.loss_curve(jsonl, out / "loss_curve.png", self.plot_title)
@@ -171,3 +219,9 @@ class Sft(loop.Objective):
             per_language = plots.eval_loss_by_language(jsonl, out / "eval_loss_by_language.png")
             if per_language:
                 summary.outputs["per language"] = str(per_language)
+
+
+def _clip(text: str, width: int = 50) -> str:
+    """One line of at most `width` characters, for the summary box."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -179,7 +179,7 @@ def test_preference_pairs_share_the_prompt_and_resume_exactly(aya_config, aya_fi
 
 def test_prompts_are_left_padded_for_generation(aya_config):
     aya_config.task = "prompts_fr"
-    aya_config.chat_template = True
+    aya_config.format = "chat"
     aya_config.eval_split = "train"  # the prompts folder has only a train file
     spec = pipeline.prepare(aya_config)
     batches = pipeline.eval_batches(

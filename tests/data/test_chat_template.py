@@ -7,7 +7,9 @@ import pytest
 import seqio
 import tensorflow as tf
 
-from aya_jax.data import chat_template, tasks, vocab
+from aya_jax.data import chat_template, feature_converters, prompt_converters, sources, tasks, vocab
+from aya_jax.jobs import generate
+from aya_jax.training import prompt_sets
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Bonjour ! Comment ça va ?"}],
@@ -83,7 +85,55 @@ def test_sentencepiece_keeps_the_markers_whole(tmp_path):
     pieces = [
         spm_vocab.tokenizer.id_to_piece(i) for i in spm_vocab.encode(chat_template.prompt_text("Salut"))
     ]
-    assert pieces[0] == "▁"  # SentencePiece's dummy prefix (decoding removes it)
-    pieces = pieces[1:]
     assert pieces[:3] == ["<BOS_TOKEN>", "<|START_OF_TURN_TOKEN|>", "<|USER_TOKEN|>"]
     assert pieces[-2:] == ["<|START_OF_TURN_TOKEN|>", "<|CHATBOT_TOKEN|>"]
+
+
+def test_one_conversation_reads_the_same_on_every_path(default_vocab_path, data_config, tmp_path):
+    """An SFT row, a preference pair, an RL prompt set, a prompts task and the generate job all begin with the
+    same token ids for one user turn: the model is asked exactly what it was trained on. The SFT and preference
+    answers end with the end-of-turn marker, which is also where generation stops."""
+    spm = vocab.SentencePieceVocabulary(str(default_vocab_path))
+    codec = vocab.SeqioCodec(spm)
+    user, chosen, rejected = "  ¿Dónde está la biblioteca?\n", " Está al final de la calle. ", "No sé."
+    prefix = spm.encode(chat_template.prompt_text(user))
+    end_of_turn = spm.encode(chat_template.END_OF_TURN)
+    assert len(end_of_turn) == 1 and codec.has_cohere_chat_tokens and codec.eos_ids[0] == end_of_turn[0]
+    assert spm.tokenizer.id_to_piece(prefix[0]) == chat_template.BOS
+
+    def rows(name, schema, row):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text(json.dumps({**row, "language_code": "spa"}) + "\n")
+        return tasks.register_rows_task(name, {"train": [str(path)]}, spm, schema=schema, chat=True)
+
+    def first(task, converter, lengths):
+        ds = task.get_dataset(lengths, split="train", shuffle=False)
+        return next(converter(ds, lengths).as_numpy_iterator())
+
+    sft = rows("paths_sft", sources.AYA_DATASET, {"inputs": user, "targets": chosen})
+    row = first(sft, feature_converters.make_converter("decoder", pack=False, eos_id=spm.eos_id),
+                {"inputs": 64, "targets": 64})  # fmt: skip
+    tokens = row["decoder_target_tokens"][row["decoder_segment_ids"] == 1].tolist()
+    weights = row["decoder_loss_weights"][row["decoder_segment_ids"] == 1].tolist()
+    assert tokens == prefix + spm.encode(chosen.strip()) + end_of_turn
+    assert weights == [0] * len(prefix) + [1] * (len(tokens) - len(prefix))  # loss on the answer and its end
+
+    pair = rows("paths_pref", sources.PREFERENCE, {"prompt": user, "chosen": chosen, "rejected": rejected})
+    row = first(pair, prompt_converters.PreferencePairFeatureConverter(),
+                {"prompt": 32, "chosen": 64, "rejected": 64})  # fmt: skip
+    for side, text in (("chosen", chosen), ("rejected", rejected)):
+        side_tokens = row[f"{side}_target_tokens"][row[f"{side}_segment_ids"] == 1].tolist()
+        assert side_tokens == prefix + spm.encode(text.strip()) + end_of_turn, side
+
+    prompts = rows("paths_prompts", sources.PROMPTS, {"prompt": user})
+    row = first(prompts, prompt_converters.PromptFeatureConverter(), {"prompt": 32})
+    assert row["prompt_tokens"][row["prompt_segment_ids"] == 1].tolist() == prefix
+
+    prompts_file = tmp_path / "rl_prompts.jsonl"
+    prompts_file.write_text(json.dumps({"prompt": user, "language_code": "spa"}) + "\n")
+    rl = prompt_sets.load_prompt_set(data_config, str(prompts_file), "train", codec, max_tokens=32, chat=True)
+    assert rl.tokens == [prefix]
+
+    assert generate.encode_prompts(codec, [user], chat_template="auto") == [prefix]
+    for name in ("paths_sft", "paths_pref", "paths_prompts"):
+        seqio.TaskRegistry.remove(name)

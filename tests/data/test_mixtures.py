@@ -243,6 +243,7 @@ def test_sft_trains_on_a_mixture_by_name(data_dir, tmp_path):
         "--config.data.vocab.size=2000", "--config.model.overrides.num_layers=1", "--config.train.global_batch_size=8",
         "--config.train.eval_every=1000", "--config.train.eval_batches=1", "--config.train.progress_bar=False",
         "--config.metrics.tensorboard=False", "--config.train.plot=False", "--config.checkpoint.async_save=False",
+        "--config.train.sample_prompts=0",
     ]  # fmt: skip
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -75,7 +75,9 @@ def test_mt5_sft_learns_on_a_sharded_mesh_and_resumes_exactly(full_run, tmp_path
     assert first.returncode == 0, first.stderr[-3000:]
     second = _run(part, data_dir, "--config.train.steps=12", "--config.mesh.shape=(2,2,2)")
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "step 6 (data position 6)" in second.stderr
+    assert (
+        f"resumed from {part / 'checkpoints'} step 6" in second.stderr and "data position 6" in second.stderr
+    )
     resumed = _rows(part, "train")
     for step in range(7, 13):
         assert resumed[step]["loss"] == pytest.approx(train[step]["loss"], abs=1e-5), step

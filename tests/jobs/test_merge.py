@@ -113,7 +113,7 @@ def _assert_close(got, want):
     [
         ("linear", dict(weights=(0.7, 0.3))),
         ("slerp", dict(t=0.3)),
-        ("dare_ties", dict(density=0.5)),  # TIES on a sharded leaf: tests/test_merging.py
+        ("dare_ties", dict(density=0.5)),  # TIES on a sharded leaf: tests/merging/test_methods.py
         ("ties", dict(density=(0.5, 0.8), weights=(0.6, 0.4))),  # per model, as mergekit's `parameters:`
     ],
 )
@@ -425,7 +425,7 @@ def test_peak_memory_does_not_grow_with_the_number_of_layers(tmp_path):
 # End to end: two 8-device-sharded checkpoints of the quickstart model, evaluated before/after
 # ------------------------------------------------------------------------------------------------------------
 
-# The quickstart shrunk as in tests/trainers/test_sft.py; the merge job gets the same model and data fields.
+# The quickstart shrunk as in tests/jobs/test_sft.py; the merge job gets the same model and data fields.
 TINY_MODEL_DATA = [
     "--config.model.overrides.num_layers=2",
     "--config.data.seq_len=64",
@@ -450,6 +450,7 @@ def test_quickstart_checkpoints_merged_and_evaluated_per_language(tmp_path, monk
     train = _main(
         "--config", str(REPO / "configs/quickstart.py"), "--workdir", str(run), *TINY_MODEL_DATA,
         "--config.train.steps=8", "--config.checkpoint.every=4", "--config.train.eval_batches=0",
+        "--config.train.sample_prompts=0",
         "--config.train.progress_bar=False", "--config.metrics.tensorboard=False", "--config.train.plot=False",
         data_dir=data_dir,
     )  # fmt: skip

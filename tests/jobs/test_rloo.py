@@ -27,6 +27,7 @@ SFT_TINY = [
     "--config.train.eval_batches=0",
     "--config.train.progress_bar=False",
     "--config.metrics.tensorboard=False",
+    "--config.train.sample_prompts=0",
 ]
 # RLOO on the same model and data config (the vocabulary is found in the shared data cache).
 RLOO_TINY = [

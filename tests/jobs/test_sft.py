@@ -6,6 +6,7 @@ Each run is a real subprocess on a tiny config (the quickstart shrunk), so what 
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -138,6 +139,10 @@ def test_pulse_trains_logs_checkpoints_and_plots(reference_run):
     assert eval_rows and any(k.startswith("loss/") for k in eval_rows[-1])  # per-language eval loss
     for what in ("SFT finished at step 12", "checkpoints", "metrics", "loss curve", "tokens/s"):
         assert what in proc.stderr, what
+    # The summary shows greedy replies to three held-out prompts, each in another language.
+    replies = re.findall(r"held-out prompt \((\w+)\): ", proc.stderr)
+    assert len(replies) == 3 and len(set(replies)) == 3, proc.stderr[-3000:]
+    assert "greedy replies to held-out prompts:" in proc.stderr
 
 
 def test_rerun_after_the_end_resumes_and_does_not_retrain(reference_run, data_dir):

@@ -189,16 +189,18 @@ def test_finetune_from_hf_then_export_and_generate_from_the_run(hf_dir, tmp_path
 
 
 @pytest.mark.slow
-def test_generate_from_a_quickstart_checkpoint(tmp_path, monkeypatch, capsys):
-    """The quickstart's kind of run: a preset sized by the data's SentencePiece vocabulary, no chat template.
-    In-process (no subprocess): the job rebuilds the vocabulary from config.data and loads the newest step."""
+def test_generate_from_a_quickstart_checkpoint_and_its_export_in_transformers(tmp_path, monkeypatch, capsys):
+    """The quickstart's kind of run: a preset sized by the data's SentencePiece vocabulary, prompts in the chat
+    format. In-process (no subprocess): the job rebuilds the vocabulary from config.data and loads the newest
+    step. Its Hugging Face export (weights + the converted tokenizer) loads with AutoTokenizer +
+    AutoModelForCausalLM, renders the chat prompt to the same ids and generates the same greedy ids."""
     import jax
     import jax.numpy as jnp
     import optax
     from flax import linen as nn
 
     from aya_jax import checkpoint as ckpt_lib
-    from aya_jax.data import pipeline
+    from aya_jax.data import chat_template, pipeline, vocab
     from aya_jax.training import state as ts
 
     monkeypatch.setenv("AYA_DATA_DIR", str(tmp_path / "data"))
@@ -217,18 +219,34 @@ def test_generate_from_a_quickstart_checkpoint(tmp_path, monkeypatch, capsys):
     config.generate.max_new_tokens = 6
     summary = generate.run(config, str(tmp_path / "gen"))
     (row,) = summary.results
-    # Greedy reference: the plain forward over the SentencePiece ids, one token at a time.
-    seq = list(spec.vocab.encode("Bonjour"))
-    apply = jax.jit(lambda p, t: model.apply({"params": p}, t))
+    # Greedy reference: the plain forward over the chat prompt's ids, one token at a time.
+    prompt = list(spec.vocab.encode(chat_template.prompt_text("Bonjour")))
+    stops = vocab.SeqioCodec(spec.vocab).eos_ids
+    seq, apply = list(prompt), jax.jit(lambda p, t: model.apply({"params": p}, t))
     expected = []
     for _ in range(6):
         token = int(jnp.argmax(apply(nn.unbox(state.params), jnp.asarray([seq]))[0, -1]))
         expected.append(token)
         seq.append(token)
-        if token == spec.eos_id:
+        if token in stops:
             break
     assert row["tokens"] == expected
     assert row["completion"] in capsys.readouterr().out
+
+    export = hf_convert_config.get_config("export")
+    export.model, export.data = config.model, config.data  # the run's model and data fields
+    export.hf_convert.checkpoint_dir = str(tmp_path / "run")
+    export.hf_convert.out_dir = str(tmp_path / "hf")
+    export.hf_convert.dtype = "float32"
+    hf_convert.export(export, str(tmp_path))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "Bonjour"}], add_generation_prompt=True)
+    ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+    assert list(ids) == prompt
+    with torch.no_grad():
+        out = hf_model.generate(torch.tensor([prompt]), max_new_tokens=6, do_sample=False)
+    assert out[0, len(prompt) :].tolist() == row["tokens"]
 
 
 def test_hf_import_to_orbax_and_export_back_is_exact(hf_dir, tmp_path):
