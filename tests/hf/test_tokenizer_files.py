@@ -49,7 +49,9 @@ def test_encodes_like_sentencepiece_and_decodes_back(exported):
             # (tokenizers) rounding break such ties differently.
             ties += sorted(ours) == sorted(theirs)
             mismatches += [text] if sorted(ours) != sorted(theirs) else []
-    assert not mismatches, f"{len(mismatches)} of {len(texts)} texts encode differently, e.g. {mismatches[:3]}"
+    assert not mismatches, (
+        f"{len(mismatches)} of {len(texts)} texts encode differently, e.g. {mismatches[:3]}"
+    )
     assert ties <= 3, ties  # 2 of the ~1500 texts here (one code block, as a reply and in its chat rendering)
     for text in texts[:200]:
         ids = spm.encode(text)
@@ -57,7 +59,9 @@ def test_encodes_like_sentencepiece_and_decodes_back(exported):
     assert stops == (spm.encode(chat_template.END_OF_TURN)[0], spm.eos_id)
     # Control pieces typed as text: SentencePiece spells them out, transformers reads them as the special token
     # (its usual behaviour for added special tokens); the chat markers are special in both.
-    assert tokenizer("a</s>", add_special_tokens=False)["input_ids"][-1] == spm.eos_id != spm.encode("a</s>")[-1]
+    assert (
+        tokenizer("a</s>", add_special_tokens=False)["input_ids"][-1] == spm.eos_id != spm.encode("a</s>")[-1]
+    )
 
 
 def test_chat_template_renders_the_training_format(exported):

@@ -12,8 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import preference_runs as runs  # the helper module beside this file
 import pytest
+import runs  # the helper module beside this file
 from flax import linen as nn
 
 from aya_jax import defaults, sampling

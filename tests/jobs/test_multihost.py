@@ -8,16 +8,15 @@ SFT, DPO (offline + online) and RLOO are checked that way, and that a process ki
 """
 
 import json
-import os
 import pathlib
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
+import runs  # the helper module beside this file
 
 from aya_jax.data import pipeline
 from configs import common
@@ -43,6 +42,7 @@ ARGS = [
     "--config.metrics.tensorboard=False",
     "--config.metrics.peak_flops_per_device=1e12",  # skip the start-up matmul measurement
     "--config.mesh.shape=(2,2,2)",
+    "--config.train.sample_prompts=2",  # the summary's greedy replies: sampling on every process at the end
 ]
 # Short failure bounds so that a dead process ends the job within seconds, not jax's default 100 s.
 DISTRIBUTED_ARGS = [
@@ -54,22 +54,11 @@ DISTRIBUTED_ARGS = [
 DEAD_PEER_BOUND_S = 60
 
 
-def _env(data_dir: pathlib.Path, devices: int, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        AYA_DATA_DIR=str(data_dir),
-        JAX_PLATFORMS="cpu",
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-        TF_CPP_MIN_LOG_LEVEL="3",
-        PYTHONPATH=str(REPO),
-        **extra,
-    )
-    return env
+_env = runs.env
 
 
 def _cmd(workdir: pathlib.Path, *extra: str, config: str = "configs/quickstart.py", args=ARGS) -> list[str]:
-    return [sys.executable, "-m", "aya_jax.main", "--config", str(REPO / config), "--workdir", str(workdir),
-            *args, *extra]  # fmt: skip
+    return runs.command(config, workdir, *args, *extra)
 
 
 def _free_port() -> int:

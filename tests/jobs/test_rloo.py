@@ -5,18 +5,12 @@ Each run is a real subprocess; the SFT policy it starts from is made here by the
 shrunk), so nothing depends on files outside the test's temporary directories.
 """
 
-import json
 import math
-import os
 import pathlib
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
-
-REPO = pathlib.Path(__file__).resolve().parents[2]
+import runs  # the helper module beside this file
 
 SFT_TINY = [
     "--config.model.overrides.num_layers=2",
@@ -48,54 +42,14 @@ RLOO_TINY = [
 ]
 
 
-def _env(data_dir: pathlib.Path, devices: int = 8) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        AYA_DATA_DIR=str(data_dir),
-        JAX_PLATFORMS="cpu",
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-        TF_CPP_MIN_LOG_LEVEL="3",
-        PYTHONPATH=str(REPO),
-    )
-    return env
-
-
-def _cmd(config: str, workdir: pathlib.Path, *args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "aya_jax.main",
-        "--config",
-        str(REPO / config),
-        "--workdir",
-        str(workdir),
-        *args,
-    ]
-
-
-def _run(config, workdir, data_dir, *args, timeout=400, devices=8):
-    return subprocess.run(
-        _cmd(config, workdir, *args),
-        env=_env(data_dir, devices),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+_run = runs.run  # every run here is on the shrunk model (runs.TINY_MODEL) and a test's own data directory
 
 
 def _rloo_args(sft_dir: pathlib.Path, *extra: str) -> list[str]:
     return [*RLOO_TINY, f"--config.checkpoint.init_from={sft_dir}", *extra]
 
 
-def _metrics(workdir: pathlib.Path, kind: str = "train") -> dict[int, dict]:
-    """Per-step rows of one kind; a resumed run appends, and a re-done step must match what it replaced."""
-    out = {}
-    for line in (workdir / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        if row["kind"] == kind:
-            out[row["step"]] = row
-    return out
+_metrics = runs.metrics
 
 
 @pytest.fixture(scope="module")
@@ -168,22 +122,7 @@ def test_rerun_after_the_end_resumes_and_does_not_retrain(reference_run, data_di
 def test_sigkill_then_rerun_continues_and_matches_uninterrupted(reference_run, data_dir, sft_dir, tmp_path):
     ref_dir, _ = reference_run
     args = _rloo_args(sft_dir, "--config.train.steps=6", "--config.checkpoint.async_save=False")
-    proc = subprocess.Popen(
-        _cmd("configs/rloo.py", tmp_path, *args),
-        env=_env(data_dir),
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 300
-    while not ((tmp_path / "metrics.jsonl").exists() and 3 in _metrics(tmp_path)):
-        if proc.poll() is not None:
-            pytest.fail(f"run ended before step 3: {proc.stderr.read()[-2000:]}")
-        if time.time() > deadline:
-            proc.kill()
-            pytest.fail("step 3 not logged in time")
-        time.sleep(0.05)
+    proc = runs.start_and_wait("configs/rloo.py", tmp_path, data_dir, args, lambda w: 3 in _metrics(w), 300)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert max(_metrics(tmp_path)) < 6

@@ -4,95 +4,38 @@ Each run is a real subprocess on a tiny config (the quickstart shrunk), so what 
 """
 
 import json
-import os
 import pathlib
 import re
 import signal
 import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
+import runs  # the helper module beside this file
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-
-# The quickstart, shrunk: fp32, tiny model, short sequences, every step logged.
+# The quickstart, shrunk (runs.TINY_MODEL: 2 layers, a 2048-piece vocabulary), every step logged.
 TINY = [
-    "--config.model.overrides.num_layers=2",
     "--config.data.seq_len=64",
     "--config.train.global_batch_size=8",
     "--config.train.log_every=1",
     "--config.train.eval_every=1000",
     "--config.train.eval_batches=1",
-    "--config.train.progress_bar=False",
-    "--config.metrics.tensorboard=False",
-    "--config.data.vocab.size=2048",
 ]
 
 
-def _env(data_dir: pathlib.Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        AYA_DATA_DIR=str(data_dir),
-        JAX_PLATFORMS="cpu",
-        XLA_FLAGS="--xla_force_host_platform_device_count=8",
-        TF_CPP_MIN_LOG_LEVEL="3",
-        PYTHONPATH=str(REPO),
-    )
-    return env
-
-
-def _cmd(workdir: pathlib.Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "aya_jax.main",
-        "--config",
-        str(REPO / "configs/quickstart.py"),
-        "--workdir",
-        str(workdir),
-        *TINY,
-        *extra,
-    ]
-
-
 def _run(workdir, data_dir, *extra, timeout=300):
-    return subprocess.run(
-        _cmd(workdir, *extra), env=_env(data_dir), cwd=REPO, capture_output=True, text=True, timeout=timeout
-    )
+    return runs.run("configs/quickstart.py", workdir, data_dir, *TINY, *extra, timeout=timeout)
 
 
 def _losses(workdir: pathlib.Path) -> dict[int, float]:
     """Per-step train loss; a resumed run appends, and a re-done step must match what it replaced."""
-    out = {}
-    for line in (workdir / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        if row["kind"] == "train":
-            out[row["step"]] = row["loss"]
-    return out
+    return {step: row["loss"] for step, row in runs.metrics(workdir).items()}
 
 
 def _start_and_wait_for_step(workdir, data_dir, args, step, timeout=240) -> subprocess.Popen:
     """Start a run in the background and return once `step` is in its metrics (the run is still going)."""
-    proc = subprocess.Popen(
-        _cmd(workdir, *args),
-        env=_env(data_dir),
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    metrics = workdir / "metrics.jsonl"
-    deadline = time.time() + timeout
-    while not (metrics.exists() and max(_losses(workdir) or [0]) >= step):
-        if proc.poll() is not None:
-            pytest.fail(f"run ended before step {step} could be awaited: {proc.stderr.read()[-2000:]}")
-        if time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"step {step} not logged within {timeout} s")
-        time.sleep(0.05)
-    return proc
+    return runs.start_and_wait("configs/quickstart.py", workdir, data_dir, [*TINY, *args],
+                               lambda w: max(_losses(w) or [0]) >= step, timeout)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +53,7 @@ def reference_run(tmp_path_factory, data_dir):
         "--config.train.steps=12",
         "--config.checkpoint.every=4",
         "--config.mesh.shape=(2,2,2)",
+        "--config.train.sample_prompts=3",  # the summary's greedy replies, as the quickstart shows them
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return workdir, proc

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import runs  # the helper module beside this file
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -31,17 +32,9 @@ TINY = [
 def _run(
     workdir: pathlib.Path, data_dir: pathlib.Path, *extra: str, config: str = "configs/sft_mt5.py"
 ) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env.update(
-        AYA_DATA_DIR=str(data_dir),
-        JAX_PLATFORMS="cpu",
-        XLA_FLAGS="--xla_force_host_platform_device_count=8",
-        TF_CPP_MIN_LOG_LEVEL="3",
-        PYTHONPATH=str(REPO),
-    )
     cmd = [sys.executable, "-m", "aya_jax.main", "--config", str(REPO / config)]
     cmd += ["--workdir", str(workdir), *(TINY if config == "configs/sft_mt5.py" else ()), *extra]
-    return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=400)
+    return subprocess.run(cmd, env=runs.env(data_dir), cwd=REPO, capture_output=True, text=True, timeout=400)
 
 
 def _rows(workdir: pathlib.Path, kind: str) -> dict[int, dict]:

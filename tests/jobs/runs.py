@@ -1,5 +1,7 @@
-"""Subprocess runs of `python -m aya_jax.main` for the reward and DPO end-to-end tests: a tiny SFT checkpoint
-built by the real sft job (the quickstart shrunk), then the preference jobs on it."""
+"""Subprocess runs of `python -m aya_jax.main` for the end-to-end job tests: the environment (a data directory of
+the test's own, N simulated CPU devices), the command on the shrunk model, metric rows, a background run to
+interrupt, and a tiny SFT checkpoint built by the real sft job (the quickstart shrunk) for the jobs that start
+from one."""
 
 from __future__ import annotations
 
@@ -26,14 +28,15 @@ TINY_MODEL = [
 ]
 
 
-def env(data_dir: pathlib.Path) -> dict[str, str]:
+def env(data_dir: pathlib.Path, devices: int = 8, **extra: str) -> dict[str, str]:
     out = dict(os.environ)
     out.update(
         AYA_DATA_DIR=str(data_dir),
         JAX_PLATFORMS="cpu",
-        XLA_FLAGS="--xla_force_host_platform_device_count=8",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
         TF_CPP_MIN_LOG_LEVEL="3",
         PYTHONPATH=str(REPO),
+        **extra,
     )
     return out
 
@@ -52,10 +55,11 @@ def command(config: str, workdir: pathlib.Path, *extra: str) -> list[str]:
     ]
 
 
-def run(config: str, workdir: pathlib.Path, data_dir: pathlib.Path, *extra: str, timeout: int = 300):
+def run(config: str, workdir: pathlib.Path, data_dir: pathlib.Path, *extra: str, timeout: int = 400,
+        devices: int = 8) -> subprocess.CompletedProcess:  # fmt: skip
     return subprocess.run(
         command(config, workdir, *extra),
-        env=env(data_dir),
+        env=env(data_dir, devices),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -81,6 +85,11 @@ def metric_rows(workdir: pathlib.Path, kind: str) -> list[dict]:
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [r for r in rows if r["kind"] == kind]
+
+
+def metrics(workdir: pathlib.Path, kind: str = "train") -> dict[int, dict]:
+    """Rows of one kind by step; a resumed run appends, and a redone step replaces what it redid."""
+    return {r["step"]: r for r in metric_rows(workdir, kind)}
 
 
 def start_and_wait(config: str, workdir, data_dir, args, done, timeout: int = 240) -> subprocess.Popen:
