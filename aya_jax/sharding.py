@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 from flax import linen as nn
-from jax.experimental import mesh_utils
+from jax.experimental import mesh_utils, multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from aya_jax.defaults.checks import ConfigError
@@ -239,6 +239,22 @@ def data_parallel_size(mesh: Mesh, rules: Rules) -> int:
         return 1
     axes = axes if isinstance(axes, tuple) else (axes,)
     return math.prod(mesh.shape[a] for a in axes)
+
+
+def to_host(tree: Any) -> Any:
+    """Every array leaf as a NumPy array, whole, on every host: a gather across hosts only when this host does
+    not already hold all of it (meant for small arrays: metrics, scores, sampled tokens)."""
+
+    def get(x: Any) -> Any:
+        if not isinstance(x, jax.Array):
+            return x
+        if x.is_fully_addressable:
+            return np.asarray(jax.device_get(x))
+        if x.is_fully_replicated:  # every host has it all (scalar metrics): no communication
+            return np.asarray(x.addressable_data(0))
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree.map(get, tree)
 
 
 def process_batch_rows(mesh: Mesh, rules: Rules, global_batch_size: int) -> range:

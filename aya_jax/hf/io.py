@@ -44,7 +44,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 
 from aya_jax import sharding
@@ -351,12 +350,6 @@ def _generation_json(hf_dir: str | os.PathLike, hf_config: dict[str, Any]) -> di
 # ============================================================================================================
 
 
-def _to_host(x: jax.Array) -> np.ndarray:
-    if getattr(x, "is_fully_addressable", True):
-        return np.asarray(jax.device_get(x))
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-
-
 _take_layer = jax.jit(lambda x, i: jax.lax.dynamic_index_in_dim(x, i, 0, keepdims=False))
 
 
@@ -405,7 +398,7 @@ def save(
             else ((name, _take_layer(leaf, jnp.int32(i))) for i, name in enumerate(m.hf_names()))
         )
         for name, value in layers:
-            host = m.to_hf(_to_host(value)).astype(planned_dtype[name])
+            host = m.to_hf(sharding.to_host(value)).astype(planned_dtype[name])
             if writer_process:
                 writer.write(name, host)
             del host

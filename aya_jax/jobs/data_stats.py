@@ -99,13 +99,15 @@ def count_selection(
             owners += [i] * len(c)
         p_len = token_lengths(task_vocab, prompts)
         c_len = token_lengths(task_vocab, completions)
+        # The raw format appends EOS to an answer; the chat format's answer already ends with its end-of-turn.
+        eos = 0 if chat else 1
         per_row = np.zeros(len(batch), np.int64)
-        np.add.at(per_row, owners, np.asarray(c_len, np.int64) + 1)  # + EOS
+        np.add.at(per_row, owners, np.asarray(c_len, np.int64) + eos)
         # A preference row is two sequences (prompt + chosen, prompt + rejected): the longer one counts.
         longest = np.asarray(p_len, np.int64)
         if c_len:
             longest_completion = np.zeros(len(batch), np.int64)
-            np.maximum.at(longest_completion, owners, np.asarray(c_len, np.int64) + 1)
+            np.maximum.at(longest_completion, owners, np.asarray(c_len, np.int64) + eos)
             longest = longest + longest_completion
         for i, row in enumerate(batch):
             sub = selection.source.schema.source_of(row)

@@ -201,20 +201,7 @@ class Run:
         """The rows of a global [num_rows, ...] row-sharded array held by this host's devices."""
         return sharding.process_batch_rows(self.mesh, self.rules, num_rows)
 
-    @staticmethod
-    def to_host(tree: Any) -> Any:
-        """Every leaf whole on every host (small arrays: metrics, scores): a gather across hosts when needed."""
-
-        def get(x: Any) -> Any:
-            if not isinstance(x, jax.Array):
-                return x
-            if x.is_fully_addressable:
-                return np.asarray(jax.device_get(x))
-            if x.is_fully_replicated:  # every host has it all (scalar metrics): no communication
-                return np.asarray(x.addressable_data(0))
-            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-
-        return jax.tree.map(get, tree)
+    to_host = staticmethod(sharding.to_host)  # every leaf whole on every host (metrics, scores)
 
     # -- data ------------------------------------------------------------------------------------------------
     def data_shards(self, global_batch: int | None = None) -> DataShards:

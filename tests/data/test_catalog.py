@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import seqio
 
-from aya_jax.data import catalog, languages, pipeline, prompt_converters, sources, tasks, vocab
+from aya_jax.data import catalog, chat_template, languages, pipeline, prompt_converters, sources, tasks, vocab
 
 
 def _source_rows(task_name, split="train"):
@@ -24,15 +24,17 @@ def test_aya_dataset_language_task_reads_exactly_its_rows(aya_config, aya_files)
         (r["inputs"], r["targets"]) for r in expected
     ]
     assert {r["language_code"] for r in got} == {b"ara"}  # normalised to the table's ISO 639-3 code
-    # Tokenized: targets end with EOS, the vocabulary is the configured model file, validation = "test" files.
+    # Tokenized: targets end with the chat template's end-of-turn, the vocabulary is the configured model file,
+    # validation = "test" files.
     task = seqio.get_mixture_or_task(spec.task_name)
     example = next(
         task.get_dataset(
             {"inputs": 256, "targets": 256}, split="validation", shuffle=False
         ).as_numpy_iterator()
     )
-    assert example["targets"][-1] == 1 and spec.vocab.decode(example["targets"].tolist()) in {
-        r["targets"] for r in aya_files["aya_dataset"]["test"]
+    (end_of_turn,) = spec.vocab.encode(chat_template.END_OF_TURN)
+    assert example["targets"][-1] == end_of_turn and spec.vocab.decode(example["targets"][:-1].tolist()) in {
+        r["targets"].strip() for r in aya_files["aya_dataset"]["test"]
     }
     assert (
         tasks.task_info(spec.task_name)
@@ -169,8 +171,11 @@ def test_preference_pairs_share_the_prompt_and_resume_exactly(aya_config, aya_fi
             ]
             assert chosen_prompt.tolist() == rejected_prompt.tolist() and 0 < len(chosen_prompt) <= 96
     pairs = {(r["prompt"].strip(), r["chosen"].strip()) for r in aya_files["preference"]}
+    generation_prompt = chat_template.END_OF_TURN + chat_template.START_OF_TURN + chat_template.CHATBOT
     prompt_text = spec.vocab.decode(chosen_prompt.tolist())
-    assert any(p.endswith(prompt_text[-40:]) for p, _ in pairs)  # a long prompt keeps its end
+    assert prompt_text.endswith(generation_prompt)  # the user turn, ready for the answer
+    user = prompt_text.removesuffix(generation_prompt)
+    assert any(p.endswith(user[-40:]) for p, _ in pairs)  # a long prompt keeps its end
     resumed = iterator(3)
     for expected in batches[3:]:
         got = next(resumed)

@@ -41,7 +41,7 @@ def test_data_stats_on_both_aya_sources(aya_config, tmp_path, capsys):
     saved = json.loads(pathlib.Path(result.json_path).read_text())
     assert saved["per_language"]["ara"]["examples"] == result.per_language["ara"].examples > 0
     assert pathlib.Path(result.plot_path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # Token counts equal what the tokenizing task pipelines produce for the same rows (EOS included).
+    # Token counts equal what the tokenizing task pipelines produce for the same rows (chat markers included).
     ukr = 0
     for task_name in ("aya_dataset_ukr", "aya_collection_ukr"):
         config.data.task = task_name

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import seqio
 
-from aya_jax.data import languages, tasks
+from aya_jax.data import chat_template, languages, tasks
 
 
 def _raw_rows(task, split, index=0, num_shards=1):
@@ -28,10 +28,15 @@ def test_default_task(default_task):
             {"inputs": 64, "targets": 64}, split="validation", shuffle=False
         ).as_numpy_iterator()
     )
-    assert example["targets"].dtype == np.int32 and example["targets"][-1] == 1  # EOS on targets
-    assert 1 not in example["inputs"].tolist()  # none on inputs
-    assert languages.maybe_lookup(example["language_code"].decode()) is not None  # carried through, untouched
     vocab = default_task.output_features["targets"].vocabulary
+    (end_of_turn,) = vocab.encode(chat_template.END_OF_TURN)
+    # The chat format: targets end with the end-of-turn marker, and no EOS anywhere.
+    assert example["targets"].dtype == np.int32 and example["targets"][-1] == end_of_turn
+    assert 1 not in example["inputs"].tolist() + example["targets"].tolist()
+    assert vocab.decode(example["inputs"].tolist()).startswith(
+        chat_template.BOS + chat_template.START_OF_TURN
+    )
+    assert languages.maybe_lookup(example["language_code"].decode()) is not None  # carried through, untouched
     assert default_task.output_features["inputs"].vocabulary == vocab and vocab.vocab_size == 2000
 
 

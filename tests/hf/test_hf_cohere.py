@@ -28,7 +28,7 @@ from aya_jax.hf import io as hf_io  # noqa: E402
 from aya_jax.models import cohere  # noqa: E402
 from configs.common import default_rules  # noqa: E402
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 VOCAB = 512
 RULES = default_rules()
 

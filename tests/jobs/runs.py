@@ -67,8 +67,10 @@ def run(config: str, workdir: pathlib.Path, data_dir: pathlib.Path, *extra: str,
     )
 
 
-def tiny_sft(workdir: pathlib.Path, data_dir: pathlib.Path, steps: int = 40) -> pathlib.Path:
-    """A tiny SFT checkpoint of the default data (the real sft job); returns its workdir."""
+def tiny_sft(workdir: pathlib.Path, data_dir: pathlib.Path, steps: int = 120) -> pathlib.Path:
+    """A tiny SFT checkpoint of the default data (the real sft job); returns its workdir. 120 steps: a backbone
+    that has learnt the chat format well enough for a reward head on its end-of-turn state to tell the answer's
+    language (with 40 steps the reward test's model stays at chance)."""
     proc = run(
         "configs/quickstart.py", workdir, data_dir,
         f"--config.train.steps={steps}", "--config.data.seq_len=64", "--config.train.eval_batches=1",

@@ -233,21 +233,8 @@ DPO_ARGS = [
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("aya_data")
-
-
-@pytest.fixture(scope="module")
-def sft_and_rm(tmp_path_factory, data_dir):
-    sft_run = runs.tiny_sft(tmp_path_factory.mktemp("sft"), data_dir)
-    rm_run = tmp_path_factory.mktemp("reward")
-    proc = runs.run(
-        "configs/reward.py", rm_run, data_dir, "--config.data.seq_len=64", "--config.reward.prompt_len=32",
-        "--config.train.steps=4", "--config.reward.max_eval_pairs=16", "--config.mesh.shape=(2,2,2)",
-        f"--config.checkpoint.init_from={sft_run}",
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return sft_run, rm_run
+def sft_and_rm(sft_run, tiny_reward_model):
+    return sft_run, tiny_reward_model
 
 
 def _args(sft_and_rm):

@@ -25,7 +25,7 @@ from aya_jax.training import state as ts
 from configs import common
 from configs import merge as merge_config
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 TOL = dict(rtol=1e-6, atol=1e-6)
 SMALL = dict(hidden_size=32, intermediate_size=48, num_layers=2)  # cohere-tiny's heads (4) and kv heads (2)
 

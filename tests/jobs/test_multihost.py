@@ -280,18 +280,10 @@ def _assert_same_metrics(one: dict, two: dict) -> None:
 
 
 @pytest.mark.slow
-def test_dpo_and_rloo_on_two_processes_match_one_and_a_dead_process_ends_the_job(tmp_path):
-    data_dir = tmp_path / "data"
-    sft, rm = tmp_path / "sft", tmp_path / "rm"
-    for workdir, config, args in (
-        (sft, "configs/quickstart.py", [*ARGS, "--config.train.steps=4", "--config.train.sample_prompts=0"]),
-        (rm, "configs/reward.py", [*TINY, "--config.train.steps=2", "--config.reward.prompt_len=32",
-                                   "--config.reward.max_eval_pairs=8", f"--config.checkpoint.init_from={sft}"]),
-    ):  # fmt: skip
-        proc = subprocess.run(_cmd(workdir, config=config, args=args), env=_env(data_dir, 8), cwd=REPO,
-                              capture_output=True, text=True, timeout=300)  # fmt: skip
-        assert proc.returncode == 0, proc.stderr[-3000:]
-
+def test_dpo_and_rloo_on_two_processes_match_one_and_a_dead_process_ends_the_job(
+    tmp_path, data_dir, sft_run, tiny_reward_model
+):
+    sft, rm = sft_run, tiny_reward_model  # the session's (conftest.py)
     dpo = [*DPO, f"--config.checkpoint.init_from={sft}", f"--config.dpo.reward_model={rm}"]
     one, two = _one_and_two(tmp_path, data_dir, "dpo", "configs/dpo.py", dpo)
     assert {kind for kind, _ in one} >= {"train", "online"}  # offline steps and one online iteration

@@ -182,16 +182,6 @@ RM_ARGS = [
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("aya_data")
-
-
-@pytest.fixture(scope="module")
-def sft_run(tmp_path_factory, data_dir):
-    return runs.tiny_sft(tmp_path_factory.mktemp("sft"), data_dir)
-
-
-@pytest.fixture(scope="module")
 def reward_run(tmp_path_factory, data_dir, sft_run):
     workdir = tmp_path_factory.mktemp("reward")
     proc = runs.run(

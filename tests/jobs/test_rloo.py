@@ -53,17 +53,9 @@ _metrics = runs.metrics
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("aya_data")
-
-
-@pytest.fixture(scope="module")
-def sft_dir(tmp_path_factory, data_dir):
-    """A few SFT steps of the shrunk quickstart: any policy will do for the mechanics."""
-    workdir = tmp_path_factory.mktemp("sft")
-    proc = _run("configs/quickstart.py", workdir, data_dir, *SFT_TINY, "--config.train.steps=2")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return workdir
+def sft_dir(sft_run):
+    """The session's tiny SFT policy (conftest.py): any policy will do for the mechanics."""
+    return sft_run
 
 
 @pytest.fixture(scope="module")

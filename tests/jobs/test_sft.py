@@ -39,11 +39,6 @@ def _start_and_wait_for_step(workdir, data_dir, args, step, timeout=240) -> subp
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("aya_data")
-
-
-@pytest.fixture(scope="module")
 def reference_run(tmp_path_factory, data_dir):
     """An uninterrupted 12-step run on a (data=2, fsdp=2, tensor=2) mesh."""
     workdir = tmp_path_factory.mktemp("reference")

@@ -18,14 +18,15 @@ TINY = [
     "--config.data.seq_len=32",
     "--config.train.global_batch_size=8",
     "--config.train.log_every=1",
-    "--config.train.eval_every=6",
+    "--config.train.eval_every=8",
     "--config.train.eval_batches=1",
     "--config.train.progress_bar=False",
     "--config.metrics.tensorboard=False",
     "--config.data.vocab.size=2048",
-    "--config.checkpoint.every=6",
+    "--config.checkpoint.every=8",
     "--config.optimizer.warmup_steps=3",
-    "--config.optimizer.schedule=constant",  # so a 6-step run's schedule is the first half of a 12-step one's
+    "--config.train.sample_prompts=0",
+    "--config.optimizer.schedule=constant",  # so an 8-step run's schedule is the first half of a 16-step one's
 ]
 
 
@@ -44,9 +45,10 @@ def _rows(workdir: pathlib.Path, kind: str) -> dict[int, dict]:
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
-    """An uninterrupted 12-step run on a (data=2, fsdp=2, tensor=2) mesh: (workdir, data dir, process)."""
+    """An uninterrupted 16-step run on a (data=2, fsdp=2, tensor=2) mesh: (workdir, data dir, process)."""
     root = tmp_path_factory.mktemp("mt5_sft")
-    full = _run(root / "full", root / "data", "--config.train.steps=12", "--config.mesh.shape=(2,2,2)")
+    full = _run(root / "full", root / "data", "--config.train.steps=16", "--config.mesh.shape=(2,2,2)",
+                "--config.train.sample_prompts=2")  # fmt: skip
     assert full.returncode == 0, full.stderr[-3000:]
     return root / "full", root / "data", full
 
@@ -54,25 +56,27 @@ def full_run(tmp_path_factory):
 @pytest.mark.slow
 def test_mt5_sft_learns_on_a_sharded_mesh_and_resumes_exactly(full_run, tmp_path):
     workdir, data_dir, full = full_run
-    assert "model mt5-tiny" in full.stderr and "SFT finished at step 12" in full.stderr
+    assert "model mt5-tiny" in full.stderr and "SFT finished at step 16" in full.stderr
+    assert full.stderr.count("held-out prompt (") == 2  # the summary's greedy replies, through the encoder
     train = _rows(workdir, "train")
-    assert sorted(train) == list(range(1, 13))
-    assert train[12]["loss"] < 0.85 * train[1]["loss"], {s: r["loss"] for s, r in train.items()}
+    assert sorted(train) == list(range(1, 17))
+    # 16 steps, not 12: on the project vocabulary without SentencePiece's dummy prefix the drop takes longer.
+    assert train[16]["loss"] < 0.85 * train[1]["loss"], {s: r["loss"] for s, r in train.items()}
     evals = _rows(workdir, "eval")
-    assert evals[12]["loss"] < evals[6]["loss"]
-    assert any(k.startswith("loss/") for k in evals[12])  # per-language eval loss on the decoder targets
+    assert evals[16]["loss"] < evals[8]["loss"]
+    assert any(k.startswith("loss/") for k in evals[16])  # per-language eval loss on the decoder targets
 
-    # Stop at 6, then continue to 12 from the checkpoint: the same losses as the uninterrupted run.
+    # Stop at 8, then continue to 16 from the checkpoint: the same losses as the uninterrupted run.
     part = tmp_path / "part"
-    first = _run(part, data_dir, "--config.train.steps=6", "--config.mesh.shape=(2,2,2)")
+    first = _run(part, data_dir, "--config.train.steps=8", "--config.mesh.shape=(2,2,2)")
     assert first.returncode == 0, first.stderr[-3000:]
-    second = _run(part, data_dir, "--config.train.steps=12", "--config.mesh.shape=(2,2,2)")
+    second = _run(part, data_dir, "--config.train.steps=16", "--config.mesh.shape=(2,2,2)")
     assert second.returncode == 0, second.stderr[-3000:]
     assert (
-        f"resumed from {part / 'checkpoints'} step 6" in second.stderr and "data position 6" in second.stderr
+        f"resumed from {part / 'checkpoints'} step 8" in second.stderr and "data position 8" in second.stderr
     )
     resumed = _rows(part, "train")
-    for step in range(7, 13):
+    for step in range(9, 17):
         assert resumed[step]["loss"] == pytest.approx(train[step]["loss"], abs=1e-5), step
 
 
@@ -96,7 +100,8 @@ def test_mt5_sft_checkpoint_exports_and_generates_like_transformers(full_run, tm
     from configs import sft_mt5
 
     workdir, data_dir, _ = full_run
-    vocab = ["--config.model.preset=mt5-tiny", "--config.data.vocab.size=2048"]
+    # The run's model and data overrides: its preset, vocabulary size and row format.
+    vocab = ["--config.model.preset=mt5-tiny", "--config.data.vocab.size=2048", "--config.data.format=raw"]
     out = tmp_path / "hf"
     export = _run(
         tmp_path / "x", data_dir, *vocab, f"--config.hf_convert.checkpoint_dir={workdir}",
