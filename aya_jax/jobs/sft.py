@@ -115,27 +115,29 @@ def train(config: Any, workdir: str) -> loop.RunSummary:
             flops_per_token=family.train_flops_per_row(model_cfg, lengths) / tokens_per_row,
             dtype=str(config.model.dtype),
         )
-        replies = None
-        if int(config.train.sample_prompts):
-            codec = vocab.SeqioCodec(spec.vocab)
-            prompts = prompt_sets.load_prompt_set(
-                config.data, "", "validation", codec, max_tokens=min(lengths["inputs"], 128),
-                chat=config.data.format == "chat", field="config.train.sample_prompts",
-            )  # fmt: skip
-            eos_ids = tuple(
-                dict.fromkeys(codec.eos_ids + ((model_cfg.eos_id,) if model_cfg.eos_id >= 0 else ()))
-            )
-            replies = functools.partial(
-                objective.greedy_replies, run, model, codec=codec, prompts=prompts,
-                count=int(config.train.sample_prompts), eos_ids=eos_ids,
-                encoder_eos=spec.eos_id if family.encoder_decoder else None,
-            )  # fmt: skip
         sft = objective.Sft(
             run, train_step=train_step, eval_step=eval_step, train_iter=train_iter, eval_batches=eval_batches,
             identity=identity, throughput=throughput, plot_title=f"{config.model.preset} SFT on {config.data.task}",
-            replies=replies,
+            replies=_replies(config, run, model, model_cfg, spec, max_tokens=min(lengths["inputs"], 128)),
         )  # fmt: skip
         return loop.train(run, sft, state, start)
+
+
+def _replies(config: Any, run: loop.Run, model: Any, model_cfg: Any, spec: Any, max_tokens: int):
+    """params -> the summary's greedy replies to `config.train.sample_prompts` held-out prompts of the embedded
+    default data, in the run's row format (None: none asked for)."""
+    if not int(config.train.sample_prompts):
+        return None
+    codec = vocab.SeqioCodec(spec.vocab)
+    prompts = prompt_sets.load_prompt_set(
+        config.data, "", "validation", codec, max_tokens=max_tokens, chat=config.data.format == "chat",
+        field="config.train.sample_prompts",
+    )  # fmt: skip
+    eos_ids = tuple(dict.fromkeys(codec.eos_ids + ((model_cfg.eos_id,) if model_cfg.eos_id >= 0 else ())))
+    return functools.partial(
+        objective.greedy_replies, run, model, codec=codec, prompts=prompts, count=int(config.train.sample_prompts),
+        eos_ids=eos_ids, encoder_eos=spec.eos_id if families.family_of(model_cfg).encoder_decoder else None,
+    )  # fmt: skip
 
 
 def _initial_state(run: loop.Run, model, tx, abstract_state, state_sh) -> ts.TrainState:

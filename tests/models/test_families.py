@@ -119,18 +119,24 @@ def test_encoder_decoder_fused_loss_equals_logits_cross_entropy(tied):
         "decoder_loss_weights": weights,
     }
     lengths = {"inputs": 20, "targets": 16}
-    params = nn.unbox(model.init(jax.random.PRNGKey(0), *families.MT5.init_inputs(lengths))["params"])
+    # Jitted (compiling is faster than running these eagerly); the two paths are still separate computations.
+    init = jax.jit(lambda key: model.init(key, *families.MT5.init_inputs(lengths))["params"])
+    params = nn.unbox(init(jax.random.PRNGKey(0)))
     assert ("lm_head" in params) != tied
-    loss_sum, _ = sft_objective.forward_loss(model, params, jax.tree.map(jnp.asarray, batch), 0.0)
-    logits = model.apply(
-        {"params": params},
-        batch["encoder_input_tokens"],
-        batch["decoder_input_tokens"],
-        encoder_segment_ids=batch["encoder_segment_ids"],
-        decoder_segment_ids=batch["decoder_segment_ids"],
-        encoder_positions=batch["encoder_positions"],
-        decoder_positions=batch["decoder_positions"],
+    loss_sum, _ = jax.jit(lambda p, b: sft_objective.forward_loss(model, p, b, 0.0))(
+        params, jax.tree.map(jnp.asarray, batch)
     )
+    logits = jax.jit(
+        lambda p, b: model.apply(
+            {"params": p},
+            b["encoder_input_tokens"],
+            b["decoder_input_tokens"],
+            encoder_segment_ids=b["encoder_segment_ids"],
+            decoder_segment_ids=b["decoder_segment_ids"],
+            encoder_positions=b["encoder_positions"],
+            decoder_positions=b["decoder_positions"],
+        )
+    )(params, batch)
     np.testing.assert_allclose(
         float(loss_sum), _reference_nll(np.asarray(logits), targets, weights), rtol=1e-5
     )
