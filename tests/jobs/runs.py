@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 import time
@@ -109,3 +110,51 @@ def start_and_wait(config: str, workdir, data_dir, args, done, timeout: int = 24
             pytest.fail(f"not reached within {timeout} s")
         time.sleep(0.05)
     return proc
+
+
+# ---- two processes of one job (multi-host on one machine) --------------------------------------------------
+# Short failure bounds so that a dead process ends the job within seconds, not jax's default 100 s.
+DISTRIBUTED_ARGS = [
+    "--config.mesh.distributed=on",
+    "--config.mesh.heartbeat_timeout_seconds=10",
+    "--config.mesh.initialization_timeout_seconds=120",
+    "--config.mesh.shutdown_timeout_seconds=30",
+]
+DEAD_PEER_BOUND_S = 60
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def launch_two(
+    config: str, workdir: pathlib.Path, data_dir: pathlib.Path, logs: pathlib.Path, *args: str
+) -> list[subprocess.Popen]:
+    """Both processes of one 2-process x 4-device job, coordinated on localhost (what a hand-made cluster sets:
+    JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID); stderr of process i goes to logs/<i>.log
+    (files, not pipes: a process blocked on a full pipe would look like a hang)."""
+    logs.mkdir(parents=True, exist_ok=True)
+    address = f"localhost:{_free_port()}"
+    procs = []
+    for process_id in range(2):
+        extra = dict(JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(process_id))
+        with open(logs / f"{process_id}.log", "w") as err:
+            procs.append(
+                subprocess.Popen(
+                    command(config, workdir, *args, *DISTRIBUTED_ARGS),
+                    env=env(data_dir, 4, **extra),
+                    cwd=REPO,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                )  # fmt: skip
+            )
+    return procs
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
