@@ -208,6 +208,13 @@ def model_of_run(model_config: Any, data_config: Any, workdir: str | pathlib.Pat
     return model, cfg, codec
 
 
+def stop_ids(codec: Any, model_cfg: Any) -> tuple[int, ...]:
+    """The ids a completion ends at: the tokenizer's (the chat template's end-of-turn, EOS) and the model
+    config's own EOS, once each."""
+    own = (model_cfg.eos_id,) if model_cfg.eos_id >= 0 else ()
+    return tuple(dict.fromkeys((*codec.eos_ids, *own)))
+
+
 # ============================================================================================================
 # Reward models
 # ============================================================================================================

@@ -12,9 +12,9 @@ ids, per-token log-probs, whether it stopped).
 
 The Cohere chat template (`chat_template = "auto"`: when the tokenizer has the turn tokens, and for an aya_jax run
 unless it was trained with `config.data.format=raw`, pass the run's data overrides) wraps each prompt as one user
-turn ready for the model's reply: the prefix of the rows the model was trained on. Stop strings (`stop`) stop a row when their token ids appear in the
-output, and the text is also cut at the first occurrence of any of them (a stop string can tokenize differently
-inside a reply).
+turn ready for the model's reply: the prefix of the rows the model was trained on. Stop strings (`stop`) stop a
+row when their token ids appear in the output, and the text is also cut at the first occurrence of any of them
+(a stop string can tokenize differently inside a reply).
 """
 
 from __future__ import annotations
@@ -126,8 +126,7 @@ def _load(config: Any, mesh, rules) -> tuple[Any, Any, Any, tuple[int, ...]]:
         run.checkpoints, pretrained.abstract_params(model, mesh, rules), step=run.step
     )
     log.info("loaded step %d from %s", step, run.checkpoints)
-    eos = tuple(dict.fromkeys(codec.eos_ids + ((cfg.eos_id,) if cfg.eos_id >= 0 else ())))
-    return model, params, codec, eos
+    return model, params, codec, pretrained.stop_ids(codec, cfg)
 
 
 def encode_prompts(

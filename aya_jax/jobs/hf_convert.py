@@ -59,6 +59,10 @@ def export(config: Any, workdir: str) -> pathlib.Path:
     if not tokenizer and config.data.vocab.kind == "hf_tokenizer":
         tokenizer = config.data.vocab.path
     sentencepiece_model = str(tokenizer) if str(tokenizer).endswith(".model") else ""
+    if sentencepiece_model and not pathlib.Path(sentencepiece_model).is_file():
+        raise FileNotFoundError(
+            f"config.hf_convert.tokenizer: no SentencePiece model at {sentencepiece_model}"
+        )
     if not tokenizer and spec is not None and config.data.vocab.kind == "sentencepiece":
         sentencepiece_model = str(spec.vocab.sentencepiece_model_file)
     model, cfg = pretrained.build_model(config.model, vocab_size, recorded[0] if recorded else None)

@@ -133,10 +133,9 @@ def _replies(config: Any, run: loop.Run, model: Any, model_cfg: Any, spec: Any, 
         config.data, "", "validation", codec, max_tokens=max_tokens, chat=config.data.format == "chat",
         field="config.train.sample_prompts",
     )  # fmt: skip
-    eos_ids = tuple(dict.fromkeys(codec.eos_ids + ((model_cfg.eos_id,) if model_cfg.eos_id >= 0 else ())))
     return functools.partial(
         objective.greedy_replies, run, model, codec=codec, prompts=prompts, count=int(config.train.sample_prompts),
-        eos_ids=eos_ids, encoder_eos=spec.eos_id if families.family_of(model_cfg).encoder_decoder else None,
+        eos_ids=pretrained.stop_ids(codec, model_cfg), encoder_eos=spec.eos_id if families.family_of(model_cfg).encoder_decoder else None,
     )  # fmt: skip
 
 

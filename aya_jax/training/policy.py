@@ -115,7 +115,7 @@ def setup_policy(
         )
     _, ref_params = pretrained.load_params(source.checkpoints, params_target, step=init_step)
     log.info("reference: the params of %s step %d (frozen)", source.checkpoints, init_step)
-    eos_ids = tuple(dict.fromkeys(codec.eos_ids + ((model_cfg.eos_id,) if model_cfg.eos_id >= 0 else ())))
+    eos_ids = pretrained.stop_ids(codec, model_cfg)
     return PolicySetup(
         model=model, model_cfg=model_cfg, state=state, state_shardings=state_sh, params_shardings=state_sh.params,
         ref_params=ref_params, start_step=int(start_step), resumed_state=resumed_state,

@@ -240,6 +240,11 @@ def test_generate_from_a_quickstart_checkpoint_and_its_export_in_transformers(tm
     export.hf_convert.dtype = "float32"
     hf_convert.export(export, str(tmp_path))
     tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    export.hf_convert.tokenizer = str(tmp_path / "missing.model")
+    with pytest.raises(
+        FileNotFoundError, match=r"config.hf_convert.tokenizer: no SentencePiece model at .*missing"
+    ):
+        hf_convert.export(export, str(tmp_path))
     hf_model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
     ids = tokenizer.apply_chat_template([{"role": "user", "content": "Bonjour"}], add_generation_prompt=True)
     ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids

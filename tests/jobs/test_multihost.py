@@ -21,7 +21,6 @@ import runs  # the helper module beside this file
 from aya_jax.data import pipeline
 from configs import common
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 STEPS = 10
 
 # The quickstart shrunk (as in tests/jobs/test_sft.py), on a (data=2, fsdp=2, tensor=2) mesh that spans
@@ -46,10 +45,6 @@ ARGS = [
 ]
 
 
-def _cmd(workdir: pathlib.Path, *extra: str) -> list[str]:
-    return runs.command("configs/quickstart.py", workdir, *ARGS, *extra)
-
-
 def _launch_two(workdir, data_dir, logs, *extra) -> list[subprocess.Popen]:
     return runs.launch_two("configs/quickstart.py", workdir, data_dir, logs, *ARGS, *extra)
 
@@ -69,9 +64,7 @@ def test_two_processes_match_one_and_a_dead_process_ends_the_job(tmp_path):
 
     # ---- reference: one process, 8 devices ------------------------------------------------------------------
     single = tmp_path / "single"
-    ref = subprocess.run(
-        _cmd(single), env=runs.env(data_dir, 8), cwd=REPO, capture_output=True, text=True, timeout=300
-    )
+    ref = runs.run("configs/quickstart.py", single, data_dir, *ARGS)
     assert ref.returncode == 0, ref.stderr[-3000:]
     assert "reads shards [0, 2) of 2, 8 rows" in ref.stderr
     reference = _metrics(single, "train")
