@@ -119,6 +119,135 @@ def test_dry_run_after_the_main_args_separator_is_refused():
     assert proc.returncode == 2 and proc.stderr.startswith("error: --dry-run after --")
 
 
+# ---- option parsing: an option never swallows the next one, and a dry run never reaches gcloud ---------------
+
+FAKE_GCLOUD = """#!/usr/bin/env bash
+# Stand-in for gcloud, first on PATH: records that it was called, then fails so that no script goes on.
+printf '%s\\n' "$*" >> "$GCLOUD_CALLED"
+exit 1
+"""
+
+# For each script: arguments that make a complete, valid command line (no --dry-run, no --).
+VALID_ARGS = {
+    "up.sh": ["--name", "n", "--zone", "z", "--accelerator-type", "v4-8", "--spot", "--teardown"],
+    "create.sh": ["--name", "n", "--zone", "z", "--accelerator-type", "v4-8", "--spot"],
+    "wait.sh": ["--name", "n", "--zone", "z", "--poll", "1"],
+    "install.sh": ["--name", "n", "--zone", "z", "--extras", "tpu", "--tarball", "/nonexistent/x.tgz"],
+    "launch.sh": ["--name", "n", "--zone", "z", "--env", "A=b"],
+    "logs.sh": ["--name", "n", "--zone", "z", "--worker", "1"],
+    "stop.sh": ["--name", "n", "--zone", "z", "--project", "p"],
+    "teardown.sh": ["--name", "n", "--zone", "z", "--stop-first", "--grace", "5"],
+}
+assert sorted(VALID_ARGS) == sorted(EXECUTABLES)
+
+# Each script's options that take a value, with the script's other required options.
+VALUE_OPTIONS = [
+    (name, option)
+    for name, options in {
+        "up.sh": ["--accelerator-type", "--runtime-version", "--valid-until-duration", "--env"],
+        "create.sh": ["--accelerator-type", "--runtime-version", "--valid-until-duration"],
+        "wait.sh": ["--poll"],
+        "install.sh": ["--source", "--tarball", "--python", "--extras"],
+        "launch.sh": ["--env"],
+        "logs.sh": ["--worker"],
+        "stop.sh": [],
+        "teardown.sh": ["--grace"],
+    }.items()
+    for option in ["--name", "--zone", "--project", *options]
+]
+
+
+@pytest.fixture
+def fake_gcloud(tmp_path):
+    """(env, called): an environment whose PATH finds a recording fake gcloud first; `called` exists once
+    anything ran gcloud."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    gcloud = bin_dir / "gcloud"
+    gcloud.write_text(FAKE_GCLOUD)
+    gcloud.chmod(0o755)
+    called = tmp_path / "gcloud_called"
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "GCLOUD_CALLED": str(called)}
+    return env, called
+
+
+def _called(called: pathlib.Path) -> str:
+    return called.read_text() if called.exists() else ""
+
+
+@pytest.mark.bad_input
+def test_value_option_followed_by_dry_run_is_refused_and_runs_nothing(fake_gcloud):
+    env, called = fake_gcloud
+    proc = _script(
+        "up.sh", "--name", "aya", "--zone", "us-west4-a", "--accelerator-type", "--dry-run",
+        "--", "--config", "configs/quickstart.py", env=env,
+    )  # fmt: skip
+    assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", "error: --accelerator-type needs a value\n")
+    assert not called.exists(), _called(called)
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("name, option", VALUE_OPTIONS)
+@pytest.mark.parametrize("next_word", ["--dry-run", "--spot", None])  # another option, or nothing at all
+def test_value_option_without_a_value_is_a_one_line_error(fake_gcloud, name, option, next_word):
+    env, called = fake_gcloud
+    args = list(VALID_ARGS[name])
+    if option in args:  # drop the option's own valid occurrence
+        i = args.index(option)
+        del args[i : i + 2]
+    args += [option] + ([next_word] if next_word else [])
+    proc = _script(name, *args, env=env)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", f"error: {option} needs a value\n")
+    assert not called.exists(), _called(called)
+
+
+def _with_dry_run(args: list[str], position: str) -> list[str]:
+    # "middle": after the first option and its value, so it never splits an option from its value.
+    at = {"first": 0, "middle": 2, "last": len(args)}[position]
+    return [*args[:at], "--dry-run", *args[at:]]
+
+
+@pytest.mark.parametrize("position", ["first", "middle", "last"])
+@pytest.mark.parametrize("name", EXECUTABLES)
+def test_dry_run_is_honoured_in_any_position(fake_gcloud, name, position):
+    env, called = fake_gcloud
+    proc = _script(name, *_with_dry_run(VALID_ARGS[name], position), env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert not called.exists(), _called(called)
+    # The very commands a leading --dry-run prints, and at least one of them is a gcloud command.
+    assert proc.stdout.splitlines() == _dry(name, *VALID_ARGS[name])
+    assert any(line.startswith("gcloud ") for line in proc.stdout.splitlines())
+
+
+@pytest.mark.parametrize("name", ["up.sh", "launch.sh"])
+def test_dry_run_just_before_the_main_args_is_honoured(fake_gcloud, name):
+    env, called = fake_gcloud
+    main_args = ["--", "--config", "configs/quickstart.py"]
+    proc = _script(name, *VALID_ARGS[name], "--dry-run", *main_args, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert not called.exists(), _called(called)
+    assert proc.stdout.splitlines() == _dry(name, *VALID_ARGS[name], *main_args)
+
+
+@pytest.mark.bad_input
+def test_dry_run_in_the_main_args_runs_nothing(fake_gcloud):
+    env, called = fake_gcloud
+    proc = _script("launch.sh", "--name", "n", "--zone", "z", "--", "--dry-run", env=env)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --dry-run after --")
+    assert not called.exists(), _called(called)
+
+
+def test_gcloud_is_unreachable_in_a_dry_run_even_without_run(fake_gcloud):
+    # The backstop in common.sh: a gcloud call that bypasses run() still stops a dry run.
+    env, called = fake_gcloud
+    proc = subprocess.run(
+        ["bash", "-c", f"source {shlex.quote(str(SCRIPTS / 'common.sh'))}; DRY_RUN=1; gcloud version"],
+        capture_output=True, text=True, timeout=30, env={**os.environ, **env},
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.startswith("error: internal: a dry run tried to run gcloud")
+    assert not called.exists(), _called(called)
+
+
 def test_environment_supplies_name_and_zone():
     lines = _dry(
         "teardown.sh", env={"AYA_TPU_NAME": "n1", "AYA_TPU_ZONE": "us-west4-a", "AYA_TPU_PROJECT": "pr"}

@@ -37,6 +37,13 @@ command_line() {
   printf '%s\n' "$line"
 }
 
+# Every gcloud call of the scripts goes through this function, so a dry run cannot reach the real gcloud even
+# through a path that forgot to check DRY_RUN: it stops the script instead.
+gcloud() {
+  ((!DRY_RUN)) || die "internal: a dry run tried to run gcloud $*"
+  command gcloud "$@"
+}
+
 # Print the command; run it unless --dry-run.
 run() {
   if ((DRY_RUN)); then
@@ -48,13 +55,30 @@ run() {
   fi
 }
 
+# Set DRY_RUN from a --dry-run anywhere before "--", before any option is parsed: every later error or step
+# then already knows it is a dry run (an option parsed earlier can never turn it off or take it as a value).
+# Each script calls this first with all its arguments; a --dry-run after "--" is refused by take_main_args.
+scan_dry_run() {
+  local arg
+  for arg in "$@"; do
+    [[ $arg != -- ]] || break
+    if [[ $arg == --dry-run ]]; then DRY_RUN=1; fi
+  done
+}
+
+# Refuse "--opt" given as the last word or followed by another option: "--accelerator-type --dry-run" would
+# otherwise swallow the next option as its value. (The "--opt=VALUE" spelling takes VALUE as written.)
+require_value() { # OPTION [NEXT_WORD]
+  if (($# < 2)) || [[ $2 == --* ]]; then die "$1 needs a value"; fi
+}
+
 # Consume one common option at the front of "$@": SHIFT is how many words it took (0: not a common option).
 # The calling script defines usage().
 common_option() {
   SHIFT=0
   case "$1" in
     --name | --zone | --project)
-      (($# >= 2)) || die "$1 needs a value (see --help)"
+      require_value "$@"
       set_common "$1" "$2"
       SHIFT=2
       ;;
@@ -87,7 +111,7 @@ option_value() {
     VALUE="${1#*=}"
     SHIFT=1
   else
-    (($# >= 2)) || die "$1 needs a value (see --help)"
+    require_value "$@"
     VALUE="$2"
     SHIFT=2
   fi

@@ -31,6 +31,7 @@ RUNTIME_VERSION=""
 CAPACITY=""
 VALID_UNTIL=""
 WAIT=1
+scan_dry_run "$@"
 while (($#)); do
   common_option "$@"
   if ((SHIFT)); then shift "$SHIFT"; continue; fi

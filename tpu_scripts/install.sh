@@ -25,6 +25,7 @@ SOURCE="$(cd "$SCRIPTS_DIR/.." && pwd)"
 TARBALL=""
 PYTHON="python3.11"
 EXTRAS="tpu"
+scan_dry_run "$@"
 while (($#)); do
   common_option "$@"
   if ((SHIFT)); then shift "$SHIFT"; continue; fi

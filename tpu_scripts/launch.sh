@@ -28,6 +28,7 @@ USAGE
 
 ENV_VARS=()
 MAIN_ARGS=()
+scan_dry_run "$@"
 while (($#)); do
   common_option "$@"
   if ((SHIFT)); then shift "$SHIFT"; continue; fi

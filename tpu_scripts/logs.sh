@@ -14,6 +14,7 @@ USAGE
 }
 
 WORKER=0
+scan_dry_run "$@"
 while (($#)); do
   common_option "$@"
   if ((SHIFT)); then shift "$SHIFT"; continue; fi

@@ -13,6 +13,7 @@ Sends SIGTERM to the run on all workers. The trainer finishes its current step, 
 USAGE
 }
 
+scan_dry_run "$@"
 while (($#)); do
   common_option "$@"
   if ((SHIFT)); then shift "$SHIFT"; continue; fi

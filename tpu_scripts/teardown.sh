@@ -20,6 +20,7 @@ USAGE
 
 STOP_FIRST=0
 GRACE=300
+scan_dry_run "$@"
 while (($#)); do
   common_option "$@"
   if ((SHIFT)); then shift "$SHIFT"; continue; fi

@@ -39,6 +39,7 @@ MAIN_ARGS=()
 INSTALL=1
 LOGS=1
 TEARDOWN=0
+scan_dry_run "$@"
 while (($#)); do
   common_option "$@"
   if ((SHIFT)); then shift "$SHIFT"; continue; fi

@@ -14,6 +14,7 @@ USAGE
 }
 
 POLL=30
+scan_dry_run "$@"
 while (($#)); do
   common_option "$@"
   if ((SHIFT)); then shift "$SHIFT"; continue; fi
