@@ -12,7 +12,9 @@ A mixture is a `mixture_spec` bound in a gin scope named after it (`gin/aya23_sf
 `config.data.task = "aya23_sft"` parses `gin/aya23_sft.gin`, then `config.data.gin_files`, then
 `config.data.gin_bindings` (later bindings win), so rates change without touching Python; a mixture of your
 own is a gin file binding `<your_name>/mixture_spec.*`. `config.data.mixture_temperature > 0` overrides the
-temperature (and makes the rate "temperature").
+temperature (and makes the rate "temperature"). Every binding must reach a mixture: one whose scope is neither
+the mixture being loaded nor one a gin file defines (a typo such as `aya23_sfT/...`), one without a scope, or one
+naming a parameter `mixture_spec` lacks is an error naming the binding, not a setting gin silently ignores.
 
 Rates. With n[s][L] the train rows of language L in source s and m_L = min(sum_s n[s][L], maximum):
 
@@ -49,6 +51,7 @@ whose sources and tasks it mixes; `registry` (which turns `config.data.task` int
 """
 
 import dataclasses
+import inspect
 import itertools
 import logging
 import os
@@ -127,6 +130,111 @@ def builtin_mixtures() -> list[str]:
     return sorted(p.stem for p in GIN_DIR.glob("*.gin")) if GIN_DIR.is_dir() else []
 
 
+# ---- checking gin's input: bindings that would name nothing -------------------------------------------------
+
+# Every name gin accepts for the configurable: its full name or a dotted suffix of it.
+_SPEC_NAME = "aya_jax.data.mixtures.mixture_spec"
+_SPEC_PARAMETERS = tuple(sorted(inspect.signature(mixture_spec).parameters))
+
+
+class _Placeholders(gin.config_parser.ParserDelegate):
+    """Stands in for `@configurable` and `%macro` values: only the binding keys are checked here, and gin's
+    own parse resolves the values afterwards."""
+
+    def configurable_reference(self, scoped_configurable_name, evaluate):
+        return None
+
+    def macro(self, macro_name):
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Binding:
+    origin: str  # how an error names it, e.g. "config.data.gin_files: mine.gin line 3: '...'"
+    scope: str
+    selector: str
+    arg_name: str
+
+
+def _statements(text: str, origin: str, path: str | None = None) -> list:
+    """gin's statements in `text`; a syntax error is one line naming `origin` (and the line, for a file)."""
+    try:
+        return list(gin.config_parser.ConfigParser(text, _Placeholders()))
+    except SyntaxError as e:
+        where = f"{path} line {e.lineno}" if path else repr(text.strip())
+        raise ValueError(f"{origin}: {where} does not parse: {e.msg}") from None
+
+
+def _file_bindings(path: str, origin: str, seen: set[str]) -> list[_Binding]:
+    """The bindings of gin file `path` and of the files it includes (found as gin finds them: as given, then
+    in gin/); an include that is not found is left to gin's own error."""
+    if path in seen:
+        return []
+    seen.add(path)
+    found = []
+    for st in _statements(pathlib.Path(path).read_text(), origin, path):
+        if isinstance(st, gin.config_parser.BindingStatement):
+            line = st.location.line_content.strip()
+            found.append(_Binding(f"{origin}: {path} line {st.location.line_num}: {line!r}", *st[:3]))
+        elif isinstance(st, gin.config_parser.IncludeStatement):
+            for candidate in (st.filename, str(GIN_DIR / st.filename)):
+                if os.path.isfile(candidate):
+                    found += _file_bindings(candidate, origin, seen)
+                    break
+    return found
+
+
+def _check_bindings(name: str, own_file: str | None, data_config) -> None:
+    """Refuse every binding that gin would accept but that cannot change mixture `name`, the ones it would
+    silently ignore: a scope no mixture defines (a misspelt mixture name), no scope at all (the mixture's own
+    scoped binding wins over it), or another configurable. A parameter `mixture_spec` lacks is an error in
+    gin too, but a three-line one; here it is one line naming the binding, like the others."""
+    bindings = []
+    if own_file:  # the mixture's own gin/<name>.gin: named by its path, it is no config field
+        bindings += _file_bindings(own_file, "the mixture's own gin file", set())
+    for f in data_config.gin_files:
+        bindings += _file_bindings(str(f), "config.data.gin_files", set())
+    for text in data_config.gin_bindings:
+        for st in _statements(text, "config.data.gin_bindings"):
+            if isinstance(st, gin.config_parser.BindingStatement):
+                bindings.append(_Binding(f"config.data.gin_bindings: {text.strip()!r}", *st[:3]))
+    bindings = [b for b in bindings if b.arg_name]  # `X = value` defines a macro: it binds no parameter
+    # The mixtures: the task itself, gin/<mixture>.gin, and the scopes in which a gin file binds `sources`
+    # (what makes a mixture, see `load_spec`; a file that only sets a typo'd scope's temperature defines none).
+    defined = {name, *builtin_mixtures()}
+    defined |= {
+        b.scope
+        for b in bindings
+        if b.arg_name == "sources" and b.scope and not b.origin.startswith("config.data.gin_bindings")
+    }
+    known = ", ".join(sorted(defined))
+    for b in bindings:
+        if not (b.selector == _SPEC_NAME or _SPEC_NAME.endswith("." + b.selector)):
+            raise ValueError(
+                f"{b.origin} binds {b.selector!r}, which is not mixture_spec: only mixtures are configured in gin"
+            )
+        if not b.scope:
+            raise ValueError(
+                f"{b.origin} binds no scope; a mixture's own bindings would win over it: bind "
+                f"'<mixture>/mixture_spec.{b.arg_name}' (known: {known})"
+            )
+        if b.scope not in defined:
+            raise ValueError(f"{b.origin} binds scope {b.scope!r}, which no mixture defines (known: {known})")
+        if b.arg_name not in _SPEC_PARAMETERS:
+            raise ValueError(
+                f"{b.origin} binds {b.arg_name!r}, which is not a parameter of mixture_spec "
+                f"(known: {', '.join(_SPEC_PARAMETERS)})"
+            )
+
+
+def _one_line(e: Exception) -> str:
+    """gin's error messages add lines (where it was parsing, which configurable it called): joined here."""
+    return "; ".join(line.strip() for line in str(e).splitlines() if line.strip() not in ("", "^"))
+
+
+_search_path_added = False  # gin.clear_config keeps search paths: add gin/ once, not once per load
+
+
 def load_spec(name: str, data_config) -> MixtureSpec | None:
     """The spec of mixture `name` from gin (its own file, then the config's files and bindings); None if
     nothing binds `<name>/mixture_spec`. Gin's global configuration is cleared first: the data package is
@@ -139,17 +247,29 @@ def load_spec(name: str, data_config) -> MixtureSpec | None:
     for f in files:
         if not os.path.exists(f):
             raise FileNotFoundError(f"config.data.gin_files: no gin file at {f}")
+    _check_bindings(name, files[0] if (GIN_DIR / f"{name}.gin").is_file() else None, data_config)
+    global _search_path_added
     with gin.unlock_config():
         gin.clear_config()
-        if GIN_DIR.is_dir():
+        if GIN_DIR.is_dir() and not _search_path_added:
             gin.add_config_file_search_path(str(GIN_DIR))
-        gin.parse_config_files_and_bindings(files, bindings)
+            _search_path_added = True
+        try:
+            gin.parse_config_files_and_bindings(files, bindings)
+        except (ValueError, SyntaxError, ImportError, OSError) as e:  # imports, includes, macros: gin's own
+            raise ValueError(f"config.data.gin_files/gin_bindings: {_one_line(e)}") from None
     try:
         gin.query_parameter(f"{name}/mixture_spec.sources")
     except ValueError:
         return None
     with gin.config_scope(name):
-        spec = mixture_spec()
+        try:
+            spec = mixture_spec()
+        except (ValueError, RuntimeError) as e:  # gin appends "In call to configurable ..." to our messages
+            message = _one_line(e).split("; In call to configurable")[0]
+            raise ValueError(
+                message if message.startswith(f"{name}/") else f"{name}/mixture_spec: {message}"
+            ) from None
     if data_config.mixture_temperature and data_config.mixture_temperature > 0:
         if spec.rate == "weights":
             log.warning("%s: config.data.mixture_temperature replaces the explicit language weights", name)

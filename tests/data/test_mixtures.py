@@ -83,6 +83,107 @@ def test_gin_specs_and_overrides(data_config):
             mixtures.load_spec("aya23_sft", data_config)
 
 
+_KNOWN = "known: aya101_sft, aya23_sft, aya_default_mixture"
+_PARAMETERS = "known: language_weights, languages, maximum, rate, sources, temperature"
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(
+    "binding, error",
+    [
+        pytest.param(  # gin took it as a scope nothing enters, and the file's T was used
+            "aya_default_mixtur/mixture_spec.temperature = 1.0",
+            "binds scope 'aya_default_mixtur', which no mixture defines (" + _KNOWN + ")",
+            id="misspelt-scope",
+        ),
+        pytest.param(  # gin's own error here is three lines
+            "aya_default_mixture/mixture_spec.temprature = 1.0",
+            "binds 'temprature', which is not a parameter of mixture_spec (" + _PARAMETERS + ")",
+            id="unknown-parameter",
+        ),
+        pytest.param(  # the file's scoped binding wins over it
+            "mixture_spec.temperature = 1.0",
+            "binds no scope; a mixture's own bindings would win over it: bind "
+            "'<mixture>/mixture_spec.temperature' (" + _KNOWN + ")",
+            id="no-scope",
+        ),
+        pytest.param(
+            "aya_default_mixture/mixture_spc.temperature = 1.0",
+            "binds 'mixture_spc', which is not mixture_spec: only mixtures are configured in gin",
+            id="other-configurable",
+        ),
+    ],
+)
+def test_binding_that_names_nothing_is_a_one_line_error(data_config, binding, error):
+    data_config.gin_bindings = ("aya_default_mixture/mixture_spec.maximum = 100", binding)
+    with pytest.raises(ValueError) as info:
+        mixtures.load_spec("aya_default_mixture", data_config)
+    assert str(info.value) == f"config.data.gin_bindings: {binding!r} {error}"
+
+
+@pytest.mark.bad_input
+def test_binding_that_does_not_parse_is_a_one_line_error(data_config):
+    data_config.gin_bindings = ("aya_default_mixture/mixture_spec.temperature = ",)
+    with pytest.raises(ValueError) as info:
+        mixtures.load_spec("aya_default_mixture", data_config)
+    assert str(info.value) == (
+        "config.data.gin_bindings: 'aya_default_mixture/mixture_spec.temperature =' does not parse: "
+        "Unable to parse value."
+    )
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(
+    "line, error",
+    [
+        pytest.param(
+            "my_mixtur/mixture_spec.temperature = 1.0",
+            "binds scope 'my_mixtur', which no mixture defines (known: aya101_sft, aya23_sft, "
+            "aya_default_mixture, my_mix)",
+            id="misspelt-scope",
+        ),
+        pytest.param(
+            "my_mix/mixture_spec.temprature = 1.0",
+            "binds 'temprature', which is not a parameter of mixture_spec (" + _PARAMETERS + ")",
+            id="unknown-parameter",
+        ),
+    ],
+)
+@pytest.mark.parametrize("included", [False, True], ids=["in-the-file", "included"])
+def test_gin_file_binding_that_names_nothing_names_the_file(data_config, tmp_path, line, error, included):
+    mine = tmp_path / "mine.gin"
+    text = 'my_mix/mixture_spec.languages = "all"\nmy_mix/mixture_spec.sources = {"aya_default": 1.0}\n'
+    if included:
+        (tmp_path / "extra.gin").write_text(f"# more\n\n{line}\n")
+        mine.write_text(text + f"include '{tmp_path / 'extra.gin'}'\n")
+        where = f"{tmp_path / 'extra.gin'} line 3"
+    else:
+        mine.write_text(text + line + "\n")
+        where = f"{mine} line 3"
+    data_config.gin_files = (str(mine),)
+    with pytest.raises(ValueError) as info:
+        mixtures.load_spec("my_mix", data_config)
+    assert str(info.value) == f"config.data.gin_files: {where}: {line!r} {error}"
+
+
+def test_bindings_that_reach_a_mixture_are_accepted(data_config, tmp_path):
+    # Another mixture a gin file defines (unused by this task, not a typo), a macro, a full module name.
+    mine = tmp_path / "mine.gin"
+    mine.write_text(
+        'my_mix/mixture_spec.languages = ["fra", "deu"]\nmy_mix/mixture_spec.sources = {"aya_default": 1.0}\n'
+    )
+    data_config.gin_files = (str(mine),)
+    data_config.gin_bindings = (
+        "aya23_sft/mixture_spec.temperature = 5.0",
+        "T = 2.0",
+        "my_mix/mixture_spec.temperature = %T",
+        "my_mix/aya_jax.data.mixtures.mixture_spec.maximum = 7",
+    )
+    spec = mixtures.load_spec("my_mix", data_config)
+    assert (spec.languages, spec.temperature, spec.maximum) == (("fra", "deu"), 2.0, 7)
+    assert mixtures.load_spec("aya_default_mixture", data_config).temperature == pytest.approx(1 / 0.3)
+
+
 class _CountedTask:
     """Just what seqio.mixing_rate_num_examples reads from a task: its size (the reference's input)."""
 
