@@ -48,6 +48,7 @@ def validate(d: ml_collections.ConfigDict, config: ml_collections.ConfigDict) ->
     s = Section(d, "data")
     s.at_least("seq_len", 2)
     s.at_least("inputs_len", 0, " (0 = seq_len)")
+    s.at_least("shuffle_buffer", 1)  # rows; seqio's buffer needs one (aya_jax/data/pipeline.py)
     s.at_least("max_example_chars", 0, " (0 = no limit)")
     s.at_least("mixture_temperature", 0.0, " (0 = the mixture's own)")
     s.at_least("num_shards", 0, " (0 = one per host)")

@@ -16,4 +16,4 @@ def defaults() -> ml_collections.ConfigDict:
 def validate(d: ml_collections.ConfigDict, config: ml_collections.ConfigDict) -> None:
     s = Section(d, "data_stats")
     s.at_least("sample_examples", 0)
-    s.at_least("max_rows_per_source", 0)
+    s.at_least("max_rows_per_source", 0, " (0 = all)")

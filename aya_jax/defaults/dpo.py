@@ -58,7 +58,7 @@ def validate(d: ml_collections.ConfigDict, config: ml_collections.ConfigDict) ->
     for field in ("prompts_per_iteration", "epochs_per_iteration", "eval_samples"):
         s.at_least(field, 1)
     s.at_least("samples_per_prompt", 2, " (a best and a worst)")
-    s.at_least("eval_prompts", 0)
+    s.at_least("eval_prompts", 0, " (0 = all)")
     s.at_least("missing_eos_penalty", 0.0)
     s.at_least("min_score_gap", 0.0)
     s.sampling(sampled="greedy samples of one prompt are all equal")

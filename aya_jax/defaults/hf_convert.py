@@ -20,6 +20,8 @@ def defaults() -> ml_collections.ConfigDict:
 def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict) -> None:
     s = Section(c, "hf_convert")
     s.one_of("dtype", ("bfloat16", "float16", "float32"))
+    # Any negative step would also read as "the newest" in the job: only -1 says so on purpose.
+    s.at_least("step", -1, " (-1 = the newest)")
     s.greater("max_shard_gb", 0.0)
     if config.job == "hf_export" and not (c.checkpoint_dir and c.out_dir):
         s.fail("checkpoint_dir", "export needs checkpoint_dir and out_dir")

@@ -4,6 +4,8 @@ formulas are in aya_jax/merging/methods.py; the job checks these values against 
 import ml_collections
 from ml_collections import config_dict
 
+from aya_jax.defaults.checks import Section
+
 
 def defaults() -> ml_collections.ConfigDict:
     m = ml_collections.ConfigDict()
@@ -28,4 +30,13 @@ def defaults() -> ml_collections.ConfigDict:
 
 
 def validate(m: ml_collections.ConfigDict, config: ml_collections.ConfigDict) -> None:
-    """The merge job validates its plan against the inputs it opens (jobs/merge.py `plan_merge`)."""
+    """The ranges that need no input; the job validates the rest of its plan against the inputs it opens
+    (jobs/merge.py `plan_merge`: counts per model, the method's needs). t and lambda_ may be any finite number
+    (extrapolation, a negative scale), and so may weights (a negative one subtracts a model)."""
+    s = Section(m, "merge")
+    s.at_least("last_steps", 0, " (0 = the models as listed)")
+    s.at_least("eval_batches", 0, " (0 = no evaluation)")
+    densities = m.density if isinstance(m.density, tuple | list) else (m.density,)
+    for d in densities:
+        if isinstance(d, int | float) and not 0.0 < d <= 1.0:  # a non-number is the job's one-line error
+            s.fail("density", f"{d} is outside (0, 1]")  # the words of merging.MergeSpec's own check

@@ -47,5 +47,16 @@ def defaults() -> ml_collections.ConfigDict:
 def validate(m: ml_collections.ConfigDict, config: ml_collections.ConfigDict) -> None:
     s = Section(m, "mesh")
     s.one_of("distributed", ("auto", "on", "off"))
+    # The device-free half of sharding.resolve_mesh_shape's checks, here so that a bad shape is refused before
+    # jax.distributed starts a cluster; whether the product fits the devices is known only there.
+    shape = tuple(m.shape)
+    if not all(isinstance(size, int) and not isinstance(size, bool) for size in shape):
+        s.fail("shape", f"entries must be integers, got {shape}")
+    if len(shape) != len(m.axes):
+        s.fail("shape", f"{shape} has {len(shape)} entries for {len(m.axes)} axes {tuple(m.axes)}")
+    if sum(1 for size in shape if size == -1) > 1:
+        s.fail("shape", f"only one entry may be -1, got {shape}")
+    if any(not (size >= 1 or size == -1) for size in shape):
+        s.fail("shape", f"entries must be >= 1 or -1 (the remaining devices), got {shape}")
     for field in ("heartbeat_timeout_seconds", "initialization_timeout_seconds", "shutdown_timeout_seconds"):
         s.at_least(field, 1)

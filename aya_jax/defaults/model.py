@@ -41,8 +41,30 @@ def defaults() -> ml_collections.ConfigDict:
     return m
 
 
+# Bounds of the numeric overrides (when set): sizes are counts; vocab_size 0 takes the tokenizer's (as the
+# small presets' placeholder does); the float fields are scales and epsilons that only make sense positive.
+OVERRIDE_AT_LEAST = {
+    "vocab_size": (0, " (0 = the tokenizer's)"),
+    "hidden_size": (1, ""),
+    "intermediate_size": (1, ""),
+    "num_layers": (1, ""),
+    "num_heads": (1, ""),
+    "num_kv_heads": (1, ""),
+    "head_dim": (1, " (None = hidden_size // num_heads)"),
+    "max_position_embeddings": (1, ""),
+}
+OVERRIDE_POSITIVE = ("rope_theta", "logit_scale", "layer_norm_eps", "initializer_range")
+
+
 def validate(m: ml_collections.ConfigDict, config: ml_collections.ConfigDict) -> None:
     s = Section(m, "model")
+    overrides = Section(m.overrides, "model.overrides")
+    for field, (low, why) in OVERRIDE_AT_LEAST.items():
+        if m.overrides[field] is not None:
+            overrides.at_least(field, low, why)
+    for field in OVERRIDE_POSITIVE:
+        if m.overrides[field] is not None:
+            overrides.greater(field, 0.0)
     if not m.hf_init_dir and m.preset not in families.presets():
         s.fail("preset", f"unknown preset {m.preset!r} (known: {', '.join(sorted(families.presets()))})")
     s.one_of("dtype", DTYPES)

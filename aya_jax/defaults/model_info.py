@@ -12,4 +12,4 @@ def defaults() -> ml_collections.ConfigDict:
 
 
 def validate(m: ml_collections.ConfigDict, config: ml_collections.ConfigDict) -> None:
-    Section(m, "model_info").at_least("num_devices", 0)
+    Section(m, "model_info").at_least("num_devices", 0, " (0 = this machine's)")

@@ -28,7 +28,7 @@ def defaults() -> ml_collections.ConfigDict:
     r.reward_model = ""  # ... or a reward-model run's workdir (job "reward"); set exactly one
     r.prompts_file = ""  # JSONL {prompt, language_code, reference?}; "" = the embedded default data (train)
     r.eval_prompts_file = ""  # "" = the embedded default data (validation)
-    r.eval_prompts = 128  # held-out prompts per evaluation
+    r.eval_prompts = 128  # held-out prompts per evaluation; 0 = no evaluation
     r.eval_samples = 2  # sampled completions per held-out prompt (at the training temperature)
     r.eval_greedy = True  # also one greedy completion per held-out prompt
     return r
@@ -48,8 +48,10 @@ def validate(r: ml_collections.ConfigDict, config: ml_collections.ConfigDict) ->
     s.sampling(sampled="k greedy samples would all be equal")
     for field in ("beta", "clip_eps", "reward_clip"):
         s.at_least(field, 0.0)
-    s.at_least("eval_prompts", 0)
-    s.at_least("eval_samples", 0)
+    # A negative penalty would reward completions cut at max_new_tokens (config.dpo checks the same).
+    s.at_least("missing_eos_penalty", 0.0)
+    s.at_least("eval_prompts", 0, " (0 = no evaluation)")
+    s.at_least("eval_samples", 0, " (0 = greedy completions only)")
     if bool(r.reward) == bool(r.reward_model):
         s.fail(
             "reward",
