@@ -4,7 +4,8 @@ The only file with flags. It sets up logging, loads the config, and hands it to 
 (aya_jax/jobs/). Mistakes end the run with one line naming the culprit and exit status 2: a command-line flag
 that does not parse (a mistyped `--config.<field>`, with the field it was probably meant to be; a value of the
 wrong type; a config file that does not exist), and every config or input error a job raises (a ValueError,
-FileNotFoundError or CheckpointError naming the field, file or tensor). AYA_JAX_TRACEBACK=1 shows tracebacks.
+FileNotFoundError or CheckpointError naming the field, file or tensor). A run stopped by the non-finite guard
+(config.train.nonfinite) ends the same way with exit status 3. AYA_JAX_TRACEBACK=1 shows tracebacks.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from aya_jax import jobs  # noqa: E402
 from aya_jax.checkpoint import CheckpointError  # noqa: E402
+from aya_jax.training import loop  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/*.py).", lock_config=True
@@ -28,6 +30,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory; default: config.workdir.")
 
 _ERRORS = (ValueError, FileNotFoundError, CheckpointError)
+NONFINITE_STATUS = 3  # training stopped on a non-finite loss or gradient norm (config.train.nonfinite)
 TRACEBACK_HINT = "AYA_JAX_TRACEBACK=1 shows the traceback"
 
 
@@ -43,13 +46,13 @@ def _setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _fail(message: str, error: BaseException) -> None:
-    """Print `error: <one line>` and exit 2 (or re-raise with AYA_JAX_TRACEBACK=1)."""
+def _fail(message: str, error: BaseException, status: int = 2) -> None:
+    """Print `error: <one line>` and exit `status` (or re-raise with AYA_JAX_TRACEBACK=1)."""
     if os.environ.get("AYA_JAX_TRACEBACK"):
         raise error
     line = " ".join(message.split())  # one line, whatever the exception's own layout
     print(f"error: {line}  [{type(error).__name__}; {TRACEBACK_HINT}]", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(status)
 
 
 def flag_error_message(error: BaseException, argv: list[str]) -> str:
@@ -108,6 +111,8 @@ def main(argv: list[str]) -> int:
     except _ERRORS as e:
         # Config and input errors: one line, no traceback (the message names the field, file or tensor).
         _fail(str(e), e)
+    except loop.NonFiniteError as e:
+        _fail(str(e), e, NONFINITE_STATUS)
     return 0
 
 

@@ -94,13 +94,17 @@ class MetricWriter:
             self._tb = SummaryWriter(str(self.tb_dir))
 
     def write(self, step: int, scalars: dict[str, Any], *, kind: str = "train") -> None:
+        """One JSONL row (and TensorBoard scalars). Non-finite values are written as `null` and their names
+        listed under "nonfinite", so every row is strict JSON (bare NaN / Infinity tokens are not)."""
         if not self.enabled:
             return
         clean = {k: _to_python(v) for k, v in scalars.items()}
+        nonfinite = [k for k, v in clean.items() if not _all_finite(v)]
         if self._jsonl is not None:
-            self._jsonl.write(
-                json.dumps({"step": int(step), "kind": kind, **clean}, ensure_ascii=False) + "\n"
-            )
+            row = {"step": int(step), "kind": kind, **clean}
+            if nonfinite:
+                row.update({k: _finite_or_none(row[k]) for k in nonfinite}, nonfinite=nonfinite)
+            self._jsonl.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
             self._jsonl.flush()
         if self._tb is not None:
             for k, v in clean.items():
@@ -120,6 +124,18 @@ def _to_python(v: Any) -> Any:
         v = np.asarray(v)
         return v.item() if v.size == 1 else v.tolist()
     return v
+
+
+def _all_finite(v: Any) -> bool:
+    if isinstance(v, float):
+        return math.isfinite(v)
+    return all(map(_all_finite, v)) if isinstance(v, list) else True
+
+
+def _finite_or_none(v: Any) -> Any:
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    return [_finite_or_none(x) for x in v] if isinstance(v, list) else v
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:

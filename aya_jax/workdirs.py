@@ -85,6 +85,18 @@ def read_record(workdir: str | os.PathLike) -> dict[str, Any] | None:
         raise WorkdirError(f"--workdir: {path} is not a readable run record ({e}); move it away") from e
 
 
+def recorded_job(path: str | os.PathLike) -> str | None:
+    """The job recorded for a run given by its workdir, its checkpoints/ folder or one step folder; None if
+    no record is found."""
+    if is_remote(path):
+        return None
+    p = pathlib.Path(path)
+    for folder in (p, p.parent, p.parent.parent):
+        if (folder / RECORD).is_file():
+            return (read_record(folder) or {}).get("job")
+    return None
+
+
 def claim(workdir: str | os.PathLike, job: str, identity: dict[str, Any], *, has_checkpoints: bool) -> None:
     """Refuse `workdir` if it holds another job's run or a run of another model (`identity`: field -> value,
     each key a config field name such as "config.model.preset"); else record this job as its owner."""

@@ -1,4 +1,6 @@
-"""orbax checkpoints: sharded round trip, keep-K, fallback past a corrupt step, refusal when none loads."""
+"""orbax checkpoints: sharded round trip, keep-K, fallback past a corrupt step, refusal when none loads; digests
+(against a NumPy re-derivation, independent of the mesh), verified restore past each kind of damaged file,
+retention that keeps the step a run resumed from, and no save of a non-finite state."""
 
 import logging
 import os
@@ -93,7 +95,9 @@ def test_no_loadable_checkpoint_is_an_error(tmp_path):
     ck.close()
     _corrupt(tmp_path / "ckpt" / "5")
     ck = checkpoint.Checkpointer(tmp_path / "ckpt")
-    with pytest.raises(checkpoint.CheckpointError, match=r"holds checkpoint steps \[5\] but none loads"):
+    with pytest.raises(
+        checkpoint.CheckpointError, match=r"holds checkpoint steps \[5\] but none loads and verif"
+    ):
         ck.restore_latest(checkpoint.abstract_like(abstract, shardings))
 
 
@@ -123,3 +127,192 @@ def test_sigterm_sets_the_preemption_flag():
         assert watcher.should_stop(1)
     finally:
         watcher.restore_handler()
+
+
+# ---- digests --------------------------------------------------------------------------------------------------
+
+
+def _numpy_digest(x: np.ndarray) -> str:
+    """The digest of aya_jax/checkpoint.py re-derived in NumPy (uint32 arithmetic wraps mod 2^32 the same way)."""
+
+    def fmix(h):
+        h = h ^ (h >> np.uint32(16))
+        h = h * np.uint32(0x85EBCA6B)
+        h = h ^ (h >> np.uint32(13))
+        h = h * np.uint32(0xC2B2AE35)
+        return h ^ (h >> np.uint32(16))
+
+    width = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint32}[x.dtype.itemsize]
+    bits = np.ascontiguousarray(x).view(width).reshape(x.shape + ((2,) if x.dtype.itemsize == 8 else ()))
+    bits = bits.astype(np.uint32).ravel()
+    index = np.arange(bits.size, dtype=np.uint32)
+    with np.errstate(over="ignore"):
+        lanes = [
+            int(np.sum(fmix(bits ^ fmix(index * np.uint32(0x9E3779B9) + np.uint32(seed))), dtype=np.uint32))
+            for seed in (0x243F6A88, 0x85A308D3)
+        ]
+    return f"{lanes[0]:08x}-{lanes[1]:08x}"
+
+
+def test_digests_match_a_numpy_rederivation_on_any_mesh():
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    rng = np.random.default_rng(0)
+    arrays = {
+        "f32": rng.standard_normal((8, 12)).astype(np.float32),
+        "bf16": jnp.asarray(rng.standard_normal((4, 6, 8)), jnp.bfloat16),
+        "i32": np.arange(-20, 20, dtype=np.int32).reshape(10, 4),
+        "key": np.asarray(jax.random.PRNGKey(3)),
+        "scalar": np.int32(7),
+    }
+    expected = {k: _numpy_digest(np.asarray(v)) for k, v in arrays.items()}
+    digests, nonfinite = checkpoint.tree_digests({k: jnp.asarray(v) for k, v in arrays.items()})
+    assert digests == expected and nonfinite == []
+    # Laid out over a 2 x 4 mesh (each device reduces its shard): the same digests.
+    mesh = sharding.make_mesh(("a", "b"), (2, 4))
+    spread = {
+        k: jax.device_put(v, NamedSharding(mesh, PartitionSpec(*(("a", "b") if np.ndim(v) >= 2 else ()))))
+        for k, v in arrays.items()
+        if k != "bf16"
+    }
+    assert checkpoint.tree_digests(spread)[0] == {k: v for k, v in expected.items() if k != "bf16"}
+    # One flipped bit, one swapped pair of elements: another digest.
+    flipped = arrays["f32"].copy()
+    flipped.view(np.uint32)[3, 4] ^= 1
+    swapped = arrays["f32"].copy()
+    swapped[0, 0], swapped[0, 1] = swapped[0, 1], swapped[0, 0]
+    assert len({_numpy_digest(a) for a in (arrays["f32"], flipped, swapped)}) == 3
+    nan = arrays["f32"].copy()
+    nan[1, 1] = np.nan
+    assert checkpoint.tree_digests({"w": jnp.asarray(nan)})[1] == ["w"]
+
+
+def test_save_refuses_a_non_finite_state(tmp_path):
+    state, _, _ = _sharded_state()
+    bad = state.replace(params=jax.tree.map(lambda x: x * np.nan, state.params))
+    ck = checkpoint.Checkpointer(tmp_path / "ckpt")
+    with pytest.raises(
+        checkpoint.CheckpointError, match=r"refusing to save step 4 .*tensor params/.*non-finite"
+    ):
+        ck.save(4, bad, {})
+    ck.close()
+    assert checkpoint.Checkpointer(tmp_path / "ckpt").all_steps() == []
+
+
+def _data_files(step_dir: pathlib.Path) -> list[pathlib.Path]:
+    files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and "/d/" in str(p)]
+    assert files, f"no array data files under {step_dir}"
+    return sorted(files, key=lambda p: p.stat().st_size, reverse=True)
+
+
+def _overwrite_middle(step_dir):  # what bit rot or a bad copy does: the file still parses
+    path = _data_files(step_dir)[0]
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 1000] = np.random.default_rng(0).integers(0, 256, 1000, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+
+
+def _truncate(step_dir):
+    path = _data_files(step_dir)[0]
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+
+
+def _remove_file(step_dir):
+    _data_files(step_dir)[0].unlink()
+
+
+def _garbage_metadata(step_dir):
+    path = step_dir / "state" / "_METADATA"
+    assert path.is_file()
+    path.write_text("{not json")
+
+
+FAULTS = {"overwritten bytes": _overwrite_middle, "truncated file": _truncate, "missing file": _remove_file,
+          "garbage metadata": _garbage_metadata}  # fmt: skip
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_damaged_step_is_set_aside_and_the_previous_one_restored(tmp_path, caplog, fault):
+    """Each kind of damage to the newest step: a warning naming the step (and the tensor, when the bytes load),
+    the previous step restored exactly, the damaged one kept as <step>.corrupt and written afresh on resave."""
+    state1, abstract, shardings = _sharded_state(seed=1)
+    state2, _, _ = _sharded_state(seed=2)
+    ck = checkpoint.Checkpointer(tmp_path / "ckpt", keep=3)
+    ck.save(10, state1, {"position": 10})
+    ck.save(20, state2, {"position": 20})
+    ck.close()
+    FAULTS[fault](tmp_path / "ckpt" / "20")
+    ck = checkpoint.Checkpointer(tmp_path / "ckpt", keep=3)
+    with caplog.at_level(logging.WARNING):
+        step, restored, data = ck.restore_latest(checkpoint.abstract_like(abstract, shardings))
+    assert (step, data["position"]) == (10, 10)
+    _assert_trees_equal(state1, restored)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("checkpoint step 20" in w and ("fails verification: tensor " in w or "does not load" in w)
+               for w in warnings), warnings  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["10", "20.corrupt"]
+    ck.save(20, state2, {"position": 20})  # the run writes step 20 afresh
+    ck.close()
+    ck = checkpoint.Checkpointer(tmp_path / "ckpt", keep=3)
+    assert ck.restore_latest(checkpoint.abstract_like(abstract, shardings))[0] == 20
+    ck.close()
+
+
+@pytest.mark.faults
+def test_a_tensor_that_disagrees_with_its_digest_is_named(tmp_path, caplog):
+    """Values that load but are not what was saved: only the digest can tell, and the warning names the tensor."""
+    state1, abstract, shardings = _sharded_state(seed=1)
+    ck = checkpoint.Checkpointer(tmp_path / "ckpt", keep=3)
+    ck.save(10, state1, {"position": 10})
+    ck.save(20, state1.replace(step=state1.step + 1), {"position": 20})
+    ck.close()
+    digests = checkpoint.Checkpointer(tmp_path / "ckpt").saved_digests(20)
+    # Step 20's record as if this tensor had been saved with other values than those stored.
+    record = tmp_path / "ckpt" / "20" / "digests" / "metadata"
+    name = "params/embedding"
+    assert name in digests, sorted(digests)[:5]
+    record.write_text(record.read_text().replace(digests[name], "00000000-00000000"))
+    ck = checkpoint.Checkpointer(tmp_path / "ckpt", keep=3)
+    with caplog.at_level(logging.WARNING):
+        assert ck.restore_latest(checkpoint.abstract_like(abstract, shardings))[0] == 10
+    ck.close()
+    assert any(f"step 20 in {tmp_path / 'ckpt'} fails verification: tensor {name}" in r.getMessage()
+               for r in caplog.records)  # fmt: skip
+
+
+def test_retention_keeps_the_step_a_run_resumed_from(tmp_path):
+    state, abstract, shardings = _sharded_state()
+    ck = checkpoint.Checkpointer(tmp_path / "ckpt", keep=2)
+    for step in (1, 2):
+        ck.save(step, state, {})
+    ck.close()
+    ck = checkpoint.Checkpointer(tmp_path / "ckpt", keep=2)
+    assert ck.restore_latest(checkpoint.abstract_like(abstract, shardings))[0] == 2
+    for step in (3, 4, 5):
+        ck.save(step, state, {})
+    ck.close()
+    assert checkpoint.Checkpointer(tmp_path / "ckpt").all_steps() == [2, 4, 5]
+
+
+def test_load_params_verifies_and_names_the_step(tmp_path, caplog):
+    state, abstract, shardings = _sharded_state()
+    target = checkpoint.abstract_like(abstract.params, shardings.params)
+    ck = checkpoint.Checkpointer(tmp_path / "ckpt", keep=3)
+    for step in (3, 6):
+        ck.save(step, state, {})
+    ck.close()
+    _overwrite_middle(tmp_path / "ckpt" / "6")
+    with caplog.at_level(logging.WARNING):
+        step, params = checkpoint.load_params(tmp_path / "ckpt", target)
+    assert step == 3
+    _assert_trees_equal(state.params, params)
+    assert any("checkpoint step 6" in r.getMessage() for r in caplog.records)
+    with pytest.raises(
+        checkpoint.CheckpointError, match=r"checkpoint step 6 (fails verification|holds non-finite)"
+    ):
+        checkpoint.load_params(tmp_path / "ckpt", target, step=6)
+    with pytest.raises(checkpoint.CheckpointError, match=r"has no checkpoint step 7 \(steps: 3, 6\)"):
+        checkpoint.load_params(tmp_path / "ckpt", target, step=7)

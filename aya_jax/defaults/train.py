@@ -20,13 +20,19 @@ def defaults() -> ml_collections.ConfigDict:
     # SFT: the summary shows the trained model's greedy replies to this many held-out prompts of the embedded
     # default data, each in another language (0: none).
     t.sample_prompts = 3
+    # A non-finite loss or gradient norm (training/loop.py): "stop" ends the run at once, saving nothing, with
+    # one line naming the step and metric (exit status 3); "skip" drops that update (parameters and optimiser
+    # state stay as they were; the step counts), and stops after max_skipped such steps in a row.
+    t.nonfinite = "stop"
+    t.max_skipped = 10
     return t
 
 
 def validate(t: ml_collections.ConfigDict, config: ml_collections.ConfigDict) -> None:
     s = Section(t, "train")
-    for field in ("steps", "global_batch_size", "grad_accum_steps", "log_every", "eval_every"):
+    for field in ("steps", "global_batch_size", "grad_accum_steps", "log_every", "eval_every", "max_skipped"):
         s.at_least(field, 1)
+    s.one_of("nonfinite", ("stop", "skip"))
     s.at_least("eval_batches", 0)
     s.at_least("sample_prompts", 0)
     s.at_least("z_loss", 0.0)

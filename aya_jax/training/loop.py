@@ -22,6 +22,13 @@ RLOO and an online DPO iteration. Around every iteration the loop does what is t
   start of a new run if it wants a baseline, and once at the end if the last iteration was not evaluated;
 * a checkpoint every `config.checkpoint.every` iterations, at the last one and wherever the objective asks
   (e.g. the end of a DPO stage), with the objective's JSON state (data position, stage, ...) beside it;
+* the non-finite guard: a non-finite `loss` or `grad_norm` of an iteration is handled by
+  `config.train.nonfinite` — "stop" (default) raises NonFiniteError before anything of that iteration is saved
+  (main exits 3 with one line naming the iteration and the metric; the checkpoints stay as they were), "skip"
+  counts it and goes on (the update itself was already dropped inside the step: TrainState.apply_gradients),
+  stopping after `config.train.max_skipped` in a row. The check reads one scalar per iteration, one iteration
+  late so that the host never waits for the device between steps — except before a save, an evaluation, a log
+  line and the end, which check the iteration just run;
 * preemption: SIGTERM (spot VMs, maintenance, `kill`) saves a checkpoint after the current iteration and the
   run exits 0 — on several hosts every host stops after the same iteration; an objective whose iteration is
   long may stop inside it (it returns None) and redo it on the rerun;
@@ -44,6 +51,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 from jax.experimental import multihost_utils
@@ -51,11 +59,15 @@ from jax.sharding import Mesh, NamedSharding
 from tqdm import tqdm
 
 from aya_jax import checkpoint as ckpt_lib
-from aya_jax import defaults, metrics, sharding
+from aya_jax import defaults, metrics, sharding, workdirs
 
 log = logging.getLogger(__name__)
 
 ConfigError = defaults.ConfigError
+
+
+class NonFiniteError(RuntimeError):
+    """Training produced a non-finite loss or gradient norm (config.train.nonfinite)."""
 
 
 # ============================================================================================================
@@ -130,6 +142,7 @@ class Run:
     checkpointer: ckpt_lib.Checkpointer
     writer: metrics.MetricWriter
     watcher: ckpt_lib.PreemptionWatcher
+    lock: workdirs.Lock | None = None  # the workdir's run lock (process 0)
     _closed: bool = False
 
     @classmethod
@@ -142,14 +155,21 @@ class Run:
         workdir = pathlib.Path(workdir)
         c = config.checkpoint
         # A separate checkpoint directory may be remote (gs://, for multi-host pods); pathlib would mangle "://".
-        checkpointer = ckpt_lib.Checkpointer(
-            str(c.directory) or workdir / "checkpoints", keep=int(c.keep), async_save=bool(c.async_save)
-        )
-        writer = metrics.MetricWriter(
-            workdir, jsonl=bool(config.metrics.jsonl), tensorboard=bool(config.metrics.tensorboard)
-        )
+        checkpoint_dir = str(c.directory) or workdir / "checkpoints"
+        lock = _claim_workdir(config, workdir, checkpoint_dir)
+        try:
+            checkpointer = ckpt_lib.Checkpointer(
+                checkpoint_dir, keep=int(c.keep), async_save=bool(c.async_save)
+            )
+            writer = metrics.MetricWriter(
+                workdir, jsonl=bool(config.metrics.jsonl), tensorboard=bool(config.metrics.tensorboard)
+            )
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
         return cls(config, workdir, mesh, sharding.normalize_rules(rules, mesh), checkpointer, writer,
-                   ckpt_lib.PreemptionWatcher())  # fmt: skip
+                   ckpt_lib.PreemptionWatcher(), lock)  # fmt: skip
 
     # -- placement -------------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -245,12 +265,60 @@ class Run:
             finally:
                 self.writer.close()
                 self.watcher.restore_handler()
+                if self.lock is not None:
+                    self.lock.release()
 
     def __enter__(self) -> Run:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def model_identity(config: Any) -> dict[str, Any]:
+    """The config fields that fix the shapes of a run's checkpointed state: a workdir's checkpoints resume
+    only a run that agrees on them (aya_jax/workdirs.py)."""
+    m = config.model
+    identity = {
+        f"config.model.{f}": str(m[f]) if f != "scan_layers" else bool(m[f])
+        for f in ("preset", "hf_init_dir", "scan_layers", "param_dtype")
+    }
+    identity.update({f"config.model.overrides.{k}": v for k, v in m.overrides.items() if v is not None})
+    identity.update({f"config.data.vocab.{k}": config.data.vocab[k] for k in ("kind", "path", "size")})
+    return identity
+
+
+def _claim_workdir(config: Any, workdir: pathlib.Path, checkpoint_dir: Any) -> workdirs.Lock | None:
+    """Before anything is written (aya_jax/workdirs.py): the workdir is writable, no other run holds it, it
+    is this job's and this model's, and config.checkpoint.init_from is not a reward model. Process 0 decides;
+    on several hosts every process learns the outcome, so all stop together."""
+    lock, error = None, None
+    if jax.process_index() == 0:
+        try:
+            workdirs.check_writable(workdir, "--workdir")
+            lock = workdirs.Lock(workdir)
+            if config.checkpoint.init_from:
+                source = workdirs.recorded_job(config.checkpoint.init_from)
+                if source == "reward":
+                    raise workdirs.WorkdirError(
+                        f"config.checkpoint.init_from: {config.checkpoint.init_from} is a reward model (a 'reward' "
+                        "run); start from a policy: an SFT, DPO, RLOO or merge run"
+                    )
+            has_checkpoints = not workdirs.is_remote(checkpoint_dir) and any(
+                p.name.isdigit() for p in pathlib.Path(checkpoint_dir).glob("*")
+            )
+            workdirs.claim(workdir, str(config.job), model_identity(config), has_checkpoints=has_checkpoints)
+        except workdirs.WorkdirError as e:
+            error = e
+            if lock is not None:
+                lock.release()
+    if jax.process_count() > 1:
+        failed = multihost_utils.process_allgather(np.int32(error is not None))
+        if error is None and failed.any():
+            raise workdirs.WorkdirError("--workdir: refused by process 0 (its log says why)")
+    if error is not None:
+        raise error
+    return lock
 
 
 def check_data_state(saved: dict[str, Any], identity: dict[str, Any]) -> int:
@@ -399,6 +467,61 @@ class _Rate:
         return out
 
 
+GUARDED = ("loss", "grad_norm")  # the metrics whose non-finite values stop or skip (module docstring)
+
+
+@jax.jit
+def _all_finite(*values: Any) -> jax.Array:
+    return jnp.all(jnp.isfinite(jnp.stack([jnp.asarray(v, jnp.float32) for v in values])))
+
+
+class _Guard:
+    """The non-finite guard (module docstring): `watch` an iteration's metrics, `check` the one watched."""
+
+    def __init__(self, run: Run):
+        self.run, self.policy = run, str(run.config.train.nonfinite)
+        self.max_skipped = int(run.config.train.max_skipped)
+        self.pending: tuple[int, Any, dict[str, Any]] | None = None
+        self.skipped = self.in_a_row = 0
+
+    def watch(self, iteration: int, metrics: dict[str, Any]) -> None:
+        """Start checking `iteration`'s metrics (a device scalar, not read yet); check the previous one."""
+        guarded = [metrics[k] for k in GUARDED if k in metrics]
+        self.check()
+        if guarded:
+            flag = _all_finite(*guarded)
+            self.pending = (iteration, flag, metrics)
+
+    def check(self) -> None:
+        if self.pending is None:
+            return
+        iteration, flag, metrics = self.pending
+        self.pending = None
+        if bool(self.run.to_host(flag)):
+            self.in_a_row = 0
+            return
+        values = {
+            k: float(v) for k, v in self.run.to_host({k: metrics[k] for k in GUARDED if k in metrics}).items()
+        }
+        bad = ", ".join(f"{k} {v}" for k, v in values.items() if not np.isfinite(v))
+        latest = self.run.checkpointer.latest_step()
+        kept = f"checkpoints as they were (newest: step {latest})" if latest is not None else "no checkpoint"
+        if self.policy == "skip":
+            self.skipped += 1
+            self.in_a_row += 1
+            if self.in_a_row <= self.max_skipped:
+                log.warning("step %d: non-finite %s: update skipped (%d in a row, %d in all)", iteration, bad,
+                            self.in_a_row, self.skipped)  # fmt: skip
+                return
+            raise NonFiniteError(
+                f"step {iteration}: non-finite {bad} for {self.in_a_row} steps in a row (config.train.max_skipped "
+                f"= {self.max_skipped}); stopped, {kept}"
+            )
+        raise NonFiniteError(
+            f"step {iteration}: non-finite {bad}; stopped without saving (config.train.nonfinite = 'stop'), {kept}"
+        )
+
+
 def progress_bar(config: Any, start: int, total: int, unit: str, desc: str) -> tqdm | None:
     """A tqdm bar on stderr (process 0, config.train.progress_bar), or None."""
     if not bool(config.train.progress_bar) or jax.process_index() != 0:
@@ -419,6 +542,7 @@ def train(run: Run, objective: Objective, state: Any, start: int) -> RunSummary:
     )  # fmt: skip
     rate = _Rate(run, objective.throughput if start < total else None)  # a finished run measures nothing
     progress = progress_bar(config, start, total, objective.unit, objective.title.split()[0].lower())
+    guard = _Guard(run)
     last_evaluated = None
 
     def evaluate(iteration: int) -> None:
@@ -446,13 +570,22 @@ def train(run: Run, objective: Objective, state: Any, start: int) -> RunSummary:
                 state, result = done
                 it += 1
                 rate.iterations += 1
+                if result.kind == "train":
+                    guard.watch(it, result.metrics)
                 if it == start + 1:
                     jax.block_until_ready(result.metrics)
                     log.info(
                         "first %s compiled and ran in %.1f s", objective.unit, time.perf_counter() - t_first
                     )
                     rate.restart()
-                if result.always_log or result.kind != "train" or it % log_every == 0 or it == total:
+                saving = it % int(config.checkpoint.every) == 0 or it == total or objective.should_save(it)
+                logging_now = (
+                    result.always_log or result.kind != "train" or it % log_every == 0 or it == total
+                )
+                evaluating = objective.should_evaluate(it, config)
+                if saving or logging_now or evaluating:
+                    guard.check()  # this iteration's: nothing of a non-finite one is logged as fine or saved
+                if logging_now:
                     m = {k: float(v) for k, v in run.to_host(result.metrics).items()}
                     if result.kind == "train":
                         m.update(rate.window())
@@ -466,17 +599,19 @@ def train(run: Run, objective: Objective, state: Any, start: int) -> RunSummary:
                         progress.set_postfix(objective.postfix(m))
                 if progress is not None:
                     progress.update(1)
-                if objective.should_evaluate(it, config):
+                if evaluating:
                     evaluate(it)
-                if it % int(config.checkpoint.every) == 0 or it == total or objective.should_save(it):
+                if saving:
                     save(it)
                 if run.watcher.should_stop(it):
+                    guard.check()
                     save(it)
                     run.checkpointer.wait()
                     log.warning("preempted: saved step %d to %s; rerun the same command to resume", it,
                                 run.checkpointer.directory)  # fmt: skip
                     summary.preempted = True
                     break
+            guard.check()
             if not summary.preempted and it > start and last_evaluated != it:
                 evaluate(it)
     finally:
@@ -484,6 +619,11 @@ def train(run: Run, objective: Objective, state: Any, start: int) -> RunSummary:
             progress.close()
     run.close()  # the last checkpoint durable, metrics flushed, before the summary says where they are
     summary.end_step = it
+    if guard.skipped:
+        summary.lines.append(
+            f"  skipped       {guard.skipped} update(s) with a non-finite loss or gradient norm"
+        )
+        summary.results["skipped_updates"] = guard.skipped
     if rate.history:
         summary.tokens_per_second = float(np.median(rate.history))
         tp = objective.throughput

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -26,10 +27,18 @@ class TrainState:
     rng: jax.Array  # raw uint32 key; split per step by trainers that need randomness
 
     def apply_gradients(self, grads: Any, tx: optax.GradientTransformation) -> tuple[TrainState, jax.Array]:
-        """One optimiser step: (the new state, the global norm of `grads` before clipping)."""
+        """One optimiser step: (the new state, the global norm of `grads` before clipping). Gradients with a
+        non-finite norm change nothing but the step count: parameters and optimiser moments keep their values
+        (one NaN would poison both for good), and the loop's guard (config.train.nonfinite) decides whether the
+        run stops or goes on (training/loop.py)."""
+        grad_norm = optax.global_norm(grads)
         updates, opt_state = tx.update(grads, self.opt_state, self.params)
         params = optax.apply_updates(self.params, updates)
-        return self.replace(step=self.step + 1, params=params, opt_state=opt_state), optax.global_norm(grads)
+        finite = jnp.isfinite(grad_norm)
+        keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(finite, new, old))
+        return self.replace(
+            step=self.step + 1, params=keep(params, self.params), opt_state=keep(opt_state, self.opt_state)
+        ), grad_norm
 
 
 def make_init_fn(model: nn.Module, tx: optax.GradientTransformation, seq_len: int):
