@@ -23,12 +23,18 @@ export metadata, and the model family that builds the module). **To add one**: g
 `aya_jax.hf.architectures` and `aya_jax.hf.safetensors`, never this module), and add it to
 `BUILTIN_ARCHITECTURES` below. An architecture kept outside the repository is made known with `hf.register(...)`.
 
+Export folders. `save` writes into the folder it is given. The jobs write through `output_folder`, which hands
+process 0 a staging folder that replaces the export folder as a whole when the block ends
+(`aya_jax.workdirs.replace_output`): a folder of the user's files is refused, and a new export never lands
+beside the stale shards and index of an earlier one (which `load` would read instead of the new weights).
+
 Errors are `HfCheckpointError` (a ValueError: `aya_jax.main` prints it as one line): unsupported
 architecture, missing shard file, missing or unexpected tensor, shape mismatch — each naming the tensor/file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import gzip
@@ -37,7 +43,7 @@ import logging
 import os
 import pathlib
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import jax
@@ -46,7 +52,7 @@ import numpy as np
 from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 
-from aya_jax import sharding
+from aya_jax import sharding, workdirs
 from aya_jax.hf import cohere, mt5
 from aya_jax.hf.architectures import Architecture, TensorMapping
 from aya_jax.hf.safetensors import (
@@ -63,6 +69,7 @@ log = logging.getLogger(__name__)
 BUILTIN_ARCHITECTURES: tuple[Architecture, ...] = (cohere.ARCHITECTURE, mt5.ARCHITECTURE)
 
 CONFIG_FILE = "config.json"
+EXPORT_KIND = "hf_export"  # the kind of output folder (aya_jax/workdirs.py) an export is
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -369,7 +376,8 @@ def save(
 
     `model_type` (None: that of `cfg`'s family) picks the architecture. `dtype`: "bfloat16" | "float16" |
     "float32", or None to keep each parameter's own dtype. On several hosts every process must call this (the
-    gathers are collective); only process 0 writes.
+    gathers are collective); only process 0 writes. Files already in `out_dir` stay (an earlier sharded
+    export's index would then shadow a new single file): give a new folder, or the one `output_folder` yields.
     """
     arch = architecture_of(cfg) if model_type is None else architecture(model_type)
     if dtype is not None and dtype not in EXPORT_DTYPES:
@@ -422,6 +430,21 @@ def save(
         arch.auto_class,
     )
     return out
+
+
+@contextlib.contextmanager
+def output_folder(out_dir: str | os.PathLike, field: str, kind: str = EXPORT_KIND) -> Iterator[pathlib.Path]:
+    """The folder to `save` an export of `out_dir` into, so that it replaces `out_dir` as a whole.
+
+    Process 0 gets a staging folder beside `out_dir` that is swapped in when the block ends without an error
+    (and removed when it raises, leaving `out_dir` as it was); `out_dir` must be new, empty or an earlier
+    output of `kind`, else `workdirs.WorkdirError` naming `field`. The other processes get `out_dir` itself:
+    they call `save` for its collective gathers and write nothing."""
+    if jax.process_index() != 0:
+        yield pathlib.Path(out_dir)
+        return
+    with workdirs.replace_output(out_dir, kind, field) as stage:
+        yield stage
 
 
 def export_tokenizer(source: str | os.PathLike, out_dir: pathlib.Path, arch: Architecture) -> None:

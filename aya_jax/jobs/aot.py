@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import pathlib
 import re
 import time
 from typing import Any
@@ -30,7 +29,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax.sharding import NamedSharding
 
-from aya_jax import optimizers, pretrained, sharding
+from aya_jax import defaults, optimizers, pretrained, sharding, workdirs
 from aya_jax.defaults.checks import ConfigError
 from aya_jax.models import families
 from aya_jax.training import loop
@@ -257,6 +256,9 @@ def _size(gib: float) -> str:
 
 def run(config: Any, workdir: str) -> AotReport:
     """The `aot_compile` job: compile, print the memory table, write <workdir>/aot_report.json."""
+    defaults.validate(config, SECTIONS)
+    # Before the compile (minutes for a large model): its report goes to the workdir.
+    out = workdirs.check_writable(workdir, "--workdir")
     report = compile_train_step(config)
     cfg = model_without_data(config.model)[1]
     n_params = families.family_of(cfg).param_count(cfg)
@@ -274,9 +276,7 @@ def run(config: Any, workdir: str) -> AotReport:
         lines.append("  verdict       " + ("fits" if report.fits else "DOES NOT FIT"))
     for line in lines:
         print(line, flush=True)
-    out = pathlib.Path(workdir)
     if jax.process_index() == 0:
-        out.mkdir(parents=True, exist_ok=True)
         (out / "aot_report.json").write_text(json.dumps(dataclasses.asdict(report), indent=2) + "\n")
     if report.fits is False:
         raise AotError(

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import seqio
 
-from aya_jax import defaults
+from aya_jax import defaults, workdirs
 from aya_jax.data import catalog, chat_template, languages, mixtures, pipeline, registry, vocab
 
 log = logging.getLogger(__name__)
@@ -193,8 +193,8 @@ def run(config, workdir: str) -> DataStats:
     defaults.validate(config, ("data", "data_stats"))
     start = time.perf_counter()
     data, options = config.data, config.data_stats
-    out_dir = pathlib.Path(workdir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # Before the data is read and counted (minutes on the full mixtures): the results go to the workdir.
+    out_dir = workdirs.check_writable(workdir, "--workdir")
     spec = pipeline.prepare(data)
     chosen = registry.selections(data)
 

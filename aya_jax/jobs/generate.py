@@ -8,7 +8,8 @@
 One prompt streams its reply to stdout token by token; several are generated in batches of
 `config.generate.batch_size` (left-padded, one jitted prefill + decode loop per batch, see aya_jax/sampling.py)
 and printed as they finish. Every result also goes to `<workdir>/generations.jsonl` (prompt, completion, token
-ids, per-token log-probs, whether it stopped).
+ids, per-token log-probs, whether it stopped), or to `config.generate.output_file`; that location is checked
+to be writable before the model is loaded.
 
 The Cohere chat template (`chat_template = "auto"`: when the tokenizer has the turn tokens, and for an aya_jax run
 unless it was trained with `config.data.format=raw`, pass the run's data overrides) wraps each prompt as one user
@@ -29,7 +30,7 @@ from typing import Any
 
 import jax
 
-from aya_jax import defaults, hf, pretrained, sampling, sharding
+from aya_jax import defaults, hf, pretrained, sampling, sharding, workdirs
 from aya_jax.data import vocab
 from aya_jax.models import families
 
@@ -104,6 +105,20 @@ def read_prompts(g: Any) -> list[str]:
     return prompts
 
 
+def output_path(g: Any, workdir: str) -> pathlib.Path:
+    """Where the results go (config.generate.output_file, else <workdir>/generations.jsonl), checked to be
+    writable before any model is loaded; WorkdirError naming the field that set it."""
+    if g.output_file:
+        path, field = pathlib.Path(g.output_file), "config.generate.output_file"
+        workdirs.check_parent_writable(path, field)
+    else:
+        path, field = pathlib.Path(workdir) / "generations.jsonl", "--workdir"
+        workdirs.check_writable(workdir, field)
+    if path.is_dir():
+        raise workdirs.WorkdirError(f"{field}: {path} is a folder; give a file to write the generations to")
+    return path
+
+
 def _load(config: Any, mesh, rules) -> tuple[Any, Any, Any, tuple[int, ...]]:
     """(model, params, codec, eos ids) from config.generate.hf_dir or .checkpoint_dir."""
     g = config.generate
@@ -156,6 +171,7 @@ def run(config: Any, workdir: str) -> GenerateSummary:
         _sampling_params(g, (), ())
     except sampling.SamplingError as e:
         raise defaults.ConfigError(f"config.generate.{e}") from None
+    output = output_path(g, workdir)  # checked now: generations printed and then lost cost a whole run
     prompts = read_prompts(g)
     if not prompts:
         raise defaults.ConfigError("config.generate.prompts_file: the prompts file holds no prompt")
@@ -217,7 +233,6 @@ def run(config: Any, workdir: str) -> GenerateSummary:
     seconds = time.perf_counter() - t0
     new_tokens = sum(len(r["tokens"]) for r in results)
 
-    output = pathlib.Path(g.output_file or pathlib.Path(workdir) / "generations.jsonl")
     if jax.process_index() == 0:
         output.parent.mkdir(parents=True, exist_ok=True)
         with open(output, "w", encoding="utf-8") as f:

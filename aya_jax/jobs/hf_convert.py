@@ -15,6 +15,11 @@ vocabularies (the quickstart's; or a `.model` given as config.hf_convert.tokeniz
 tokenizer.json that encodes, the chat format included, to the ids the run was trained on
 (aya_jax/hf/tokenizer_files.py), and generation_config.json stops at its end-of-turn marker. Weights stream both
 ways (aya_jax/hf/io.py).
+
+config.hf_convert.out_dir must be new, empty, or an earlier output of the same job; it is checked before
+anything is loaded, the new output is written beside it and replaces it as a whole at the end
+(aya_jax/workdirs.py), so an export never leaves the shards of an earlier one beside its own, and a failed one
+leaves the earlier output as it was.
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ from typing import Any
 
 import jax
 
-from aya_jax import defaults, hf, pretrained, sharding
+from aya_jax import defaults, hf, pretrained, sharding, workdirs
 from aya_jax.data import pipeline
+from aya_jax.hf import io as hf_io  # output_folder, EXPORT_KIND (not re-exported by aya_jax.hf)
 from aya_jax.hf import tokenizer_files
 from aya_jax.models import families
 
@@ -35,17 +41,19 @@ log = logging.getLogger(__name__)
 
 
 SECTIONS = ("model", "mesh", "data", "hf_convert")
-
-
-def _mesh(config: Any):
-    defaults.validate(config, SECTIONS)
-    return sharding.setup(config.mesh)
+OUT_DIR_FIELD = "config.hf_convert.out_dir"
+# The kind of output folder (aya_jax/workdirs.py) an import writes; an export's is hf_io.EXPORT_KIND.
+IMPORT_KIND = "hf_import"
 
 
 def export(config: Any, workdir: str) -> pathlib.Path:
-    del workdir
+    del workdir  # everything goes to config.hf_convert.out_dir
     c = config.hf_convert
-    mesh, rules = _mesh(config)
+    defaults.validate(config, SECTIONS)
+    # Before the checkpoint is read: a folder of someone else's files (or an unwritable one) costs one line.
+    # Every process checks, so that all of them stop, not only the one that writes.
+    out_dir = workdirs.check_output_dir(c.out_dir, hf_io.EXPORT_KIND, OUT_DIR_FIELD)
+    mesh, rules = sharding.setup(config.mesh)
     run = pretrained.resolve_run(c.checkpoint_dir)
     recorded = pretrained.recorded_hf_source(run.workdir)
     tokenizer = c.tokenizer or (recorded[1] if recorded else "")
@@ -70,25 +78,29 @@ def export(config: Any, workdir: str) -> pathlib.Path:
     step, params = pretrained.load_params(
         run.checkpoints, target, step=None if int(c.step) < 0 else int(c.step)
     )
-    out = hf.save(
-        c.out_dir,
-        params,
-        cfg,  # its model family picks the architecture
-        dtype=c.dtype,
-        tokenizer=None if sentencepiece_model else (tokenizer or None),
-        max_shard_bytes=int(float(c.max_shard_gb) * 2**30),
-        scan_layers=bool(config.model.scan_layers),
-    )
-    if sentencepiece_model and jax.process_index() == 0:
-        # The run's own SentencePiece vocabulary, as tokenizer files transformers loads (same ids).
-        max_length = families.family_of(cfg).max_positions(cfg) or int(config.data.seq_len)
-        stop_ids = tokenizer_files.write(sentencepiece_model, out, max_length)
-        _set_stop_ids(out, stop_ids)
-        log.info("tokenizer: %s converted to tokenizer.json (stops at ids %s)", sentencepiece_model, stop_ids)
-    elif not tokenizer:
-        log.warning("no tokenizer to export (set config.hf_convert.tokenizer): %s has weights only", out)
-    log.info("exported step %d of %s to %s", step, run.checkpoints, out)
-    return out
+    # Weights and tokenizer files go to a staging folder (process 0) that replaces out_dir only once complete.
+    with hf_io.output_folder(out_dir, OUT_DIR_FIELD) as folder:
+        hf.save(
+            folder,
+            params,
+            cfg,  # its model family picks the architecture
+            dtype=c.dtype,
+            tokenizer=None if sentencepiece_model else (tokenizer or None),
+            max_shard_bytes=int(float(c.max_shard_gb) * 2**30),
+            scan_layers=bool(config.model.scan_layers),
+        )
+        if sentencepiece_model and jax.process_index() == 0:
+            # The run's own SentencePiece vocabulary, as tokenizer files transformers loads (same ids).
+            max_length = families.family_of(cfg).max_positions(cfg) or int(config.data.seq_len)
+            stop_ids = tokenizer_files.write(sentencepiece_model, folder, max_length)
+            _set_stop_ids(folder, stop_ids)
+            log.info(
+                "tokenizer: %s converted to tokenizer.json (stops at ids %s)", sentencepiece_model, stop_ids
+            )
+    if not sentencepiece_model and not tokenizer:
+        log.warning("no tokenizer to export (set config.hf_convert.tokenizer): %s has weights only", out_dir)
+    log.info("exported step %d of %s to %s", step, run.checkpoints, out_dir)
+    return out_dir
 
 
 def _set_stop_ids(out: pathlib.Path, stop_ids: tuple[int, ...]) -> None:
@@ -103,9 +115,17 @@ def _set_stop_ids(out: pathlib.Path, stop_ids: tuple[int, ...]) -> None:
 
 
 def import_(config: Any, workdir: str) -> pathlib.Path:
-    del workdir
+    del workdir  # everything goes to config.hf_convert.out_dir
     c = config.hf_convert
-    mesh, rules = _mesh(config)
+    defaults.validate(config, SECTIONS)
+    out_dir = workdirs.check_output_dir(c.out_dir, IMPORT_KIND, OUT_DIR_FIELD)  # before any tensor is read
+    mesh, rules = sharding.setup(config.mesh)
+    if jax.process_count() > 1 and out_dir.is_dir() and any(out_dir.iterdir()):
+        # orbax saves collectively into one path that every process names alike; the staging folder's name is
+        # per process (workdirs.replace_output), so several processes can only write into a new folder.
+        raise workdirs.WorkdirError(
+            f"{OUT_DIR_FIELD}: {out_dir} holds an earlier import; on several processes give a new or empty folder"
+        )
     loaded = hf.load(
         c.hf_dir,
         mesh,
@@ -114,8 +134,18 @@ def import_(config: Any, workdir: str) -> pathlib.Path:
         param_dtype=pretrained.dtype_from_name(config.model.param_dtype, "config.model.param_dtype"),
         scan_layers=bool(config.model.scan_layers),
     )
-    out = pathlib.Path(c.out_dir)
-    checkpoints = pretrained.save_params(out, loaded.params, {"source": "hf_import"})
-    pretrained.record_hf_source(out, c.hf_dir)
+    if jax.process_count() > 1:
+        pretrained.save_params(out_dir, loaded.params, {"source": "hf_import"})
+        pretrained.record_hf_source(out_dir, c.hf_dir)
+        if jax.process_index() == 0:  # marked as replace_output marks it, so a later import may replace it
+            (out_dir / workdirs.OUTPUT_MARK).write_text(
+                json.dumps({"kind": IMPORT_KIND}) + "\n", encoding="utf-8"
+            )
+    else:
+        # Written beside out_dir and swapped in whole: an earlier import's checkpoints never mix with these.
+        with workdirs.replace_output(out_dir, IMPORT_KIND, OUT_DIR_FIELD) as stage:
+            pretrained.save_params(stage, loaded.params, {"source": "hf_import"})
+            pretrained.record_hf_source(stage, c.hf_dir)
+    checkpoints = out_dir / "checkpoints"
     log.info("imported %s into %s (params only, step 0)", c.hf_dir, checkpoints)
     return checkpoints

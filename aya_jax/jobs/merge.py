@@ -44,7 +44,11 @@ them).
 `merge.hf_export_dtype` (bfloat16 | float16 | float32) says otherwise; the dtype written is logged and
 reported. Its architecture is that of the first Hugging Face input, else the config.json an input's run
 recorded (runs started from a Hugging Face directory), else the model family of `config.model.preset` (with
-config.model.overrides): Cohere and mT5 merges export alike.
+config.model.overrides): Cohere and mT5 merges export alike. The folder must be new, empty or an earlier
+export, and the new export replaces it as a whole (aya_jax/workdirs.py), as in the hf_export job.
+
+Outputs are checked first, before any input is opened: a workdir that already holds a checkpoint or report,
+an unwritable one, or an export folder of other files ends the job with one line naming its field.
 """
 
 from __future__ import annotations
@@ -63,8 +67,9 @@ import numpy as np
 from flax import linen as nn
 from jax.sharding import Mesh
 
-from aya_jax import checkpoint, defaults, hf, pretrained, sharding
+from aya_jax import checkpoint, defaults, hf, pretrained, sharding, workdirs
 from aya_jax.data import languages, pipeline
+from aya_jax.hf import io as hf_io  # output_folder, EXPORT_KIND (not re-exported by aya_jax.hf)
 from aya_jax.merging import io as merge_io
 from aya_jax.merging import methods as merging
 from aya_jax.merging.host_memory import HostMemory
@@ -77,6 +82,7 @@ log = logging.getLogger(__name__)
 OUTPUT_STEP = 0
 SECTIONS = ("model", "mesh", "merge")
 REPORT_NAME = "merge_report.json"
+HF_EXPORT_FIELD = "config.merge.hf_export_dir"
 
 
 # ============================================================================================================
@@ -235,6 +241,19 @@ def run(config: Any, workdir: str) -> MergeSummary:
     workdir_path = pathlib.Path(workdir).absolute()
     t_start = time.perf_counter()
     defaults.validate(config, SECTIONS)
+    # Every output is checked before any input is opened: a used or unwritable workdir, or an export folder
+    # holding other files, costs one line rather than a finished merge that cannot be written.
+    merge_io.check_output(workdir_path, REPORT_NAME)
+    workdirs.check_writable(workdir_path, "--workdir")
+    if m.hf_export_dir:
+        export_dir = pathlib.Path(m.hf_export_dir).absolute()
+        if export_dir == workdir_path or export_dir in workdir_path.parents:
+            # The export replaces its folder as a whole: it would take the merged checkpoint with it.
+            raise MergeConfigError(
+                f"{HF_EXPORT_FIELD}: {m.hf_export_dir} is or holds the workdir {workdir_path}; give it a folder "
+                "of its own"
+            )
+        workdirs.check_output_dir(m.hf_export_dir, hf_io.EXPORT_KIND, HF_EXPORT_FIELD)
     mesh, rules = sharding.setup(config.mesh)
     plan = plan_merge(config, mesh, rules)
     spec = plan.spec
@@ -410,7 +429,7 @@ class _HfExporter:
     family, with its overrides; the vocabulary from the checkpoints' embedding)."""
 
     def __init__(self, config: Any, plan: Plan, shapes: dict[str, tuple[int, ...]], mesh: Mesh, rules: Any):
-        field = "config.merge.hf_export_dir"
+        field = HF_EXPORT_FIELD
         hf_inputs = [s for s in _sources(plan) if isinstance(s, HfSource)]
         self.scan = bool(config.model.scan_layers)
         if hf_inputs:
@@ -446,15 +465,17 @@ class _HfExporter:
         )
         params = checkpoint.load_params(step_dir.parent, target, OUTPUT_STEP)[1]
         written = dtype or ", ".join(sorted({np.dtype(d).name for d in leaf_dtypes.values()}))
-        out = hf.save(
-            out_dir,
-            params,
-            self.cfg,
-            model_type=self.arch.model_type,
-            dtype=dtype or None,
-            tokenizer=self.tokenizer,
-            scan_layers=self.scan,
-        )
+        # Replaces out_dir as a whole (checked at the start of the job): no stale shards of an earlier export.
+        with hf_io.output_folder(out_dir, HF_EXPORT_FIELD) as folder:
+            hf.save(
+                folder,
+                params,
+                self.cfg,
+                model_type=self.arch.model_type,
+                dtype=dtype or None,
+                tokenizer=self.tokenizer,
+                scan_layers=self.scan,
+            )
         log.info(
             "Hugging Face export (%s) in %s: %s",
             self.arch.model_type,
@@ -463,7 +484,7 @@ class _HfExporter:
             if dtype
             else "the merged leaves' dtype (config.merge.hf_export_dtype)",
         )
-        return str(out), written
+        return str(pathlib.Path(out_dir)), written
 
 
 def _tokenizer_of(hf_dir: str) -> str | None:

@@ -20,14 +20,13 @@ import collections
 import dataclasses
 import json
 import logging
-import pathlib
 import shutil
 import time
 
 import numpy as np
 import sentencepiece as spm
 
-from aya_jax import defaults
+from aya_jax import defaults, workdirs
 from aya_jax.data import chat_template, languages, registry, vocab
 
 log = logging.getLogger(__name__)
@@ -77,8 +76,8 @@ def run(config, workdir: str) -> VocabSummary:
     defaults.validate(config, ("data", "train_vocab"))
     start = time.perf_counter()
     options, data = config.train_vocab, config.data
-    out_dir = pathlib.Path(workdir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # Before the data is sampled and the model trained: the model and summary go to the workdir.
+    out_dir = workdirs.check_writable(workdir, "--workdir")
     chosen = registry.selections(data)
     available = collections.Counter()
     for selection in chosen:

@@ -191,13 +191,19 @@ def target_sharding(name: str, info: LeafInfo, mesh: Mesh) -> NamedSharding:
     return result
 
 
-def prepare_output(workdir: pathlib.Path, step: int, report_name: str) -> pathlib.Path:
-    """`<workdir>/checkpoints/<step>`, refusing a workdir that already holds a checkpoint or a report."""
-    root = workdir / "checkpoints"
-    if step_dirs(root) or (workdir / report_name).exists():
+def check_output(workdir: pathlib.Path, report_name: str) -> None:
+    """Refuse a workdir that already holds a checkpoint or a report (a merge never overwrites one). Reads only,
+    so the merge job calls it first, before any input is opened."""
+    if step_dirs(workdir / "checkpoints") or (workdir / report_name).exists():
         raise MergeConfigError(
             f"--workdir: {workdir} already holds a checkpoint or merge report; choose a new one"
         )
+
+
+def prepare_output(workdir: pathlib.Path, step: int, report_name: str) -> pathlib.Path:
+    """`<workdir>/checkpoints/<step>`, refusing a workdir that already holds a checkpoint or a report."""
+    check_output(workdir, report_name)
+    root = workdir / "checkpoints"
     for leftover in root.glob(f"{step}.partial_save*") if root.is_dir() else []:
         log.warning("removing %s, left by an interrupted merge", leftover)
         shutil.rmtree(leftover)

@@ -17,7 +17,7 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import linen as nn
 
-from aya_jax import checkpoint, hf, sharding
+from aya_jax import checkpoint, hf, sharding, workdirs
 from aya_jax.jobs import merge as merge_job
 from aya_jax.merging import methods as merging
 from aya_jax.models import cohere, families
@@ -281,6 +281,63 @@ def test_bad_merges_fail_with_one_line(runs, odd_runs, tmp_path, method, fields,
         merge_job.run(config, str(tmp_path / "out"))
     assert message in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "out" / "checkpoints" / "0").exists()
+
+
+# The outputs are checked before any input is opened: the inputs below do not exist, and reading them would be
+# the error otherwise.
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("left", ["checkpoint", "report"])
+def test_a_workdir_holding_a_merge_is_refused_before_any_input_is_read(tmp_path, left):
+    workdir = tmp_path / "out"
+    if left == "checkpoint":
+        (workdir / "checkpoints" / "0" / "state").mkdir(parents=True)
+    else:
+        workdir.mkdir()
+        (workdir / merge_job.REPORT_NAME).write_text("{}\n")
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    config = _config("linear", models=(str(tmp_path / "no_such_run"),))
+    with pytest.raises(merge_job.MergeConfigError) as e:
+        merge_job.run(config, str(workdir))
+    assert str(e.value).startswith(f"--workdir: {workdir} already holds") and "\n" not in str(e.value)
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.bad_input
+def test_an_unwritable_workdir_is_refused_before_any_input_is_read(tmp_path):
+    # Root ignores permission bits: a path under a regular file is unwritable for everyone.
+    (tmp_path / "a_file").write_text("not a folder\n")
+    workdir = tmp_path / "a_file" / "out"
+    config = _config("linear", models=(str(tmp_path / "no_such_run"),))
+    with pytest.raises(workdirs.WorkdirError) as e:
+        merge_job.run(config, str(workdir))
+    assert str(e.value).startswith(f"--workdir: {workdir} is not writable") and "\n" not in str(e.value)
+    assert (tmp_path / "a_file").read_text() == "not a folder\n"
+
+
+@pytest.mark.bad_input
+def test_an_export_folder_of_user_files_is_refused_before_any_input_is_read(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes\n")
+    config = _config("linear", models=(str(tmp_path / "no_such_run"),), hf_export_dir=str(mine))
+    with pytest.raises(workdirs.WorkdirError) as e:
+        merge_job.run(config, str(tmp_path / "out"))
+    assert str(e.value).startswith(f"config.merge.hf_export_dir: {mine} holds") and "\n" not in str(e.value)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+@pytest.mark.bad_input
+def test_an_export_folder_holding_the_workdir_is_refused_before_any_input_is_read(tmp_path):
+    # Replacing the export folder as a whole would take the merged checkpoint with it.
+    config = _config("linear", models=(str(tmp_path / "no_such_run"),), hf_export_dir=str(tmp_path))
+    with pytest.raises(merge_job.MergeConfigError) as e:
+        merge_job.run(config, str(tmp_path / "out"))
+    assert str(e.value).startswith(f"config.merge.hf_export_dir: {tmp_path} is or holds the workdir")
+    assert list(tmp_path.iterdir()) == [tmp_path / "out"]  # the probed workdir, empty
+    assert not list((tmp_path / "out").iterdir())
 
 
 # ------------------------------------------------------------------------------------------------------------
