@@ -31,13 +31,15 @@ a resume can never rotate away the last state known to be good.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import pathlib
+import re
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
@@ -94,23 +96,44 @@ class Checkpointer:
                 f"refusing to save step {step} to {self.directory}: tensor {nonfinite[0]} holds non-finite values"
                 + (f" (and {len(nonfinite) - 1} more)" if len(nonfinite) > 1 else "")
             )
-        return self._manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                data=ocp.args.JsonSave(data_state),
-                digests=ocp.args.JsonSave({"format": DIGEST_FORMAT, "tensors": digests}),
-            ),
-            force=True,
-        )
+        with self._write_errors(f"step {step}"):
+            return self._manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state),
+                    data=ocp.args.JsonSave(data_state),
+                    digests=ocp.args.JsonSave({"format": DIGEST_FORMAT, "tensors": digests}),
+                ),
+                force=True,
+            )
 
     def wait(self) -> None:
         """Block until in-flight async saves are durable."""
-        self._manager.wait_until_finished()
+        with self._write_errors("the step being saved"):
+            self._manager.wait_until_finished()
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        try:
+            self.wait()
+        finally:
+            self._manager.close()
+
+    @contextlib.contextmanager
+    def _write_errors(self, what: str) -> Iterator[None]:
+        """A failed write (a full disk, a lost mount, no permission) as one CheckpointError line. orbax writes
+        into a temporary directory and renames it when complete, so the steps written before are intact; the
+        temporary one is removed when the next run starts."""
+        try:
+            yield
+        except Exception as e:
+            reason = _write_failure(e)
+            if reason is None:
+                raise
+            steps = self.all_steps()
+            raise CheckpointError(
+                f"checkpoint {what} could not be written to {self.directory} ({reason}); the steps written "
+                f"before it are intact (newest: {steps[-1] if steps else 'none'})"
+            ) from e
 
     # -- restore --------------------------------------------------------------------------------------------
     def restore_step(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
@@ -185,6 +208,20 @@ class Checkpointer:
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("aya_jax checkpoint set-aside")
         self._manager.reload()
+
+
+def _write_failure(error: BaseException) -> str | None:
+    """The OS-level reason of a failed write, or None if `error` is not one: an OSError in the exception chain,
+    or tensorstore's ValueError carrying `[os_error_code='28']` (how orbax's array writes report ENOSPC)."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, OSError):
+            return cause.strerror or str(cause)
+        code = re.search(r"os_error_code='?(\d+)", str(cause))
+        if code:
+            return os.strerror(int(code.group(1)))
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _as_path(directory: str | os.PathLike):

@@ -44,6 +44,19 @@ def _setup_logging() -> None:
     )
     for noisy in ("absl", "jax._src", "orbax", "tensorflow", "etils", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # A failed checkpoint write (a full disk) is reported once, as the job's one-line CheckpointError; orbax's
+    # background threads and asyncio would each echo it with a traceback first.
+    logging.getLogger("absl").addFilter(lambda r: "_SignalingThread.run() raised" not in r.getMessage())
+    logging.getLogger("asyncio").addFilter(lambda r: "exception was never retrieved" not in r.getMessage())
+    sys.unraisablehook = _quiet_closed_loop
+
+
+def _quiet_closed_loop(unraisable) -> None:
+    """Drop "Event loop is closed" raised while orbax's reader threads are collected after a restore that
+    failed (reported already, as one line); anything else goes to the default hook."""
+    if isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed":
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def _fail(message: str, error: BaseException, status: int = 2) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tensorboardX import SummaryWriter
 
 log = logging.getLogger(__name__)
 
@@ -74,23 +75,25 @@ def peak_flops_per_device(dtype: str, override: float = 0.0) -> tuple[float, str
 
 
 class MetricWriter:
-    """Writes scalars to JSONL (one object per line) and TensorBoard; only process 0 writes."""
+    """Writes scalars to JSONL (one object per line) and TensorBoard; only process 0 writes. The files are
+    opened at the first write, so a run that fails before it has anything to log leaves none behind."""
 
     def __init__(self, workdir: str | os.PathLike, *, jsonl: bool = True, tensorboard: bool = True):
         self.enabled = jax.process_index() == 0
         self.workdir = pathlib.Path(workdir)
         self.jsonl_path = self.workdir / "metrics.jsonl"
         self.tb_dir = self.workdir / "tensorboard"
+        self._want = (jsonl, tensorboard)
         self._jsonl = None
         self._tb = None
-        if not self.enabled:
-            return
+
+    def _open(self) -> None:
+        jsonl, tensorboard = self._want
+        self._want = (False, False)
         self.workdir.mkdir(parents=True, exist_ok=True)
         if jsonl:
             self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         if tensorboard:
-            from tensorboardX import SummaryWriter
-
             self._tb = SummaryWriter(str(self.tb_dir))
 
     def write(self, step: int, scalars: dict[str, Any], *, kind: str = "train") -> None:
@@ -98,6 +101,8 @@ class MetricWriter:
         listed under "nonfinite", so every row is strict JSON (bare NaN / Infinity tokens are not)."""
         if not self.enabled:
             return
+        if any(self._want):
+            self._open()
         clean = {k: _to_python(v) for k, v in scalars.items()}
         nonfinite = [k for k, v in clean.items() if not _all_finite(v)]
         if self._jsonl is not None:

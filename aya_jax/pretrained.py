@@ -135,11 +135,25 @@ def is_hf_directory(path: str | pathlib.Path) -> bool:
 
 
 def load_params(
-    source: str | pathlib.Path, target: Any, *, scan_layers: bool = True, step: int | None = None
+    source: str | pathlib.Path,
+    target: Any,
+    *,
+    scan_layers: bool = True,
+    step: int | None = None,
+    field: str = "",
 ) -> tuple[int | None, Any]:
     """(the step read — None for a Hugging Face directory —, params) of `source` (module docstring), straight
     onto `target`'s shardings and dtypes. `step` picks a checkpoint of a run (default: the newest, or the step
-    directory given)."""
+    directory given). `field`: the config field that named `source`, which every error then starts with."""
+    if not field:
+        return _load_params(source, target, scan_layers, step)
+    try:
+        return _load_params(source, target, scan_layers, step)
+    except (ckpt_lib.CheckpointError, FileNotFoundError, hf.HfCheckpointError) as e:
+        raise type(e)(f"{field}: {e}") from None
+
+
+def _load_params(source: str | pathlib.Path, target: Any, scan_layers: bool, step: int | None):
     if is_hf_directory(source):
         arch, cfg, _ = hf.model_config(source)
         return None, hf.load_params(source, arch, cfg, target, scan_layers=scan_layers)

@@ -2,10 +2,11 @@
 checked before any work starts.
 
 * **Ownership.** A training job records in `<workdir>/aya_jax_run.json` which job made the workdir and the
-  identity of its model (the config fields that fix the shapes of the checkpointed state). Another job, or the
-  same job with another model, refuses the workdir with one line naming the field before it touches anything —
-  a DPO or RLOO run pointed at its own SFT run's workdir would otherwise "resume" from the SFT checkpoints and
-  rotate them away. A workdir with checkpoints but no record (written before records existed) is adopted.
+  identity of its model (the config fields that fix the shapes of the checkpointed state), with its first
+  checkpoint. Another job, or the same job with another model, refuses the workdir with one line naming the
+  field before it touches anything — a DPO or RLOO run pointed at its own SFT run's workdir would otherwise
+  "resume" from the SFT checkpoints and rotate them away. A workdir with checkpoints but no record (written
+  before records existed) is adopted.
 * **One run at a time.** While a run lives it holds an exclusive `flock` on `<workdir>/.aya_jax.lock`; a second
   run on the same workdir refuses with one line. The kernel drops the lock when the process dies, SIGKILL
   included, so a crashed run never leaves a stale lock. (Local filesystems only: remote `gs://` workdirs are
@@ -97,34 +98,40 @@ def recorded_job(path: str | os.PathLike) -> str | None:
     return None
 
 
-def claim(workdir: str | os.PathLike, job: str, identity: dict[str, Any], *, has_checkpoints: bool) -> None:
+def claim(
+    workdir: str | os.PathLike, job: str, identity: dict[str, Any], *, has_checkpoints: bool
+) -> dict[str, Any] | None:
     """Refuse `workdir` if it holds another job's run or a run of another model (`identity`: field -> value,
-    each key a config field name such as "config.model.preset"); else record this job as its owner."""
+    each key a config field name such as "config.model.preset"). Returns the record that makes this job its
+    owner — to be written with `write_record` once the run writes its first checkpoint — or None if the
+    workdir's record already says so."""
     if is_remote(workdir):
-        return
+        return None
     workdir = pathlib.Path(workdir)
     record = read_record(workdir)
     if record is None:
         if has_checkpoints:
             log.warning("%s holds checkpoints but no run record: adopting it as a %s run", workdir, job)
-    else:
-        if record.get("job") != job:
+        return {"job": job, "identity": identity, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if record.get("job") != job:
+        raise WorkdirError(
+            f"--workdir: {workdir} holds a {record.get('job')!r} run, not a {job!r} run; a {job} job would resume "
+            "from or overwrite its checkpoints — use another --workdir"
+            + (
+                " (start from that run with config.checkpoint.init_from)"
+                if job in ("dpo", "rloo", "reward")
+                else ""
+            )
+        )
+    saved = record.get("identity", {})
+    for field, value in identity.items():
+        if field in saved and saved[field] != value:
             raise WorkdirError(
-                f"--workdir: {workdir} holds a {record.get('job')!r} run, not a {job!r} run; a {job} job "
-                "would resume from or overwrite its checkpoints — use another --workdir"
-                + (" (start from that run with config.checkpoint.init_from)" if job in ("dpo", "rloo", "reward")
-                   else "")
-            )  # fmt: skip
-        saved = record.get("identity", {})
-        for field, value in identity.items():
-            if field in saved and saved[field] != value:
-                raise WorkdirError(
-                    f"{field}: {value!r}, but --workdir {workdir} holds a {job} run with {saved[field]!r}; its "
-                    "checkpoints cannot resume this model — use another --workdir"
-                )
-    if record is None or record.get("identity") != {**record.get("identity", {}), **identity}:
-        write_record(workdir, {"job": job, "identity": {**(record or {}).get("identity", {}), **identity},
-                               "created": (record or {}).get("created", time.strftime("%Y-%m-%dT%H:%M:%S"))})  # fmt: skip
+                f"{field}: {value!r}, but --workdir {workdir} holds a {job} run with {saved[field]!r}; its "
+                "checkpoints cannot resume this model — use another --workdir"
+            )
+    merged = {**saved, **identity}
+    return None if merged == saved else {**record, "identity": merged}
 
 
 def write_record(workdir: pathlib.Path, record: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ import os
 import pathlib
 import signal
 
+import faults  # the helper module beside this file
 import jax
 import numpy as np
 import pytest
@@ -200,41 +201,8 @@ def test_save_refuses_a_non_finite_state(tmp_path):
     assert checkpoint.Checkpointer(tmp_path / "ckpt").all_steps() == []
 
 
-def _data_files(step_dir: pathlib.Path) -> list[pathlib.Path]:
-    files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and "/d/" in str(p)]
-    assert files, f"no array data files under {step_dir}"
-    return sorted(files, key=lambda p: p.stat().st_size, reverse=True)
-
-
-def _overwrite_middle(step_dir):  # what bit rot or a bad copy does: the file still parses
-    path = _data_files(step_dir)[0]
-    data = bytearray(path.read_bytes())
-    middle = len(data) // 2
-    data[middle : middle + 1000] = np.random.default_rng(0).integers(0, 256, 1000, dtype=np.uint8).tobytes()
-    path.write_bytes(bytes(data))
-
-
-def _truncate(step_dir):
-    path = _data_files(step_dir)[0]
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
-
-
-def _remove_file(step_dir):
-    _data_files(step_dir)[0].unlink()
-
-
-def _garbage_metadata(step_dir):
-    path = step_dir / "state" / "_METADATA"
-    assert path.is_file()
-    path.write_text("{not json")
-
-
-FAULTS = {"overwritten bytes": _overwrite_middle, "truncated file": _truncate, "missing file": _remove_file,
-          "garbage metadata": _garbage_metadata}  # fmt: skip
-
-
 @pytest.mark.faults
-@pytest.mark.parametrize("fault", list(FAULTS))
+@pytest.mark.parametrize("fault", list(faults.DAMAGE))
 def test_damaged_step_is_set_aside_and_the_previous_one_restored(tmp_path, caplog, fault):
     """Each kind of damage to the newest step: a warning naming the step (and the tensor, when the bytes load),
     the previous step restored exactly, the damaged one kept as <step>.corrupt and written afresh on resave."""
@@ -244,7 +212,7 @@ def test_damaged_step_is_set_aside_and_the_previous_one_restored(tmp_path, caplo
     ck.save(10, state1, {"position": 10})
     ck.save(20, state2, {"position": 20})
     ck.close()
-    FAULTS[fault](tmp_path / "ckpt" / "20")
+    faults.DAMAGE[fault](tmp_path / "ckpt" / "20")
     ck = checkpoint.Checkpointer(tmp_path / "ckpt", keep=3)
     with caplog.at_level(logging.WARNING):
         step, restored, data = ck.restore_latest(checkpoint.abstract_like(abstract, shardings))
@@ -304,7 +272,7 @@ def test_load_params_verifies_and_names_the_step(tmp_path, caplog):
     for step in (3, 6):
         ck.save(step, state, {})
     ck.close()
-    _overwrite_middle(tmp_path / "ckpt" / "6")
+    faults.overwrite_middle(tmp_path / "ckpt" / "6")
     with caplog.at_level(logging.WARNING):
         step, params = checkpoint.load_params(tmp_path / "ckpt", target)
     assert step == 3

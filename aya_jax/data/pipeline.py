@@ -285,8 +285,10 @@ def eval_batches(
     batches = list(ds.batch(batch_size, drop_remainder=True).take(num_batches).as_numpy_iterator())
     if len(batches) < num_batches:
         raise ValueError(
-            f"{spec.task_name}: split {data_config.eval_split!r} gave host {process_index} {len(batches)} of "
-            f"{num_batches} batches of {batch_size}: it has no rows for this host"
+            f"config.data.eval_split: split {data_config.eval_split!r} of {spec.task_name} gives data shard "
+            f"{process_index} of {process_count} {len(batches)} of the {num_batches} batches of {batch_size} rows "
+            "that config.train.eval_batches asks for (too few rows); lower config.train.eval_batches, or 0 for "
+            "no evaluation"
         )
     return batches
 

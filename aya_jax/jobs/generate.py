@@ -138,8 +138,9 @@ def _load(config: Any, mesh, rules) -> tuple[Any, Any, Any, tuple[int, ...]]:
         param_dtype=dtype
     )  # inference: weights in the compute dtype halve what decoding reads
     step, params = pretrained.load_params(
-        run.checkpoints, pretrained.abstract_params(model, mesh, rules), step=run.step
-    )
+        run.checkpoints, pretrained.abstract_params(model, mesh, rules), step=run.step,
+        field="config.generate.checkpoint_dir",
+    )  # fmt: skip
     log.info("loaded step %d from %s", step, run.checkpoints)
     return model, params, codec, pretrained.stop_ids(codec, cfg)
 

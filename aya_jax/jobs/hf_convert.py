@@ -76,8 +76,9 @@ def export(config: Any, workdir: str) -> pathlib.Path:
     model, cfg = pretrained.build_model(config.model, vocab_size, recorded[0] if recorded else None)
     target = pretrained.abstract_params(model, mesh, rules)
     step, params = pretrained.load_params(
-        run.checkpoints, target, step=None if int(c.step) < 0 else int(c.step)
-    )
+        run.checkpoints, target, step=None if int(c.step) < 0 else int(c.step),
+        field="config.hf_convert.step" if int(c.step) >= 0 else "config.hf_convert.checkpoint_dir",
+    )  # fmt: skip
     # Weights and tokenizer files go to a staging folder (process 0) that replaces out_dir only once complete.
     with hf_io.output_folder(out_dir, OUT_DIR_FIELD) as folder:
         hf.save(

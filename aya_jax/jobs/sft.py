@@ -31,11 +31,12 @@ SECTIONS = ("model", "mesh", "data", "train", "optimizer", "checkpoint", "metric
 
 def train(config: Any, workdir: str) -> loop.RunSummary:
     with loop.Run.start(config, workdir, SECTIONS) as run:
-        spec = pipeline.prepare(config.data)
         hf_init_dir = str(config.model.hf_init_dir)
-        model, model_cfg = pretrained.build_model(
-            config.model, spec.vocab_size, hf.read_config(hf_init_dir) if hf_init_dir else None
-        )
+        hf_config = (
+            _read_hf_config(hf_init_dir) if hf_init_dir else None
+        )  # before the data: its vocabulary is there
+        spec = pipeline.prepare(config.data)
+        model, model_cfg = pretrained.build_model(config.model, spec.vocab_size, hf_config)
         family = families.family_of(model_cfg)
         seq_len = int(config.data.seq_len)
         max_positions = family.max_positions(model_cfg)
@@ -94,6 +95,8 @@ def train(config: Any, workdir: str) -> loop.RunSummary:
                 ))  # fmt: skip
             return eval_cache
 
+        if int(config.train.eval_batches):
+            eval_batches()  # now, not at the first evaluation: a split too small fails before any training
         batch_sh = run.row_sharding(2)
         step_fn = objective.make_train_step(
             model, tx, schedule, float(config.train.z_loss), int(config.train.grad_accum_steps)
@@ -121,6 +124,13 @@ def train(config: Any, workdir: str) -> loop.RunSummary:
             replies=_replies(config, run, model, model_cfg, spec, max_tokens=min(lengths["inputs"], 128)),
         )  # fmt: skip
         return loop.train(run, sft, state, start)
+
+
+def _read_hf_config(hf_init_dir: str) -> dict[str, Any]:
+    try:
+        return hf.read_config(hf_init_dir)
+    except hf.HfCheckpointError as e:
+        raise hf.HfCheckpointError(f"config.model.hf_init_dir: {e}") from None
 
 
 def _replies(config: Any, run: loop.Run, model: Any, model_cfg: Any, spec: Any, max_tokens: int):
@@ -151,7 +161,10 @@ def _initial_state(run: loop.Run, model, tx, abstract_state, state_sh) -> ts.Tra
             log.info("initialised a new model (seed %d)", int(config.seed))
             return state
         target = pretrained.targets(abstract_state.params, state_sh.params)
-        step, params = pretrained.load_params(source, target, scan_layers=bool(model.scan_layers))
+        field = "config.model.hf_init_dir" if config.model.hf_init_dir else "config.checkpoint.init_from"
+        step, params = pretrained.load_params(
+            source, target, scan_layers=bool(model.scan_layers), field=field
+        )
         state = ts.state_from_params(params, tx, state_sh, rng)
     if config.model.hf_init_dir:
         pretrained.record_hf_source(run.workdir, source)

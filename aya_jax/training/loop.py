@@ -143,6 +143,8 @@ class Run:
     writer: metrics.MetricWriter
     watcher: ckpt_lib.PreemptionWatcher
     lock: workdirs.Lock | None = None  # the workdir's run lock (process 0)
+    owner: dict[str, Any] | None = None  # the ownership record to write with the first checkpoint
+    created: list[pathlib.Path] = dataclasses.field(default_factory=list)  # folders `start` made
     _closed: bool = False
 
     @classmethod
@@ -156,20 +158,23 @@ class Run:
         c = config.checkpoint
         # A separate checkpoint directory may be remote (gs://, for multi-host pods); pathlib would mangle "://".
         checkpoint_dir = str(c.directory) or workdir / "checkpoints"
-        lock = _claim_workdir(config, workdir, checkpoint_dir)
+        local = [workdir] + ([] if workdirs.is_remote(checkpoint_dir) else [pathlib.Path(checkpoint_dir)])
+        created = [p for p in local if not p.exists()]
+        lock, owner = _claim_workdir(config, workdir, checkpoint_dir)
         try:
             checkpointer = ckpt_lib.Checkpointer(
                 checkpoint_dir, keep=int(c.keep), async_save=bool(c.async_save)
             )
-            writer = metrics.MetricWriter(
-                workdir, jsonl=bool(config.metrics.jsonl), tensorboard=bool(config.metrics.tensorboard)
-            )
         except BaseException:
             if lock is not None:
                 lock.release()
+            _remove_if_empty(created)
             raise
+        writer = metrics.MetricWriter(
+            workdir, jsonl=bool(config.metrics.jsonl), tensorboard=bool(config.metrics.tensorboard)
+        )
         return cls(config, workdir, mesh, sharding.normalize_rules(rules, mesh), checkpointer, writer,
-                   ckpt_lib.PreemptionWatcher(), lock)  # fmt: skip
+                   ckpt_lib.PreemptionWatcher(), lock, owner, created)  # fmt: skip
 
     # -- placement -------------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -256,8 +261,16 @@ class Run:
         log.info("resumed from %s step %d", self.checkpointer.directory, step)
         return Restored(int(step), state, saved)
 
-    def close(self) -> None:
-        """Wait for in-flight checkpoint saves, close the writers, give SIGTERM back (idempotent)."""
+    def save(self, step: int, state: Any, data_state: dict[str, Any]) -> None:
+        """Checkpoint `state` (async); the first save also records the workdir's owner (aya_jax/workdirs.py)."""
+        if self.owner is not None and self.is_writer:
+            workdirs.write_record(self.workdir, self.owner)
+        self.owner = None
+        self.checkpointer.save(step, state, data_state)
+
+    def close(self, failed: bool = False) -> None:
+        """Wait for in-flight checkpoint saves, close the writers, give SIGTERM back (idempotent). A run that
+        `failed` removes the folders it made if it wrote nothing into them."""
         if not self._closed:
             self._closed = True
             try:
@@ -267,12 +280,14 @@ class Run:
                 self.watcher.restore_handler()
                 if self.lock is not None:
                     self.lock.release()
+                if failed and self.is_writer:
+                    _remove_if_empty(self.created)
 
     def __enter__(self) -> Run:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        self.close(failed=exc_type is not None)
 
 
 def model_identity(config: Any) -> dict[str, Any]:
@@ -288,11 +303,14 @@ def model_identity(config: Any) -> dict[str, Any]:
     return identity
 
 
-def _claim_workdir(config: Any, workdir: pathlib.Path, checkpoint_dir: Any) -> workdirs.Lock | None:
+def _claim_workdir(
+    config: Any, workdir: pathlib.Path, checkpoint_dir: Any
+) -> tuple[workdirs.Lock | None, dict[str, Any] | None]:
     """Before anything is written (aya_jax/workdirs.py): the workdir is writable, no other run holds it, it
     is this job's and this model's, and config.checkpoint.init_from is not a reward model. Process 0 decides;
-    on several hosts every process learns the outcome, so all stop together."""
-    lock, error = None, None
+    on several hosts every process learns the outcome, so all stop together. Returns (the lock, the owner
+    record to write with the first checkpoint)."""
+    lock, owner, error = None, None, None
     if jax.process_index() == 0:
         try:
             workdirs.check_writable(workdir, "--workdir")
@@ -307,7 +325,9 @@ def _claim_workdir(config: Any, workdir: pathlib.Path, checkpoint_dir: Any) -> w
             has_checkpoints = not workdirs.is_remote(checkpoint_dir) and any(
                 p.name.isdigit() for p in pathlib.Path(checkpoint_dir).glob("*")
             )
-            workdirs.claim(workdir, str(config.job), model_identity(config), has_checkpoints=has_checkpoints)
+            owner = workdirs.claim(
+                workdir, str(config.job), model_identity(config), has_checkpoints=has_checkpoints
+            )
         except workdirs.WorkdirError as e:
             error = e
             if lock is not None:
@@ -318,7 +338,15 @@ def _claim_workdir(config: Any, workdir: pathlib.Path, checkpoint_dir: Any) -> w
             raise workdirs.WorkdirError("--workdir: refused by process 0 (its log says why)")
     if error is not None:
         raise error
-    return lock
+    return lock, owner
+
+
+def _remove_if_empty(folders: list[pathlib.Path]) -> None:
+    """Remove folders a failed start made, innermost first, if nothing but the run lock is in them."""
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            (folder / workdirs.LOCK).unlink(missing_ok=True)
+            folder.rmdir()  # only an empty folder: anything written stays
 
 
 def check_data_state(saved: dict[str, Any], identity: dict[str, Any]) -> int:
@@ -485,7 +513,8 @@ class _Guard:
         self.skipped = self.in_a_row = 0
 
     def watch(self, iteration: int, metrics: dict[str, Any]) -> None:
-        """Start checking `iteration`'s metrics (a device scalar, not read yet); check the previous one."""
+        """Start checking `iteration`'s metrics (a device scalar, not read yet); check the previous one. Every
+        kind of iteration counts: an online DPO iteration's updates as much as an offline step's."""
         guarded = [metrics[k] for k in GUARDED if k in metrics]
         self.check()
         if guarded:
@@ -554,7 +583,7 @@ def train(run: Run, objective: Objective, state: Any, start: int) -> RunSummary:
             summary.evaluations.append(result)
 
     def save(iteration: int) -> None:
-        run.checkpointer.save(iteration, state, objective.checkpoint_state(iteration))
+        run.save(iteration, state, objective.checkpoint_state(iteration))
 
     it = start
     try:
@@ -570,8 +599,7 @@ def train(run: Run, objective: Objective, state: Any, start: int) -> RunSummary:
                 state, result = done
                 it += 1
                 rate.iterations += 1
-                if result.kind == "train":
-                    guard.watch(it, result.metrics)
+                guard.watch(it, result.metrics)
                 if it == start + 1:
                     jax.block_until_ready(result.metrics)
                     log.info(

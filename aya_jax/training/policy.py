@@ -107,13 +107,17 @@ def setup_policy(
         # The reference the run started with, even if the source run has written newer steps since.
         init_step = int(resumed_state.get("init_step", source.steps()[-1]))
     else:
-        init_step, params = pretrained.load_params(source.checkpoints, params_target, step=source.step)
+        init_step, params = pretrained.load_params(
+            source.checkpoints, params_target, step=source.step, field="config.checkpoint.init_from"
+        )
         state = ts.state_from_params(params, tx, state_sh, jax.random.PRNGKey(int(config.seed)))
         start_step, resumed_state = 0, None
         log.info(
             "policy initialised from %s step %d (seed %d)", source.checkpoints, init_step, int(config.seed)
         )
-    _, ref_params = pretrained.load_params(source.checkpoints, params_target, step=init_step)
+    _, ref_params = pretrained.load_params(
+        source.checkpoints, params_target, step=init_step, field="config.checkpoint.init_from"
+    )
     log.info("reference: the params of %s step %d (frozen)", source.checkpoints, init_step)
     eos_ids = pretrained.stop_ids(codec, model_cfg)
     return PolicySetup(

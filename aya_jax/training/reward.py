@@ -116,7 +116,9 @@ def init_state(model, tx, abstract_state, state_sh, source_checkpoints: pathlib.
     new (reward_params_from_policy), the optimiser initialised, the rng split as `make_init_fn` does. Returns
     (state, the source step)."""
     target = pretrained.targets(abstract_state.params["backbone"], state_sh.params["backbone"])
-    init_step, policy_params = pretrained.load_params(source_checkpoints, target)
+    init_step, policy_params = pretrained.load_params(
+        source_checkpoints, target, field="config.checkpoint.init_from"
+    )
     param_dtype = abstract_state.params["head"]["kernel"].dtype
 
     def init(policy_params, rng):

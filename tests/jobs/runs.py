@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import faults  # tests/faults.py
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -158,3 +159,52 @@ def stop(procs: list[subprocess.Popen]) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# ---- fault injection (tests/faults.py damages files; these run the jobs around the faults) ------------------
+
+
+def appended_rows(workdir: pathlib.Path, before: str, kinds=("train",)) -> dict[tuple[str, int], dict]:
+    """(kind, step) -> row of the rows a rerun appended to metrics.jsonl after `before` (its earlier text)."""
+    text = (workdir / "metrics.jsonl").read_text()[len(before) :]
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return {(r["kind"], r["step"]): r for r in rows if r["kind"] in kinds}
+
+
+def run_on_a_full_disk(config: str, workdir: pathlib.Path, data_dir: pathlib.Path, *args: str,
+                       free_bytes: int = 2**20) -> subprocess.CompletedProcess:  # fmt: skip
+    """A run whose checkpoint directory (`workdir`/checkpoints, which must exist) has `free_bytes` left."""
+    with faults.full_disk(workdir / "checkpoints", free_bytes) as preexec_fn:
+        return subprocess.run(
+            command(config, workdir, *args), env=env(data_dir), cwd=REPO, capture_output=True, text=True,
+            timeout=400, preexec_fn=preexec_fn,
+        )  # fmt: skip
+
+
+def kill_during_an_async_save(config: str, workdir: pathlib.Path, data_dir: pathlib.Path, *args: str,
+                               min_step: int = 0) -> None:  # fmt: skip
+    """Start a run with asynchronous saves and SIGKILL it while the checkpoint of a step >= `min_step` is being
+    written (orbax's temporary step directory `<step>.orbax-checkpoint-tmp...` exists)."""
+    checkpoints = workdir / "checkpoints"
+
+    def saving() -> bool:
+        names = [p.name for p in checkpoints.iterdir()] if checkpoints.is_dir() else []
+        return any(".orbax-checkpoint-tmp" in n and int(n.split(".")[0]) >= min_step for n in names)
+
+    proc = subprocess.Popen(
+        command(config, workdir, *args, "--config.checkpoint.async_save=True"), env=env(data_dir), cwd=REPO,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    try:
+        while not saving():
+            assert proc.poll() is None, "the run ended before a save could be interrupted"
+            assert time.time() < deadline, "no save started within 300 s"
+            time.sleep(0.005)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]

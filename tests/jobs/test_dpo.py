@@ -6,8 +6,11 @@ stopped, matching the uninterrupted run."""
 
 from __future__ import annotations
 
+import re
+import shutil
 import signal
 
+import faults  # tests/faults.py
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -322,3 +325,65 @@ def test_sigterm_then_rerun_resumes_and_matches_the_uninterrupted_run(
     np.testing.assert_allclose(
         [r["score"] for r in evals], [r["score"] for r in ref_evals], rtol=1e-5, atol=1e-6
     )
+
+
+# ---- fault injection: damaged checkpoints, a full disk, a kill during an async save ----------------------------
+
+
+def _losses_by_row(rows: dict) -> dict:
+    return {key: row["loss"] for key, row in rows.items() if row.get("loss") is not None}
+
+
+@pytest.mark.faults
+@pytest.mark.slow
+def test_damaged_checkpoints_fall_back_and_the_rerun_matches(dpo_run, data_dir, sft_and_rm, tmp_path):
+    """The two newest checkpoints (online iterations 14 and 15) damaged: the rerun warns naming each, resumes
+    from 13 and redoes iterations 14-15 exactly as the uninterrupted run did them."""
+    ref_dir, _ = dpo_run
+    workdir = tmp_path / "damaged"
+    shutil.copytree(ref_dir, workdir)
+    assert faults.step_dirs(workdir / "checkpoints") == [13, 14, 15]
+    faults.overwrite_middle(workdir / "checkpoints" / "15")
+    faults.garbage_metadata(workdir / "checkpoints" / "14")
+    before = (workdir / "metrics.jsonl").read_text()
+    proc = runs.run("configs/dpo.py", workdir, data_dir, *_args(sft_and_rm))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for step in (15, 14):
+        assert re.search(rf"checkpoint step {step} in \S+ (fails verification: tensor \S+|does not load|holds non-finite)",
+                         proc.stderr), proc.stderr[-3000:]  # fmt: skip
+    assert "step 13" in proc.stderr and "resumed the policy from" in proc.stderr
+    rerun = _losses_by_row(runs.appended_rows(workdir, before, kinds=("train", "online")))
+    reference = _losses_by_row(runs.appended_rows(ref_dir, "", kinds=("train", "online")))
+    assert rerun and set(rerun) <= set(reference), (sorted(rerun), sorted(reference))
+    for key, loss in rerun.items():
+        np.testing.assert_allclose(loss, reference[key], rtol=1e-5, atol=1e-6, err_msg=str(key))
+    assert {"14.corrupt", "15.corrupt"} <= {p.name for p in (workdir / "checkpoints").iterdir()}
+
+
+@pytest.mark.faults
+@pytest.mark.slow
+def test_kill_during_an_async_save_then_full_disk_then_rerun_matches(dpo_run, data_dir, sft_and_rm, tmp_path):
+    """(1) SIGKILL while step 8 is being saved (asynchronously): step 4 is complete. (2) The rerun resumes from it,
+    and the disk fills while step 8 is saved: one line naming the step, exit 2, step 4 intact. (3) With space
+    again, the rerun resumes from step 4 and every loss equals the uninterrupted run's."""
+    ref_dir, _ = dpo_run
+    workdir = tmp_path / "faulty"
+    args = [*_args(sft_and_rm), "--config.checkpoint.keep=20"]
+    runs.kill_during_an_async_save("configs/dpo.py", workdir, data_dir, *args, min_step=8)
+    assert faults.step_dirs(workdir / "checkpoints") == [4]
+
+    proc = runs.run_on_a_full_disk("configs/dpo.py", workdir, data_dir, *args)
+    errors = runs.error_lines(proc.stderr)
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-3000:]
+    assert re.match(r"error: checkpoint step 8 could not be written to \S+ \((No space left on device|File too large)\)",
+                    errors[0]), errors[0]  # fmt: skip
+    assert "Traceback" not in proc.stderr and faults.step_dirs(workdir / "checkpoints") == [4]
+
+    final = runs.run("configs/dpo.py", workdir, data_dir, *args)
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert "resumed the policy from" in final.stderr and "step 4" in final.stderr
+    rows = _losses_by_row(runs.appended_rows(workdir, "", kinds=("train", "online")))
+    reference = _losses_by_row(runs.appended_rows(ref_dir, "", kinds=("train", "online")))
+    assert set(rows) == set(reference), (sorted(rows), sorted(reference))
+    for key, loss in rows.items():
+        np.testing.assert_allclose(loss, reference[key], rtol=1e-5, atol=1e-6, err_msg=str(key))

@@ -6,9 +6,11 @@ Each run is a real subprocess on a tiny config (the quickstart shrunk), so what 
 import json
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 
+import faults  # tests/faults.py
 import numpy as np
 import pytest
 import runs  # the helper module beside this file
@@ -158,8 +160,6 @@ def test_bad_config_fails_before_compiling_with_one_line(data_dir, tmp_path):
 
 
 def test_unloadable_checkpoints_are_an_error_not_a_restart(reference_run, data_dir, tmp_path):
-    import shutil
-
     ref_dir, _ = reference_run
     workdir = tmp_path / "corrupt"
     shutil.copytree(ref_dir / "checkpoints", workdir / "checkpoints")
@@ -201,3 +201,98 @@ def test_init_from_starts_a_new_run_from_another_runs_params(reference_run, data
     # where the reference ended.
     assert new[1] < reference[1] - 0.1, (new, reference)
     assert abs(new[1] - reference[12]) < 0.5, (new, reference)
+
+
+# ---- fault injection: damaged checkpoints, a full disk, a kill during an async save, two runs at once ---------
+
+REF_ARGS = ["--config.train.steps=12", "--config.checkpoint.every=4", "--config.mesh.shape=(2,2,2)"]
+
+
+def _assert_same_losses(losses: dict[int, float], reference: dict[int, float], steps) -> None:
+    assert sorted(losses) == list(steps), sorted(losses)
+    for step in steps:
+        np.testing.assert_allclose(losses[step], reference[step], rtol=0, atol=1e-6, err_msg=f"step {step}")
+
+
+@pytest.mark.faults
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "newest,older", [("overwritten bytes", "truncated file"), ("missing file", "garbage metadata")]
+)
+def test_damaged_checkpoints_fall_back_and_the_rerun_matches(
+    reference_run, data_dir, tmp_path, newest, older
+):
+    """Checkpoints 8 and 12 damaged: the rerun warns naming each, sets them aside, resumes from 4 — never from 0 —
+    and its losses from step 5 on equal the uninterrupted run's."""
+    ref_dir, _ = reference_run
+    workdir = tmp_path / "damaged"
+    shutil.copytree(ref_dir, workdir)
+    faults.DAMAGE[newest](workdir / "checkpoints" / "12")
+    faults.DAMAGE[older](workdir / "checkpoints" / "8")
+    before = (workdir / "metrics.jsonl").read_text()
+    proc = _run(workdir, data_dir, *REF_ARGS)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rerun = {step: row["loss"] for (_, step), row in runs.appended_rows(workdir, before).items()}
+    for step in (12, 8):
+        assert re.search(rf"checkpoint step {step} in \S+ (fails verification: tensor \S+|does not load|holds non-finite)",
+                         proc.stderr), proc.stderr[-3000:]  # fmt: skip
+    assert f"resumed from {workdir / 'checkpoints'} step 4" in proc.stderr
+    _assert_same_losses(rerun, _losses(ref_dir), range(5, 13))
+    names = sorted(p.name for p in (workdir / "checkpoints").iterdir())
+    assert names == ["12", "12.corrupt", "4", "8", "8.corrupt"], (
+        names
+    )  # nothing deleted; 4 kept while resumed from
+
+
+@pytest.mark.faults
+@pytest.mark.slow
+def test_full_disk_then_kill_during_an_async_save_then_rerun_matches(reference_run, data_dir, tmp_path):
+    """(1) The disk fills while step 8 is saved: one line naming the step and the reason, exit 2, step 4 intact.
+    (2) Space again, asynchronous saves: SIGKILL while a save is being written. (3) The rerun resumes from the
+    newest complete step and its losses equal the uninterrupted run's."""
+    ref_dir, _ = reference_run
+    workdir = tmp_path / "faulty"
+    shutil.copytree(ref_dir, workdir, ignore=shutil.ignore_patterns("8", "12", "metrics.jsonl"))
+    checkpoints = workdir / "checkpoints"
+    assert faults.step_dirs(checkpoints) == [4]
+
+    proc = runs.run_on_a_full_disk("configs/quickstart.py", workdir, data_dir, *TINY, *REF_ARGS)
+    errors = runs.error_lines(proc.stderr)
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-3000:]
+    assert re.match(r"error: checkpoint step 8 could not be written to \S+ \((No space left on device|File too large)\)",
+                    errors[0]), errors[0]  # fmt: skip
+    assert "Traceback" not in proc.stderr and faults.step_dirs(checkpoints) == [4]
+
+    runs.kill_during_an_async_save("configs/quickstart.py", workdir, data_dir, *TINY, *REF_ARGS)
+    complete = faults.step_dirs(checkpoints)
+
+    proc = _run(workdir, data_dir, *REF_ARGS)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"resumed from {checkpoints} step {complete[-1]}" in proc.stderr
+    losses, reference = _losses(workdir), _losses(ref_dir)  # the last row of each step: the rerun's
+    _assert_same_losses(losses, reference, range(5, 13))
+    assert not any(".orbax-checkpoint-tmp" in p.name for p in checkpoints.iterdir())
+
+
+@pytest.mark.faults
+def test_a_second_run_on_a_busy_workdir_refuses_with_one_line(reference_run, data_dir, tmp_path):
+    """While a run holds its workdir, a second one started on it exits 2 before touching anything."""
+    workdir = tmp_path / "busy"
+    first = _start_and_wait_for_step(
+        workdir, data_dir, ["--config.train.steps=400", "--config.checkpoint.every=1000"], 1
+    )
+    try:
+        listing = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*") if "metrics" not in p.name)
+        second = _run(workdir, data_dir, "--config.train.steps=400", timeout=120)
+        errors = runs.error_lines(second.stderr)
+        assert second.returncode == 2 and len(errors) == 1, second.stderr[-2000:]
+        assert re.match(
+            rf"error: --workdir: {workdir} is in use by a running job \(pid {first.pid} ", errors[0]
+        )
+        assert (
+            sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*") if "metrics" not in p.name)
+            == listing
+        )
+    finally:
+        first.kill()
+        first.wait()
