@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from aya_jax.data import cache
-from aya_jax.data.sources import RowReader, Schema
+from aya_jax.data.sources import RowReader, Schema, bad_rows_reported, mark_bad_rows_reported
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +144,11 @@ def count_rows(
     elif counts.bad:
         if strict:  # counted leniently before: read again, strictly, to raise at the first bad row
             RowReader(paths, strict=True, schema=schema, max_chars=max_chars).count_rows()
-        for reason, n in sorted(counts.bad.items()):
-            log.warning(
-                "%s: skipped %d row(s): %s (first at %s)", paths[0], n, reason, counts.first_bad[reason]
-            )
+        # Counts of every row of these files: after them, no reader reports these files' bad rows again.
+        if not bad_rows_reported(paths, schema, max_chars):
+            for reason, n in sorted(counts.bad.items()):
+                log.warning(
+                    "%s: skipped %d row(s): %s (first at %s)", paths[0], n, reason, counts.first_bad[reason]
+                )
+            mark_bad_rows_reported(paths, schema, max_chars)
     return counts

@@ -18,7 +18,9 @@ Bad rows: malformed JSON, not an object, a missing or non-string field, an empty
 and (with `max_chars`) an over-long row. With `strict=True` the first one raises
 `DataError("<path>:<line>: <reason>")` (for parquet, the 1-based row number); otherwise it is skipped and
 counted per reason, and after each full pass the reader logs one warning per reason with the count and the
-first offending `path:line`, and keeps the counts in `reader.stats`.
+first offending `path:line`, and keeps the counts in `reader.stats`. A row is reported once per process: the
+same files are read many times (the row count at registration, vocabulary training, every epoch, every repeat
+of the eval split), and later passes log only the bad rows no earlier pass reported.
 
 Sharding: with `num_shards > 1` the reader keeps record i (counted across all files, from 0, blank lines
 included) iff `i % num_shards == shard_index`, and never decodes or validates the other records, so hosts
@@ -47,6 +49,7 @@ import functools
 import gzip
 import json
 import logging
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import seqio
@@ -139,23 +142,63 @@ FIELDS = AYA_DATASET.fields
 
 @dataclasses.dataclass
 class BadRowStats:
-    """Per-reason counts of skipped rows and the first `path:line` of each, for one pass."""
+    """Per-reason counts of skipped rows and the first `path:line` of each, for one pass; `unreported` and
+    `first_unreported` the same for the rows no earlier pass in this process reported (what `log` reports)."""
 
     rows: int = 0  # good rows yielded
     counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     first: dict[str, str] = dataclasses.field(default_factory=dict)  # reason -> "path:line"
+    unreported: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    first_unreported: dict[str, str] = dataclasses.field(default_factory=dict)
 
-    def add(self, reason: str, where: str) -> None:
+    def add(self, reason: str, where: str, reported: bool = False) -> None:
         self.counts[reason] += 1
         self.first.setdefault(reason, where)
+        if not reported:
+            self.unreported[reason] += 1
+            self.first_unreported.setdefault(reason, where)
 
     @property
     def bad_rows(self) -> int:
         return sum(self.counts.values())
 
     def log(self, name: str) -> None:
-        for reason, n in sorted(self.counts.items()):
-            log.warning("%s: skipped %d row(s): %s (first at %s)", name, n, reason, self.first[reason])
+        for reason, n in sorted(self.unreported.items()):
+            log.warning(
+                "%s: skipped %d row(s): %s (first at %s)", name, n, reason, self.first_unreported[reason]
+            )
+
+
+# The bad rows this process has reported, so that each is reported once however often its file is read. A
+# complete pass (every record of its files validated: one shard, no language scan) covers whole files: kept as
+# (path, schema name) -> the smallest `max_chars` reported with (inf: none); only "over-long row" depends on
+# that limit, and a lower one only adds rows to it. Other passes' rows are kept as line numbers per path: only
+# rows no complete pass covered, so few in the usual order, where the row count at registration (a complete
+# pass) comes first.
+_OVER_LONG = "over-long row"
+_reported_files: dict[tuple[str, str], float] = {}
+_reported_lines: dict[str, set[int]] = collections.defaultdict(set)
+
+
+def _file_reported(path: str, schema: Schema, max_chars: int | None, reason: str = _OVER_LONG) -> bool:
+    limit = _reported_files.get((path, schema.name))
+    return limit is not None and (reason != _OVER_LONG or (max_chars or math.inf) >= limit)
+
+
+def bad_rows_reported(paths: Iterable[str], schema: Schema, max_chars: int | None) -> bool:
+    """Whether every bad row of `paths` (read with `schema` and `max_chars`) has been reported already."""
+    return all(_file_reported(str(p), schema, max_chars) for p in paths)
+
+
+def mark_bad_rows_reported(paths: Iterable[str], schema: Schema, max_chars: int | None) -> None:
+    """Record that every bad row of `paths` has been reported (by a complete pass, or from its counts)."""
+    for path in map(str, paths):
+        key = (path, schema.name)
+        _reported_files[key] = min(_reported_files.get(key, math.inf), max_chars or math.inf)
+
+
+def _row_reported(path: str, number: int, reason: str, schema: Schema, max_chars: int | None) -> bool:
+    return _file_reported(path, schema, max_chars, reason) or number in _reported_lines.get(path, ())
 
 
 def _open_binary(path: str):
@@ -221,7 +264,7 @@ def check_record(
     if max_chars:
         chars = sum(len(row[f]) for f in schema.text_fields)
         if chars > max_chars:
-            return None, "over-long row", f"{chars} characters > {max_chars}"
+            return None, _OVER_LONG, f"{chars} characters > {max_chars}"
     lang = languages.maybe_resolve(code)
     row["language_code"] = lang.iso639_3 if lang else code
     return {field: row[field] for field in schema.fields}, None, ""
@@ -303,6 +346,9 @@ class RowReader:
 
     def _read(self) -> Iterator[tuple[dict[str, str], str]]:
         self.stats = stats = BadRowStats()
+        # Whether this pass validates every record of its files (a language scan skips lines unparsed).
+        complete = self.num_shards == 1 and self.language is None
+        unreported: list[tuple[str, int]] = []  # of a partial pass: remembered once it has logged them
         index = 0  # record number across all files, for sharding
         for path in self.paths:
             if not tf.io.gfile.exists(path):
@@ -315,13 +361,20 @@ class RowReader:
                         continue
                     if self.strict:
                         raise DataError(f"{path}:{number}: {reason}" + (f" ({detail})" if detail else ""))
-                    stats.add(reason, f"{path}:{number}")
+                    reported = _row_reported(path, number, reason, self.schema, self.max_chars)
+                    stats.add(reason, f"{path}:{number}", reported)
+                    if not reported and not complete:
+                        unreported.append((path, number))
                     continue
                 if self._keep(row):
                     stats.rows += 1
                     yield row, f"{path}:{number}"
         # Only a completed pass logs, once: a consumer that stops early has not seen every row.
         stats.log(self.describe())
+        if complete:
+            mark_bad_rows_reported(self.paths, self.schema, self.max_chars)
+        for path, number in unreported:
+            _reported_lines[path].add(number)
 
     def without_filters(self) -> "RowReader":
         """The same files and shard, every language and row."""

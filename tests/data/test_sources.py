@@ -105,6 +105,69 @@ def test_shards_are_disjoint_and_cover_every_row(tmp_path):
         list(sources.AyaJsonlReader([str(path)], strict=True, shard_index=1, num_shards=2))
 
 
+def _skip_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+
+
+def test_each_bad_row_is_reported_once_per_process(tmp_path, caplog):
+    # Bad rows in fra and eng lines: one malformed, one over-long (with max_chars 60), one without inputs.
+    fra = json.dumps({"inputs": "bonjour " * 10, "targets": "salut", "language_code": "fra"}).encode()
+    lines = [_good(0), b'{"inputs": "a", "language_code": "fra"', _good(1), fra, _good(2), b'{"targets": "b", "language_code": "eng"}']  # fmt: skip
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    expected = {
+        "malformed JSON": f"{path}:2",
+        "over-long row": f"{path}:4",
+        "missing field 'inputs'": f"{path}:6",
+    }
+    paths = [str(path)]
+    with caplog.at_level(logging.WARNING):
+        # The passes of one training process, in the pipeline's order: the row count when the source is
+        # registered (twice: the second from its cache), vocabulary training (no max_chars), two epochs of two
+        # hosts' shards, a language's rows, and an eval split read again on every repeat.
+        for _ in range(2):
+            counts = source_files.count_rows(
+                paths, sources.AYA_DATASET, strict=False, max_chars=60, cache_dir=tmp_path / "counts"
+            )
+        assert counts.bad == {reason: 1 for reason in expected}
+        vocab_pass = sources.RowReader(paths, strict=False)
+        assert len(list(vocab_pass)) == 4 and vocab_pass.stats.bad_rows == 2  # the long row is kept here
+        for _epoch in range(2):
+            for shard in range(2):
+                list(sources.RowReader(paths, strict=False, shard_index=shard, num_shards=2, max_chars=60))
+        list(sources.RowReader(paths, strict=False, language="fra", max_chars=60))
+        eval_reader = sources.RowReader(paths, strict=False, max_chars=60)
+        for _ in range(3):
+            assert len(list(eval_reader)) == 3
+            assert eval_reader.stats.first == expected  # a pass's stats still count every bad row
+    # Once each, by the first (uncached) count.
+    assert sorted(_skip_warnings(caplog)) == sorted(
+        f"{path}: skipped 1 row(s): {reason} (first at {where})" for reason, where in expected.items()
+    )
+
+
+def test_partial_passes_report_their_rows_once(tmp_path, caplog):
+    lines = [_good(0), b"{broken", _good(1), b"[1]", _good(2), b'{"targets": "b", "language_code": "eng"}']
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+    def read(**kw):
+        caplog.clear()
+        list(sources.RowReader([str(path)], strict=False, **kw))
+        return _skip_warnings(caplog)
+
+    with caplog.at_level(logging.WARNING):
+        # Host 1 of 2 sees lines 2, 4 and 6; host 0 none of them; a rerun of either reports nothing new.
+        assert len(read(shard_index=1, num_shards=2)) == 3
+        assert read(shard_index=0, num_shards=2) == []
+        assert read(shard_index=1, num_shards=2) == []
+        assert read(shard_index=1, num_shards=3) == []  # lines 2 and 5: only line 2 is bad, and reported
+        assert read() == []  # the whole file: every bad row was reported by a partial pass
+        # A lower limit makes rows over-long that no pass has reported: those, and only those.
+        assert read(max_chars=10) == [f"{path}: skipped 3 row(s): over-long row (first at {path}:1)"]
+        assert read(max_chars=10, shard_index=0, num_shards=2) == []
+
+
 def test_missing_file_is_one_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nope\.jsonl: no such data file"):
         list(sources.AyaJsonlReader([str(tmp_path / "nope.jsonl")], strict=False))
