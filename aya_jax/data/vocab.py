@@ -81,7 +81,9 @@ def balanced_text(rows: Iterable[Mapping[str, str]], max_rows_per_language: int 
                     yield row[field]
 
 
-def _character_coverage(sentences: Sequence[str], size: int, coverage: float) -> float:
+def _character_coverage(
+    sentences: Sequence[str], size: int, coverage: float, size_field: str = "config.data.vocab.size"
+) -> float:
     """`coverage`, lowered for small vocabularies so that single characters take at most half of the pieces
     left after the 256 byte pieces and 3 specials, but not below SentencePiece's floor of 0.98. At 0.9995 the
     default data needs ~3500 characters (mostly Han); a 2000-piece model leaves the rarer ones to byte
@@ -92,7 +94,7 @@ def _character_coverage(sentences: Sequence[str], size: int, coverage: float) ->
     needed_at_floor = int(np.searchsorted(cumulative, _MIN_COVERAGE)) + 1
     if needed_at_floor > free:
         raise ValueError(
-            f"config.data.vocab.size={size} is too small for this text: covering {_MIN_COVERAGE:.0%} of its "
+            f"{size_field}={size} is too small for this text: covering {_MIN_COVERAGE:.0%} of its "
             f"characters takes {needed_at_floor} pieces besides 259 byte and special pieces (try >= "
             f"{2 * needed_at_floor + 259})"
         )
@@ -110,14 +112,19 @@ def train_sentencepiece(
     cache_dir: pathlib.Path,
     name: str = "spm",
     user_defined_symbols: Sequence[str] = (),
+    size_field: str = "config.data.vocab.size",
 ) -> pathlib.Path:
     """Train (or reuse from `cache_dir`) a SentencePiece model on `sentences`; returns the .model path.
-    `user_defined_symbols` (e.g. the chat template's markers) become single pieces, never split."""
+    `user_defined_symbols` (e.g. the chat template's markers) become single pieces, never split. The model
+    may have fewer than `size` pieces (`hard_vocab_limit` is off); messages name the config field that asked
+    for `size`, `size_field`."""
     sentences = list(sentences)[:MAX_SENTENCES]
     options = dict(SENTENCEPIECE_OPTIONS, vocab_size=size)
     if user_defined_symbols:
         options["user_defined_symbols"] = ",".join(user_defined_symbols)
-    options["character_coverage"] = _character_coverage(sentences, size, options["character_coverage"])
+    options["character_coverage"] = _character_coverage(
+        sentences, size, options["character_coverage"], size_field
+    )
     digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
     for s in sentences:
         digest.update(s.encode("utf-8") + b"\0")
@@ -139,9 +146,14 @@ def train_sentencepiece(
         **options,
     )
     cache.atomic_write_bytes(path, model.getvalue())
-    log.info(
-        "trained a %d-piece SentencePiece model on %d sentences in %.1fs: %s",
-        size, len(sentences), time.perf_counter() - start, path,
+    # The model's own count: without a hard limit, text with too few distinct pieces gives fewer than `size`,
+    # and the model's count is the vocabulary the run gets.
+    pieces = spm.SentencePieceProcessor(model_proto=model.getvalue()).get_piece_size()
+    asked = "" if pieces == size else f" ({size_field} asked for {size}: this text gives no more)"
+    log.log(
+        logging.INFO if pieces == size else logging.WARNING,
+        "trained a %d-piece SentencePiece model%s on %d sentences in %.1fs: %s",
+        pieces, asked, len(sentences), time.perf_counter() - start, path,
     )  # fmt: skip
     return path
 

@@ -118,7 +118,11 @@ def run(config, workdir: str) -> VocabSummary:
         raise ValueError(f"config.data.task={data.task!r}: no text to train a vocabulary on")
     symbols = chat_template.SPECIAL_TOKENS  # reserved whatever the format: one vocabulary serves both
     cached = vocab.train_sentencepiece(
-        sentences, size=int(options.size), cache_dir=out_dir / "cache", user_defined_symbols=symbols
+        sentences,
+        size=int(options.size),
+        cache_dir=out_dir / "cache",
+        user_defined_symbols=symbols,
+        size_field="config.train_vocab.size",
     )
     model_path = out_dir / f"spm_{int(options.size)}.model"
     shutil.copyfile(cached, model_path)

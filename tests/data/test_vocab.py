@@ -1,6 +1,7 @@
 """Vocabularies: the trained SentencePiece model round-trips every script; the Command-R tokenizer matches
 llama.cpp's reference tokenizations."""
 
+import logging
 import pickle
 import time
 
@@ -78,6 +79,25 @@ def test_sentencepiece_8000_pieces_trains_fast(data_dir, make_data_config, tmp_p
     print(f"\nSentencePiece: 8000 pieces on {len(text)} sentences in {seconds:.1f}s")
     assert seconds < 30
     assert seqio.SentencePieceVocabulary(str(path)).vocab_size == 8000
+
+
+def test_a_smaller_model_than_asked_for_says_so(tmp_path, caplog):
+    # A dozen sentences hold far fewer than 8000 pieces; without a hard limit SentencePiece stops early.
+    with caplog.at_level(logging.INFO, logger="aya_jax.data.vocab"):
+        path = vocab.train_sentencepiece(SENTENCES, size=8000, cache_dir=tmp_path)
+    pieces = seqio.SentencePieceVocabulary(str(path)).vocab_size
+    assert pieces < 8000
+    [message] = [r.getMessage() for r in caplog.records if "trained" in r.getMessage()]
+    assert message.startswith(
+        f"trained a {pieces}-piece SentencePiece model (config.data.vocab.size asked for 8000: this text gives no more)"
+    )
+    # The train_vocab job names its own field.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="aya_jax.data.vocab"):
+        vocab.train_sentencepiece(
+            SENTENCES, size=7000, cache_dir=tmp_path, size_field="config.train_vocab.size"
+        )
+    assert "-piece SentencePiece model (config.train_vocab.size asked for 7000:" in caplog.text
 
 
 def test_bad_vocab_config_is_one_clear_error(data_config):
