@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import logging
 import math
+import pathlib
 import time
 from typing import Any
 
@@ -244,6 +245,41 @@ def _eval_label(row: dict[str, Any]) -> str:
     return {"sft": "SFT", "offline": "offline"}.get(row["stage"], f"iter {row['iteration']}")
 
 
+def _cell(row: dict[str, Any], key: str, spec: str) -> str:
+    """`row[key]` formatted with `spec` ("9.4f"); metrics.jsonl holds a non-finite value as null (listed under
+    "nonfinite"), shown as nan, as the run's own evaluation would be."""
+    value = row.get(key)
+    if value is None:
+        return f"{'nan' if key in row.get('nonfinite', ()) else '-':>{int(spec.split('.')[0])}}"
+    return format(value, spec)
+
+
+def summary_lines(summary: loop.RunSummary, jsonl: pathlib.Path, verifiable_name: str) -> list[str]:
+    """The summary box's held-out table, one row per evaluation. A run that evaluated nothing (a rerun of a
+    finished run trains nothing) shows the whole run's evaluations from `jsonl` (a step evaluated twice, by
+    a redone step, once: the later row); with none there either, it says what happened."""
+    evals = summary.evaluations
+    lines = []
+    if summary.end_step == summary.start_step and not summary.preempted:
+        lines.append(
+            f"  nothing trained in this run (resumed at step {summary.start_step}, already finished)"
+        )
+    if not evals and jsonl.exists():
+        by_step = {r["step"]: r for r in metrics.read_jsonl(jsonl) if r.get("kind") == "eval"}
+        evals = [by_step[step] for step in sorted(by_step)]
+        if lines and evals:
+            lines[-1] += "; the run's evaluations from its metrics.jsonl:"
+    if evals:
+        lines.append(f"  held-out      {'RM score':>9}  {verifiable_name:>10}  {'KL':>7}  length")
+        for r in evals:
+            v = _cell(r, "verifiable", "10.4f") if "verifiable" in r else " " * 10
+            lines.append(
+                f"  {_eval_label(r):<12}  {_cell(r, 'score', '9.4f')}  {v}  {_cell(r, 'kl', '7.3f')}  "
+                f"{_cell(r, 'completion_length', '6.1f')}"
+            )
+    return lines
+
+
 # ============================================================================================================
 # The objective in the loop
 # ============================================================================================================
@@ -391,13 +427,7 @@ class Dpo(loop.Objective):
 
     def finish(self, run, state, summary):
         name = str(self.d.verifiable_reward)
-        if summary.evaluations:
-            summary.lines.append(f"  held-out      {'RM score':>9}  {name:>10}  {'KL':>7}  length")
-            for r in summary.evaluations:
-                v = f"{r['verifiable']:10.4f}" if "verifiable" in r else " " * 10
-                summary.lines.append(
-                    f"  {_eval_label(r):<12}  {r['score']:9.4f}  {v}  {r['kl']:7.3f}  {r['completion_length']:6.1f}"
-                )
+        summary.lines += summary_lines(summary, run.writer.jsonl_path, name)
         summary.results["evaluations"] = summary.evaluations
         jsonl = run.writer.jsonl_path
         if run.is_writer and bool(self.config.train.plot) and jsonl.exists():

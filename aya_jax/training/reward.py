@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from aya_jax import losses, plots, pretrained
+from aya_jax import losses, metrics, plots, pretrained
 from aya_jax.data import languages, tasks
 from aya_jax.models import reward
 from aya_jax.training import accumulate, loop
@@ -134,6 +134,29 @@ def init_state(model, tx, abstract_state, state_sh, source_checkpoints: pathlib.
     return state, init_step
 
 
+def summary_figures(summary: loop.RunSummary, jsonl: pathlib.Path) -> tuple[list[str], dict[str, Any]]:
+    """(the summary box's lines on training, the last evaluation). A run that trained or evaluated nothing (a
+    rerun of a finished run) takes the whole run's first and last train rows and last evaluation from `jsonl`
+    instead, and says that it trained nothing."""
+    first, last, evals = summary.first, summary.last, summary.evaluations
+    lines = []
+    if summary.end_step == summary.start_step and not summary.preempted:
+        lines.append(
+            f"  nothing trained in this run (resumed at step {summary.start_step}, already finished)"
+        )
+    if not (first and evals) and jsonl.exists():
+        rows = metrics.read_jsonl(jsonl)
+        train = [r for r in rows if r.get("kind") == "train"]
+        if not first and train:
+            first, last = train[0], train[-1]
+        evals = evals or [r for r in rows if r.get("kind") == "eval"]
+        if lines and (first or evals):
+            lines[-1] += "; the run's figures from its metrics.jsonl:"
+    if first and first.get("loss") is not None and last.get("loss") is not None:
+        lines.append(f"  train loss    {first['loss']:.4f} -> {last['loss']:.4f}")
+    return lines, (evals[-1] if evals else {})
+
+
 # ============================================================================================================
 # The objective in the loop
 # ============================================================================================================
@@ -190,9 +213,8 @@ class Reward(loop.Objective):
         return {"loss": f"{m['loss']:.3f}", "acc": f"{m['accuracy']:.2f}"}
 
     def finish(self, run, state, summary):
-        last = summary.evaluations[-1] if summary.evaluations else {}
-        if summary.first:
-            summary.lines.append(f"  train loss    {summary.first['loss']:.4f} -> {summary.last['loss']:.4f}")
+        lines, last = summary_figures(summary, run.writer.jsonl_path)
+        summary.lines += lines
         per_language = {k[len("accuracy/") :]: v for k, v in last.items() if k.startswith("accuracy/")}
         if last:
             summary.lines.append(

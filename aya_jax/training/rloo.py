@@ -52,6 +52,7 @@ form one global array, so the leave-one-out baseline and the update see all of t
 from __future__ import annotations
 
 import logging
+import pathlib
 import time
 from typing import Any
 
@@ -61,6 +62,7 @@ import numpy as np
 import optax
 
 from aya_jax import losses, plots
+from aya_jax.metrics import read_jsonl
 from aya_jax.models import cohere
 from aya_jax.training import loop, rollouts, scoring
 from aya_jax.training import state as ts
@@ -137,6 +139,39 @@ def make_update_step(
 
 def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
+
+
+def _of(row: dict[str, Any], key: str) -> str:
+    """`row[key]` for the summary; metrics.jsonl holds a non-finite value as null, listed in "nonfinite"."""
+    return "nan" if key in row.get("nonfinite", ()) else _fmt(row.get(key))
+
+
+def summary_lines(summary: loop.RunSummary, jsonl: pathlib.Path) -> list[str]:
+    """The summary box's held-out reward (first -> last evaluation) and KL (last train row) lines. A run that
+    logged neither (a rerun of a finished run trains nothing) takes them from the whole run's rows in
+    `jsonl`; with none there either, it says what happened instead of printing placeholders."""
+    evals, last = summary.evaluations, summary.last
+    lines = []
+    if summary.end_step == summary.start_step and not summary.preempted:
+        lines.append(
+            f"  nothing trained in this run (resumed at step {summary.start_step}, already finished)"
+        )
+    if not (evals and last) and jsonl.exists():
+        rows = read_jsonl(jsonl)
+        if not evals:
+            evals = [r for r in rows if r.get("kind") == "eval"]
+        if not last:
+            last = next((r for r in reversed(rows) if r.get("kind") == "train"), {})
+        if lines and (evals or last):
+            lines[-1] += "; the run's figures from its metrics.jsonl:"
+    first_eval, last_eval = (evals[0], evals[-1]) if evals else ({}, {})
+    for key, label in (("reward", "sampled"), ("reward_greedy", "greedy")):
+        if key in first_eval or key in last_eval:
+            name = f"  held-out reward ({label})"
+            lines.append(f"{name:<29}{_of(first_eval, key)} -> {_of(last_eval, key)}")
+    if "kl" in last:
+        lines.append(f"  KL to the reference        {_of(last, 'kl')} (last step)")
+    return lines
 
 
 class Rloo(loop.Objective):
@@ -266,13 +301,7 @@ class Rloo(loop.Objective):
         return {**self.policy.source_record(), "iteration": iteration, "seed": int(self.config.seed)}
 
     def finish(self, run, state, summary):
-        evals = summary.evaluations
-        first, last = (evals[0], evals[-1]) if evals else ({}, {})
-        summary.lines += [
-            f"  held-out reward (sampled)  {_fmt(first.get('reward'))} -> {_fmt(last.get('reward'))}",
-            f"  held-out reward (greedy)   {_fmt(first.get('reward_greedy'))} -> {_fmt(last.get('reward_greedy'))}",
-            f"  KL to the reference        {_fmt(summary.last.get('kl'))} (last step)",
-        ]
+        summary.lines += summary_lines(summary, run.writer.jsonl_path)
         if self.times["total"]:
             t = {name: float(np.median(v)) for name, v in self.times.items()}
             summary.lines.append(

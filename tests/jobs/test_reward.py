@@ -1,11 +1,13 @@
 """The reward-model trainer: its step is the Bradley–Terry loss of the model's scores (accumulation equal to one
 batch), held-out sums per language, a trained model reloaded onto a mesh, config errors; end to end through
-`python -m aya_jax.main` from a tiny SFT checkpoint: held-out accuracy clearly above chance, and a SIGTERM'd run
-that resumes where it stopped (matching an uninterrupted run), not from step 0."""
+`python -m aya_jax.main` from a tiny SFT checkpoint: held-out accuracy clearly above chance, a SIGTERM'd run
+that resumes where it stopped (matching an uninterrupted run), not from step 0, and a rerun of a finished run
+that adds no metric rows and reports the run's figures."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 
 import jax
@@ -245,3 +247,25 @@ def test_sigterm_then_rerun_resumes_and_matches_the_uninterrupted_run(
     np.testing.assert_allclose(
         final["accuracy"], runs.metric_rows(ref_dir, "eval")[-1]["accuracy"], atol=1e-6
     )
+
+
+@pytest.mark.slow
+def test_rerun_of_a_finished_run_adds_no_rows_and_reports_the_run(
+    tiny_reward_model, data_dir, sft_run, tmp_path
+):
+    workdir = tmp_path / "reward"
+    shutil.copytree(tiny_reward_model, workdir)  # the session's run stays as the other tests expect it
+    before = (workdir / "metrics.jsonl").read_text()
+    # The fixture's own command, again: it resumes at its last step and has nothing left to do.
+    proc = runs.run(
+        "configs/reward.py", workdir, data_dir, "--config.data.seq_len=64", "--config.reward.prompt_len=32",
+        "--config.train.steps=4", "--config.reward.max_eval_pairs=16", "--config.mesh.shape=(2,2,2)",
+        f"--config.checkpoint.init_from={sft_run}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"resumed from {workdir / 'checkpoints'} step 4" in proc.stderr
+    assert (workdir / "metrics.jsonl").read_text() == before  # nothing trained, evaluated or logged again
+    # The summary says so, and shows the finished run's figures from its metrics.jsonl.
+    assert "nothing trained in this run (resumed at step 4, already finished)" in proc.stderr
+    last = runs.metric_rows(workdir, "eval")[-1]
+    assert f"held-out accuracy {last['accuracy']:.3f} on {int(last['pairs'])} pairs" in proc.stderr
