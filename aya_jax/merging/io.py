@@ -27,7 +27,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from orbax.checkpoint.experimental import v1 as ocp_v1  # partial saves (orbax >= 0.12)
 
-from aya_jax import hf, sharding
+from aya_jax import checkpoint, hf, sharding
 from aya_jax.defaults.checks import ConfigError
 from aya_jax.merging import methods as merging
 
@@ -213,7 +213,7 @@ def prepare_output(workdir: pathlib.Path, step: int, report_name: str) -> pathli
 
 class OutputWriter:
     """Writes merged leaves in groups of at least `flush_bytes` with orbax partial saves, then finalises the
-    step in the trainers' layout (`state` + `data`)."""
+    step in the trainers' layout (`state` + `data` + `digests`, so that whatever reads it verifies it)."""
 
     def __init__(self, step_dir: pathlib.Path, flush_bytes: int):
         self._partial = ocp_v1.partial
@@ -221,6 +221,7 @@ class OutputWriter:
         self._buffer: dict[str, jax.Array] = {}
         self._bytes = 0
         self.saves = 0
+        self._digests: dict[str, str] = {}  # the trainers' per-array digests (aya_jax/checkpoint.py)
 
     def add(self, name: str, value: jax.Array) -> None:
         self._buffer[name] = value
@@ -233,6 +234,12 @@ class OutputWriter:
         if self._buffer:
             tree["params"] = merging.unflatten(self._buffer)
         if tree:
+            digests, nonfinite = checkpoint.tree_digests(tree)
+            if nonfinite:
+                raise checkpoint.CheckpointError(
+                    f"the merge produced non-finite values in tensor {nonfinite[0]}"
+                )
+            self._digests.update(digests)
             self._partial.save(self.step_dir, tree)
             self.saves += 1
         self._buffer, self._bytes = {}, 0
@@ -240,6 +247,11 @@ class OutputWriter:
     def finalize(self, rng_seed: int, data: dict[str, Any]) -> None:
         self.flush({"step": jnp.zeros((), jnp.int32), "rng": jax.random.PRNGKey(rng_seed)})
         self._partial.finalize(self.step_dir)
-        ocp.Checkpointer(ocp.JsonCheckpointHandler()).save(
-            self.step_dir / "data", args=ocp.args.JsonSave(data)
-        )
+        json_items = {
+            "data": data,
+            "digests": {"format": checkpoint.DIGEST_FORMAT, "tensors": self._digests},
+        }
+        for item, value in json_items.items():
+            ocp.Checkpointer(ocp.JsonCheckpointHandler()).save(
+                self.step_dir / item, args=ocp.args.JsonSave(value)
+            )

@@ -306,15 +306,13 @@ def model_identity(config: Any) -> dict[str, Any]:
 def _claim_workdir(
     config: Any, workdir: pathlib.Path, checkpoint_dir: Any
 ) -> tuple[workdirs.Lock | None, dict[str, Any] | None]:
-    """Before anything is written (aya_jax/workdirs.py): the workdir is writable, no other run holds it, it
-    is this job's and this model's, and config.checkpoint.init_from is not a reward model. Process 0 decides;
+    """Before anything is written (aya_jax/workdirs.py): config.checkpoint.init_from is not a reward model, the
+    workdir is this job's and this model's, it is writable and no other run holds it. Process 0 decides;
     on several hosts every process learns the outcome, so all stop together. Returns (the lock, the owner
     record to write with the first checkpoint)."""
     lock, owner, error = None, None, None
     if jax.process_index() == 0:
-        try:
-            workdirs.check_writable(workdir, "--workdir")
-            lock = workdirs.Lock(workdir)
+        try:  # the read-only checks first: a refused workdir is not touched at all
             if config.checkpoint.init_from:
                 source = workdirs.recorded_job(config.checkpoint.init_from)
                 if source == "reward":
@@ -328,6 +326,8 @@ def _claim_workdir(
             owner = workdirs.claim(
                 workdir, str(config.job), model_identity(config), has_checkpoints=has_checkpoints
             )
+            workdirs.check_writable(workdir, "--workdir")
+            lock = workdirs.Lock(workdir)
         except workdirs.WorkdirError as e:
             error = e
             if lock is not None:

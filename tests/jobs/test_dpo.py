@@ -232,6 +232,7 @@ DPO_ARGS = [
     "--config.mesh.shape=(2,2,2)", "--config.optimizer.learning_rate=3e-3",
     # The tiny SFT policy almost never stops by itself: no EOS penalty, so the ranking is the reward model's.
     "--config.dpo.missing_eos_penalty=0",
+    "--config.checkpoint.keep=3",  # the fault tests damage two checkpoints and resume from the third
 ]  # fmt: skip
 
 

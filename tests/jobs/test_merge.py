@@ -9,6 +9,7 @@ import pathlib
 import subprocess
 import sys
 
+import faults  # tests/faults.py
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -76,6 +77,12 @@ def runs(tmp_path_factory):
         "a": (root / "a", _write_run(root / "a", [1, 2, 3])),
         "b": (root / "b", _write_run(root / "b", [4])[1]),
     }
+
+
+def _paths(tree, prefix=()):
+    """The leaf paths of an orbax metadata tree (nested dicts)."""
+    for key, value in tree.items():
+        yield from _paths(value, (*prefix, key)) if isinstance(value, dict) else [(*prefix, key)]
 
 
 def _config(method, **merge_fields):
@@ -167,6 +174,18 @@ def test_output_is_a_params_only_checkpoint_in_the_trainer_layout_sharded_like_t
     assert tuple(q.partition_spec) == (None, "fsdp", "tensor", None) and list(q.shape) == [1, 8, 1]
     data = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(root / "0" / "data")
     assert data["merged"] is True and data["method"] == "linear"
+    # Digests of every array, as the trainers write them: whatever reads the merge verifies it.
+    ck = checkpoint.Checkpointer(root, async_save=False)
+    digests = ck.saved_digests(0)
+    ck.close()
+    names = {"/".join(p) for p in _paths(tree)}
+    assert set(digests) == names, sorted(set(digests) ^ names)[:4]
+    _load(tmp_path / "out", runs["a"][1][1])  # reads back verified
+    faults.overwrite_middle(root / "0")
+    with pytest.raises(
+        checkpoint.CheckpointError, match=r"checkpoint step 0 (fails verification: tensor|holds non)"
+    ):
+        _load(tmp_path / "out", runs["a"][1][1])
     with pytest.raises(merge_job.MergeConfigError, match="already holds a checkpoint"):
         merge_job.run(config, str(tmp_path / "out"))
 
