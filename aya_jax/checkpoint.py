@@ -7,9 +7,10 @@ A checkpoint step holds three items:
 
 Digests. orbax checks the structure of what it reads, not the bytes: a checkpoint whose data file had bytes
 overwritten can load "fine" with wrong values (the run then trains on garbage and rotates the good checkpoints
-away). Each array's digest is two 32-bit lanes of  Σ_i mix(bits_i XOR mix(i·φ + seed))  mod 2^32  over its
-elements (bits_i: the element's bit pattern; i: its flat index; mix: MurmurHash3's 32-bit finaliser; φ: the
-golden-ratio constant; one seed per lane). A sum of per-element terms is independent of how the array is laid
+away). Each array's digest is two 32-bit lanes of  Σ_i mix(bits_i XOR (i·φ + seed))  mod 2^32  over its
+elements (bits_i: the element's bit pattern; i: its flat index; mix: MurmurHash3's 32-bit finaliser, which
+flips each output bit with probability ~1/2 for any input change, so a changed or moved element changes the
+term pseudo-randomly; φ: the golden-ratio constant; one seed per lane). A sum of per-element terms is independent of how the array is laid
 out over devices and hosts — every device reduces its shard and the mesh adds the partial sums — so a
 checkpoint written on one mesh verifies on another, and it costs one read of the state on the devices that hold
 it (no host gather). Integer arithmetic makes it exact on every backend. A random corruption goes unnoticed
@@ -306,8 +307,8 @@ def _leaf_digest(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     index = jnp.zeros(bits.shape, jnp.uint32)
     for axis in range(bits.ndim):  # the flat (row-major) index, built from iotas: no [size] constant
         index = index * jnp.uint32(bits.shape[axis]) + jax.lax.broadcasted_iota(jnp.uint32, bits.shape, axis)
-    lanes = [jnp.sum(_fmix32(bits ^ _fmix32(index * jnp.uint32(_PHI) + jnp.uint32(seed))), dtype=jnp.uint32)
-             for seed in _SEEDS]  # fmt: skip
+    spread = index * jnp.uint32(_PHI)
+    lanes = [jnp.sum(_fmix32(bits ^ (spread + jnp.uint32(seed))), dtype=jnp.uint32) for seed in _SEEDS]
     finite = jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.inexact) else jnp.bool_(True)
     return jnp.stack(lanes), finite
 

@@ -18,10 +18,12 @@ import os
 import pathlib
 import platform
 import shutil
+import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # configs/
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

@@ -149,7 +149,7 @@ def _numpy_digest(x: np.ndarray) -> str:
     index = np.arange(bits.size, dtype=np.uint32)
     with np.errstate(over="ignore"):
         lanes = [
-            int(np.sum(fmix(bits ^ fmix(index * np.uint32(0x9E3779B9) + np.uint32(seed))), dtype=np.uint32))
+            int(np.sum(fmix(bits ^ (index * np.uint32(0x9E3779B9) + np.uint32(seed))), dtype=np.uint32))
             for seed in (0x243F6A88, 0x85A308D3)
         ]
     return f"{lanes[0]:08x}-{lanes[1]:08x}"
