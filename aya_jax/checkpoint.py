@@ -251,17 +251,25 @@ def load_params(
             )
         candidates = [step] if step is not None else list(reversed(steps))
         for candidate in candidates:
-            restored = ckpt._manager.restore(
-                candidate,
-                args=ocp.args.Composite(
-                    state=ocp.args.PyTreeRestore(
-                        item={"params": abstract_params},
-                        restore_args=jax.tree.map(_restore_arg, {"params": abstract_params}),
-                        partial_restore=True,
-                    )
-                ),
-            )
-            problem = ckpt.verify(candidate, restored["state"])
+            try:
+                restored = ckpt._manager.restore(
+                    candidate,
+                    args=ocp.args.Composite(
+                        state=ocp.args.PyTreeRestore(
+                            item={"params": abstract_params},
+                            restore_args=jax.tree.map(_restore_arg, {"params": abstract_params}),
+                            partial_restore=True,
+                        )
+                    ),
+                )
+            except Exception as e:  # noqa: BLE001 - damaged files fail in many ways; shape mismatches are not that
+                text = str(e)
+                if "not compatible with the stored shape" in text:  # the caller's model, not the files
+                    raise
+                problem = f"does not load ({type(e).__name__}: {text.splitlines()[0][:200] if text else ''})"
+                restored = None
+            else:
+                problem = ckpt.verify(candidate, restored["state"])
             if problem is None:
                 return candidate, restored["state"]["params"]
             if step is not None or candidate == candidates[-1]:

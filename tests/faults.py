@@ -22,9 +22,9 @@ def data_files(step_dir: pathlib.Path) -> list[pathlib.Path]:
     return sorted(files, key=lambda p: p.stat().st_size, reverse=True)
 
 
-def overwrite_middle(step_dir: pathlib.Path) -> None:
-    """1,000 random bytes over the middle of the largest data file: the file still parses."""
-    path = data_files(step_dir)[0]
+def overwrite_middle(step_dir: pathlib.Path, path: pathlib.Path | None = None) -> None:
+    """1,000 random bytes over the middle of a data file (default: the largest): the file still parses."""
+    path = path or data_files(step_dir)[0]
     data = bytearray(path.read_bytes())
     middle = len(data) // 2
     data[middle : middle + 1000] = np.random.default_rng(0).integers(0, 256, 1000, dtype=np.uint8).tobytes()
