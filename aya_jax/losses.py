@@ -305,6 +305,31 @@ def completion_log_probs(
     return jnp.sum(logp * weights.astype(jnp.float32), axis=-1)
 
 
+def token_log_probs_and_greedy(
+    hidden: Array, kernel: Array, targets: Array, *, logit_scale: float = 1.0, chunk_size: int = 1024
+) -> tuple[Array, Array]:
+    """(log p(target_t) [batch, len] fp32, whether target_t is the argmax of its distribution [batch, len]) from
+    the final hidden states [batch, len, embed] and the output kernel [vocab, embed]: what likelihood evaluation
+    reads (lm-evaluation-harness's `(logprob, is_greedy)`). Like `completion_log_probs`, `chunk_size` tokens at
+    a time, so [batch, len, vocab] logits never exist at once (no gradient here, so no remat). The argmax takes
+    the first of equal maxima, as torch.argmax does."""
+    batch, length = targets.shape
+    h = hidden.reshape(batch * length, hidden.shape[-1])
+    t = targets.reshape(-1).astype(jnp.int32)
+    n = h.shape[0]
+    chunk = min(int(chunk_size), n)
+
+    def chunk_scores(_, xs):
+        hc, tc = xs
+        logits = _chunk_logits(hc, kernel, float(logit_scale))  # [chunk, vocab] fp32
+        picked = jnp.take_along_axis(logits, tc[:, None], axis=-1)[:, 0]
+        greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32) == tc
+        return None, (picked - jax.nn.logsumexp(logits, axis=-1), greedy)
+
+    _, (logp, greedy) = jax.lax.scan(chunk_scores, None, (_chunked(h, chunk), _chunked(t, chunk)))
+    return logp.reshape(-1)[:n].reshape(batch, length), greedy.reshape(-1)[:n].reshape(batch, length)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # RLOO
 # ------------------------------------------------------------------------------------------------------------

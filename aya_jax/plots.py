@@ -194,3 +194,145 @@ def rloo_curves(jsonl_path: str | os.PathLike, png_path: str | os.PathLike, rewa
         ax.set_xlabel("RLOO step")
         ax.grid(alpha=0.3)
     return _save(fig, png_path)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Evaluations (aya_jax/evaluation/): one section per evaluator
+# ------------------------------------------------------------------------------------------------------------
+
+# --- Global-MMLU ---
+
+
+def global_mmlu_cs_ca(results: Mapping[str, Any], png_path: str | os.PathLike) -> pathlib.Path:
+    """Culturally sensitive (CS) vs agnostic (CA) accuracy per language from `global_mmlu.evaluate`'s
+    results: grouped bars with their bootstrap intervals as error bars; a language without items of a kind
+    gets no bar."""
+    per_language = results["per_language"]
+    order = list(per_language)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.5 + 0.35 * len(order)), 4), dpi=110)
+    width = 0.4
+    for k, (kind, color) in enumerate((("CS", "tab:red"), ("CA", "tab:blue"))):
+        figures = [per_language[lang][kind] for lang in order]
+        # NaN / None (no items of this kind) draw nothing rather than a zero bar that reads as 0% accuracy
+        mean = [f["mean"] if f.get("n") and f["mean"] is not None else float("nan") for f in figures]
+        low = [max(0.0, m - f["low"]) if m == m else 0.0 for m, f in zip(mean, figures, strict=True)]
+        high = [max(0.0, f["high"] - m) if m == m else 0.0 for m, f in zip(mean, figures, strict=True)]
+        macro = results["overall"]["macro"][kind]
+        label = kind if not macro.get("n") else f"{kind} (macro {macro['mean']:.3f})"
+        x = [i + (k - 0.5) * width for i in range(len(order))]
+        ax.bar(x, mean, width, yerr=[low, high], capsize=2, color=color, alpha=0.8, label=label)
+    ax.axhline(0.25, color="gray", lw=1, ls="--", label="chance 0.25")
+    ax.set_xticks(range(len(order)), order, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    level = f"{100 * results['confidence']:g}%"
+    ax.set_title(f"Global-MMLU {results['num_fewshot']}-shot: CS vs CA per language ({level} intervals)")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, png_path)
+
+
+# --- M-RewardBench ---
+
+
+def m_rewardbench_heatmap(results: Mapping[str, Any], png_path: str | os.PathLike) -> pathlib.Path:
+    """Accuracy per language (rows, the multilingual average last) x category (and the language score), each
+    cell annotated; a category a language lacks is left blank. `results` from m_rewardbench.evaluate."""
+    categories = ("Chat", "Chat-Hard", "Safety", "Reasoning")
+    languages = list(results["languages"])
+    grid = [
+        [r["categories"][c]["accuracy"] if c in r["categories"] else float("nan") for c in categories]
+        + [r["score"]["mean"]]
+        for r in (results["languages"][name] for name in languages)
+    ]
+    average = results["average"]
+    if average["languages"]:  # the average row: per category, the mean over the averaged languages having it
+        cells = []
+        for c in categories:
+            values = [
+                results["languages"][name]["categories"][c]["accuracy"]
+                for name in average["languages"]
+                if c in results["languages"][name]["categories"]
+            ]
+            cells.append(sum(values) / len(values) if values else float("nan"))
+        grid.append(cells + [average["mean"]])
+        languages.append("average")
+    fig, ax = plt.subplots(figsize=(6.5, 1.2 + 0.3 * len(languages)), dpi=110)
+    image = ax.imshow(grid, cmap="YlGn", vmin=0.0, vmax=1.0, aspect="auto")
+    for i, row in enumerate(grid):
+        for j, value in enumerate(row):
+            if value == value:  # not NaN
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(categories) + 1), [*categories, "score"], fontsize=8)
+    ax.set_yticks(range(len(languages)), languages, fontsize=7)
+    ax.xaxis.tick_top()
+    if average["languages"]:
+        ax.axhline(len(languages) - 1.5, color="black", lw=0.8)
+    fig.colorbar(image, ax=ax, label="accuracy (chosen > rejected)")
+    ax.set_title("M-RewardBench", fontsize=9, pad=18)
+    return _save(fig, png_path)
+
+
+# --- perplexity ---
+
+
+def _interval_errors(cells: Sequence[Mapping[str, float]]) -> list[list[float]]:
+    """matplotlib's [[below], [above]] error lengths of {mean, low, high} cells (0 where a bound is NaN)."""
+    below = [c["mean"] - c["low"] if c["low"] == c["low"] else 0.0 for c in cells]
+    above = [c["high"] - c["mean"] if c["high"] == c["high"] else 0.0 for c in cells]
+    return [below, above]
+
+
+def perplexity_by_language(results: Mapping[str, Any], png_path: str | os.PathLike) -> pathlib.Path:
+    """One checkpoint (aya_jax/evaluation/perplexity.py `perplexity`): perplexity per language with its
+    bootstrap interval, highest at the top; the token-weighted overall perplexity marked."""
+    languages = results["languages"]
+    order = sorted(languages, key=lambda c: (-languages[c]["perplexity"]["mean"], c))
+    cells = [languages[c]["perplexity"] for c in order]
+    fig, ax = plt.subplots(figsize=(7, 1.5 + 0.16 * len(order)), dpi=110)
+    ax.barh(range(len(order)), [c["mean"] for c in cells], xerr=_interval_errors(cells), color="tab:blue",
+            error_kw={"lw": 0.8, "capsize": 2})  # fmt: skip
+    overall = results["overall"]["micro"]["perplexity"]["mean"]
+    ax.axvline(overall, color="tab:orange", lw=1.2, label=f"all languages {overall:.2f}")
+    ax.set_yticks(range(len(order)), order, fontsize=7)
+    ax.set_ylim(len(order) - 0.5, -0.5)
+    ax.set_xlabel(f"perplexity per token ({100 * results['confidence']:g}% interval over texts)")
+    ax.set_title("held-out perplexity per language")
+    ax.legend(loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, png_path)
+
+
+def perplexity_change(results: Mapping[str, Any], png_path: str | os.PathLike) -> pathlib.Path:
+    """Two checkpoints (`compare`): perplexity before and after per language, ordered by the change (largest
+    rise at the top); and the top tokens' share of the loss rise in the language that rose most (all
+    languages pooled when none rose)."""
+    before, after = results["before"]["languages"], results["after"]["languages"]
+    change = results["languages"]
+    order = sorted(change, key=lambda c: (-change[c]["nll_change"]["mean"], c))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 1.8 + 0.2 * max(len(order), results["top"])), dpi=110)
+    ax = axes[0]
+    y = list(range(len(order)))
+    ax.barh([i - 0.2 for i in y], [before[c]["perplexity"]["mean"] for c in order], height=0.4,
+            color="tab:blue", label="before")  # fmt: skip
+    ax.barh([i + 0.2 for i in y], [after[c]["perplexity"]["mean"] for c in order], height=0.4,
+            color="tab:red", label="after")  # fmt: skip
+    ax.set_yticks(y, [f"{c} (×{change[c]['perplexity_ratio']['mean']:.3f})" for c in order], fontsize=7)
+    ax.set_ylim(len(order) - 0.5, -0.5)
+    ax.set_xlabel("perplexity per token")
+    ax.set_title("before and after (ratio after / before)", fontsize=9)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+
+    ax = axes[1]
+    lang = results.get("largest_rise")
+    rows = change[lang]["top_tokens"] if lang else results["overall"]["micro"]["top_tokens"]
+    # repr shows a token's leading space or newline, which a bare label would hide
+    labels = [f"{r['id']}: {r['text']!r} ({r['count']})" for r in rows]
+    ax.barh(range(len(rows)), [r["share"] for r in rows], color="tab:red")
+    ax.set_yticks(range(len(rows)), labels, fontsize=7)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xlabel("share of the total loss rise (sum Δloss / Σ positive sums)")
+    ax.set_title(f"tokens whose loss rose most: {lang or 'all languages'}", fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, png_path)

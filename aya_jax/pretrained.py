@@ -230,6 +230,65 @@ def stop_ids(codec: Any, model_cfg: Any) -> tuple[int, ...]:
 
 
 # ============================================================================================================
+# A model ready for inference (generation, evaluation)
+# ============================================================================================================
+
+
+@dataclasses.dataclass
+class InferenceModel:
+    model: nn.Module  # weights in the compute dtype: inference reads them every step
+    params: Any
+    codec: Any  # text <-> ids (aya_jax/data/vocab.py HfTokenizerCodec or SeqioCodec)
+    eos_ids: tuple[int, ...]  # the ids a completion ends at
+    step: int | None  # the checkpoint step read; None for a Hugging Face directory
+    source: str
+
+
+def load_inference_model(
+    source: str | pathlib.Path,
+    model_config: Any,
+    data_config: Any,
+    mesh: Mesh | None,
+    rules: Any,
+    *,
+    tokenizer: str = "",
+    field: str = "",
+) -> InferenceModel:
+    """Any checkpoint the project reads — a Hugging Face directory (config.json + safetensors + tokenizer.json),
+    an aya_jax run's workdir, its checkpoints/, one step directory, a merge's output — with its tokenizer, on
+    `mesh`. A run rebuilds its model from `model_config` and its vocabulary from `data_config` unless it
+    recorded a Hugging Face source (`model_of_run`); `tokenizer` (a tokenizer.json) overrides the codec.
+    `field`: the config field that named `source`, which every error starts with."""
+    prefix = f"{field}: " if field else ""
+    dtype = dtype_from_name(model_config.dtype, "config.model.dtype")
+    if is_hf_directory(source):
+        path = pathlib.Path(tokenizer or pathlib.Path(source) / "tokenizer.json")
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{prefix}{source} has no tokenizer.json (the checkpoint needs its tokenizer; give one with the "
+                "section's `tokenizer` field)"
+            )
+        codec = vocab.HfTokenizerCodec(path)
+        loaded = hf.load(source, mesh, rules, dtype=dtype, scan_layers=bool(model_config.scan_layers))
+        eos = tuple(dict.fromkeys(loaded.eos_ids + codec.eos_ids))
+        return InferenceModel(loaded.model, loaded.params, codec, eos, None, str(source))
+    if pathlib.Path(source).is_dir() and (pathlib.Path(source) / hf.CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{prefix}{source} has a config.json but no *.safetensors weights")
+    try:
+        run = resolve_run(source)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{prefix}{e}") from None
+    model, cfg, codec = model_of_run(model_config, data_config, run.workdir, str(tokenizer))
+    model = model.clone(param_dtype=dtype)  # inference: weights in the compute dtype halve what is read
+    step, params = load_params(
+        run.checkpoints, abstract_params(model, mesh, rules), step=run.step, field=field,
+        scan_layers=bool(model_config.scan_layers),
+    )  # fmt: skip
+    log.info("loaded step %d from %s", step, run.checkpoints)
+    return InferenceModel(model, params, codec, stop_ids(codec, cfg), step, str(source))
+
+
+# ============================================================================================================
 # Reward models
 # ============================================================================================================
 

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 from flax import struct
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 
 from aya_jax import sharding
 from aya_jax.data import chat_template
@@ -342,18 +342,10 @@ class Sampler:
 
     # -- placement ------------------------------------------------------------------------------------------
     def _context(self) -> contextlib.ExitStack:
-        """`with mesh, nn.logical_axis_rules(rules)`: the model's logical constraints resolve on this mesh."""
-        stack = contextlib.ExitStack()
-        if self.mesh is not None:
-            stack.enter_context(self.mesh)
-            stack.enter_context(nn.logical_axis_rules(self.rules))
-        return stack
+        return sharding.rules_context(self.mesh, self.rules)
 
     def _put_rows(self, x: np.ndarray) -> Array:
-        if self.mesh is None:
-            return jnp.asarray(x)
-        spec = sharding.batch_spec(self.rules, x.ndim)
-        return jax.device_put(x, NamedSharding(self.mesh, spec))
+        return sharding.put_rows(x, self.mesh, self.rules)
 
     def _check_length(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams) -> None:
         limit = self.family.max_positions(self.model.cfg)

@@ -7,6 +7,7 @@ parallel layouts are all just rules + mesh shape.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -271,6 +272,25 @@ def process_batch_rows(mesh: Mesh, rules: Rules, global_batch_size: int) -> rang
             "put the batch axes (config.mesh.rules 'act_batch') first in config.mesh.axes"
         )
     return range(lo, hi)
+
+
+def rules_context(mesh: Mesh | None, rules: Rules) -> contextlib.ExitStack:
+    """`with mesh, nn.logical_axis_rules(rules)`: a model's logical constraints resolve on this mesh (nothing
+    when `mesh` is None: one device)."""
+    stack = contextlib.ExitStack()
+    if mesh is not None:
+        stack.enter_context(mesh)
+        stack.enter_context(nn.logical_axis_rules(rules))
+    return stack
+
+
+def put_rows(x: np.ndarray, mesh: Mesh | None, rules: Rules) -> jax.Array:
+    """A NumPy batch that every host holds whole, as a global array sharded by rows (batch_spec): each host
+    places only the rows its devices hold, so this works on one host and on many."""
+    if mesh is None:
+        return jax.numpy.asarray(x)
+    sharding = NamedSharding(mesh, batch_spec(rules, x.ndim))
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
 
 def global_batch_from_host(

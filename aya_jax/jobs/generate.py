@@ -119,30 +119,16 @@ def output_path(g: Any, workdir: str) -> pathlib.Path:
     return path
 
 
-def _load(config: Any, mesh, rules) -> tuple[Any, Any, Any, tuple[int, ...]]:
-    """(model, params, codec, eos ids) from config.generate.hf_dir or .checkpoint_dir."""
+def _load(config: Any, mesh, rules) -> pretrained.InferenceModel:
+    """The model of config.generate.hf_dir or .checkpoint_dir."""
     g = config.generate
-    dtype = pretrained.dtype_from_name(config.model.dtype, "config.model.dtype")
     if g.hf_dir:
         hf.read_config(g.hf_dir)  # a wrong directory is reported as such, before anything else
-        tokenizer = pathlib.Path(g.tokenizer or pathlib.Path(g.hf_dir) / "tokenizer.json")
-        if not tokenizer.is_file():
-            raise FileNotFoundError(f"config.generate.tokenizer: no tokenizer.json at {tokenizer}")
-        codec = vocab.HfTokenizerCodec(tokenizer)
-        loaded = hf.load(g.hf_dir, mesh, rules, dtype=dtype, scan_layers=bool(config.model.scan_layers))
-        return loaded.model, loaded.params, codec, tuple(dict.fromkeys(loaded.eos_ids + codec.eos_ids))
-
-    run = pretrained.resolve_run(g.checkpoint_dir)
-    model, cfg, codec = pretrained.model_of_run(config.model, config.data, run.workdir, str(g.tokenizer))
-    model = model.clone(
-        param_dtype=dtype
-    )  # inference: weights in the compute dtype halve what decoding reads
-    step, params = pretrained.load_params(
-        run.checkpoints, pretrained.abstract_params(model, mesh, rules), step=run.step,
-        field="config.generate.checkpoint_dir",
+    field = "config.generate.hf_dir" if g.hf_dir else "config.generate.checkpoint_dir"
+    return pretrained.load_inference_model(
+        g.hf_dir or g.checkpoint_dir, config.model, config.data, mesh, rules, tokenizer=str(g.tokenizer),
+        field=field,
     )  # fmt: skip
-    log.info("loaded step %d from %s", step, run.checkpoints)
-    return model, params, codec, pretrained.stop_ids(codec, cfg)
 
 
 def encode_prompts(
@@ -179,7 +165,8 @@ def run(config: Any, workdir: str) -> GenerateSummary:
     mesh, rules = sharding.setup(config.mesh)
 
     t0 = time.perf_counter()
-    model, params, codec, eos_ids = _load(config, mesh, rules)
+    loaded = _load(config, mesh, rules)
+    model, params, codec, eos_ids = loaded.model, loaded.params, loaded.codec, loaded.eos_ids
     log.info("model ready in %.1f s (%s)", time.perf_counter() - t0, g.hf_dir or g.checkpoint_dir)
 
     chat = str(g.chat_template)
