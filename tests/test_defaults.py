@@ -21,6 +21,18 @@ def _valid_config() -> ml_collections.ConfigDict:
 
 # (dotted field under config, an out-of-range value): the value is just past the bound where there is one.
 OUT_OF_RANGE = [
+    ("eval.batch_size", 0),
+    ("eval.max_length", -1),
+    ("eval.rounds", 0),
+    ("eval.confidence", 1.0),
+    ("eval.num_fewshot", -1),
+    ("eval.max_items", -1),
+    ("eval.beta", 0.0),
+    ("eval.prompt_len", -1),
+    ("eval.max_texts", -1),
+    ("eval.top_tokens", 0),
+    ("eval.limit", -1),
+    ("eval.harness_num_fewshot", -2),
     ("aot.hbm_gib", -1.0),
     ("checkpoint.every", 0),
     ("checkpoint.keep", 0),

@@ -24,6 +24,7 @@ from aya_jax.defaults import (
     data,
     data_stats,
     dpo,
+    evaluation,
     generate,
     hf_convert,
     merge,
@@ -61,6 +62,7 @@ SECTIONS: dict[str, ModuleType] = {
     "model_info": model_info,
     "data_stats": data_stats,
     "train_vocab": train_vocab,
+    "eval": evaluation,
 }
 
 

@@ -315,7 +315,7 @@ def _score_all(
             raise ValueError(f"loglikelihood returned {len(answers)} results for {len(chunk)} requests")
         scores += [float(a[0]) for a in answers]
         if progress is not None:
-            progress(start + len(chunk))
+            progress(len(chunk))  # requests finished by this call (tqdm's update)
     return np.asarray(scores, dtype=np.float64).reshape(-1, len(CHOICES))
 
 
@@ -333,7 +333,7 @@ def evaluate(
     progress: Callable[[int], Any] | None = None,
 ) -> dict[str, Any]:
     """Score every item with `loglikelihood` (all requests in one call, or `batch` at a time with
-    `progress(n_done)` after each) and aggregate (module docstring). A JSON-ready dict."""
+    `progress(n)` after each with the n requests it finished) and aggregate (module docstring). A JSON-ready dict."""
     items = [item for language in items_by_language for item in items_by_language[language]]
     scores = _score_all(requests(items, dev, num_fewshot, chat), loglikelihood, batch, progress)
     for item, row in zip(items, scores, strict=True):

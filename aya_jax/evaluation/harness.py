@@ -40,7 +40,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
 from tqdm.auto import tqdm
 
-from aya_jax import defaults, pretrained, sampling, sharding
+from aya_jax import defaults, sampling, sharding
 from aya_jax.evaluation import likelihood
 
 log = logging.getLogger(__name__)
@@ -102,22 +102,14 @@ class AyaJaxLM(TemplateLM):
             if mesh_shape:
                 cfg.mesh.shape = tuple(int(x) for x in str(mesh_shape).split(","))
             mesh, rules = sharding.setup(cfg.mesh)
-            loaded = pretrained.load_inference_model(
-                checkpoint,
-                cfg.model,
-                cfg.data,
-                mesh,
-                rules,
-                tokenizer=tokenizer,
-                field="model_args checkpoint",
-            )
-            scorer = likelihood.Scorer(
-                loaded.model, loaded.params, mesh=mesh, rules=rules, pad_id=loaded.codec.pad_id,
-                batch_size=_int_or(batch_size, 32), max_length=int(max_length),
+            text_model = likelihood.TextModel.from_checkpoint(
+                checkpoint, cfg.model, cfg.data, mesh, rules, tokenizer=tokenizer,
+                batch_size=_int_or(batch_size, 32), max_length=int(max_length), field="model_args checkpoint",
             )  # fmt: skip
-            text_model = likelihood.TextModel(scorer, loaded.codec, add_special_tokens=add_bos_token)
+            text_model.add_special_tokens = add_bos_token
+            scorer = text_model.scorer
             sampler = sampling.Sampler(
-                loaded.model, loaded.params, mesh=mesh, rules=rules, pad_id=loaded.codec.pad_id
+                scorer.model, scorer.params, mesh=mesh, rules=rules, pad_id=scorer.pad_id
             )
         self.text_model, self.sampler = text_model, sampler
         self.max_gen_toks = int(max_gen_toks)

@@ -41,7 +41,7 @@ import numpy as np
 from flax import linen as nn
 from jax.sharding import Mesh
 
-from aya_jax import losses, sharding
+from aya_jax import losses, pretrained, sharding
 from aya_jax.data import chat_template
 from aya_jax.models import families
 
@@ -233,6 +233,21 @@ class TextModel:
         bos = codec.encode(chat_template.BOS, False) if codec.has_cohere_chat_tokens else []
         self.bos_id = int(bos[0]) if len(bos) == 1 else None
         self.prefix_id = self.bos_id if self.bos_id is not None else self.eot_id
+
+    @classmethod
+    def from_checkpoint(
+        cls, source: str, model_config: Any, data_config: Any, mesh: Mesh | None, rules: Any, *,
+        tokenizer: str = "", batch_size: int = 32, max_length: int = 0, field: str = "",
+    ) -> TextModel:  # fmt: skip
+        """Any checkpoint the project reads (`pretrained.load_inference_model`) with its tokenizer, on `mesh`."""
+        loaded = pretrained.load_inference_model(
+            source, model_config, data_config, mesh, rules, tokenizer=tokenizer, field=field
+        )
+        scorer = Scorer(
+            loaded.model, loaded.params, mesh=mesh, rules=rules, pad_id=loaded.codec.pad_id,
+            batch_size=batch_size, max_length=max_length,
+        )  # fmt: skip
+        return cls(scorer, loaded.codec)
 
     @property
     def max_length(self) -> int:

@@ -342,7 +342,7 @@ def score(
         chosen[start : start + k] = out[:k]
         rejected[start : start + k] = out[k:]
         if progress is not None:
-            progress(start + k)
+            progress(k)  # pairs finished by this call (tqdm's update)
     return chosen, rejected
 
 

@@ -5,13 +5,17 @@ location costs one line rather than a finished evaluation."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pathlib
-from collections.abc import Sequence
+import sys
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+from tqdm import tqdm
 
 from aya_jax import workdirs
 
@@ -61,3 +65,34 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(map(str, headers)) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+@dataclasses.dataclass
+class EvalSummary:
+    name: str
+    headline: str  # one line: the figure that matters, with its interval
+    outputs: dict[str, str]  # what -> path
+    results: dict[str, Any]
+    seconds: float
+
+
+def progress(total: int, unit: str, desc: str) -> tqdm:
+    """The progress bar of an evaluation (stderr, process 0): items/s."""
+    return tqdm(total=total, unit=unit, desc=desc, dynamic_ncols=True, file=sys.stderr, mininterval=1.0,
+                disable=jax.process_index() != 0)  # fmt: skip
+
+
+def finish(
+    name: str, out: pathlib.Path, results: dict[str, Any], markdown: str, headline: str, t0: float,
+    draw: Callable[[pathlib.Path], dict[str, pathlib.Path]] | None = None, plot: bool = True,
+) -> EvalSummary:  # fmt: skip
+    """Write the results (and `draw`'s PNGs), print the headline and where every output went."""
+    outputs = {k: str(v) for k, v in write(out, results, markdown).items()}
+    if plot and draw is not None and jax.process_index() == 0:
+        outputs.update({k: str(v) for k, v in draw(out).items() if v is not None})
+    seconds = time.perf_counter() - t0
+    if jax.process_index() == 0:
+        print(f"{name}: {headline}  ({seconds:.0f} s)")
+        for what, path in outputs.items():
+            print(f"  {what:<12} {path}")
+    return EvalSummary(name, headline, outputs, results, seconds)

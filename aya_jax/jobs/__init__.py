@@ -20,11 +20,24 @@ JOBS: dict[str, str] = {
     "reward": "aya_jax.jobs.reward:train",
     "dpo": "aya_jax.jobs.dpo:train",
     "rloo": "aya_jax.jobs.rloo:train",
+    "eval_global_mmlu": "aya_jax.jobs.evaluate:global_mmlu",
+    "eval_m_rewardbench": "aya_jax.jobs.evaluate:m_rewardbench",
+    "eval_perplexity": "aya_jax.jobs.evaluate:perplexity",
+    "eval_harness": "aya_jax.jobs.eval_harness:run",
 }
+# What a job needs beyond the core dependencies: the extra that installs it.
+EXTRAS = {"eval_harness": "eval"}
 
 
 def get_job(name: str) -> Callable[[Any, str], Any]:
     if name not in JOBS:
         raise ValueError(f"config.job: unknown job {name!r} (known: {', '.join(sorted(JOBS))})")
     module, fn = JOBS[name].split(":")
-    return getattr(importlib.import_module(module), fn)
+    try:
+        return getattr(importlib.import_module(module), fn)
+    except ModuleNotFoundError as e:
+        if name not in EXTRAS:
+            raise
+        raise ValueError(
+            f"config.job: {name!r} needs the package {e.name!r}: pip install -e '.[{EXTRAS[name]}]'"
+        ) from None

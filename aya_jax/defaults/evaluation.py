@@ -1,0 +1,96 @@
+"""config.eval: the evaluation jobs (aya_jax/jobs/evaluate.py; the evaluators in aya_jax/evaluation/).
+
+One section for the four jobs: what they share (the checkpoint, its tokenizer, batching, the bootstrap) once,
+then each evaluation's own fields. A job checks only the fields it reads."""
+
+import ml_collections
+
+from aya_jax.defaults.checks import Section
+
+CHAT_TEMPLATES = ("none", "cohere")
+
+
+def defaults() -> ml_collections.ConfigDict:
+    e = ml_collections.ConfigDict()
+    # --- the model (every job) ---
+    e.checkpoint = ""  # an HF directory, an aya_jax run (workdir, checkpoints/, a step directory) or a merge
+    e.tokenizer = (
+        ""  # tokenizer.json[.gz]; "" = <HF dir>/tokenizer.json, or the run's vocabulary (config.data)
+    )
+    e.batch_size = 32  # rows per jitted batch (rounded up to a multiple of the mesh's batch devices)
+    e.max_length = 0  # tokens a row may hold; 0 = the model's maximum (2048 for mT5)
+    # --- reporting ---
+    e.rounds = 1000  # bootstrap resamples behind every interval
+    e.confidence = 0.95
+    e.plot = True
+    # --- Global-MMLU (eval_global_mmlu) ---
+    e.data_dir = (
+        ""  # Global-MMLU / Global-MMLU-Lite / M-RewardBench in the published layout: <dir>/<lang>/<split>-*
+    )
+    e.languages = ()  # () = every language folder present
+    e.split = "test"
+    e.num_fewshot = 0  # k shots from the `dev` split (the first k of the item's subject)
+    e.chat_template = (
+        "none"  # none | cohere: the prompt as one user turn of the Cohere chat template (instruct)
+    )
+    e.max_items = 0  # per language; 0 = all (a quick look at a large benchmark)
+    # --- M-RewardBench (eval_m_rewardbench): a classifier reward model, or a DPO policy against a reference ---
+    e.reward_model = ""  # a `reward` run's workdir: scores with its model
+    e.reference = ""  # with `checkpoint` (the policy): the implicit reward beta * (log pi - log pi_ref)
+    e.beta = 0.1  # the DPO run's config.dpo.beta
+    e.prompt_len = 0  # prompt tokens kept (its last); 0 = the reward run's config.reward.prompt_len default
+    e.data_format = "chat"  # chat | raw: how the reward / DPO run formatted its pairs (config.data.format)
+    # --- perplexity (eval_perplexity) ---
+    e.texts = ""  # NTREX-128 jsonl (one field per language) or jsonl rows with text_field + language_field
+    e.text_field = ""  # "" = the NTREX layout; e.g. "targets" for Aya Dataset rows
+    e.language_field = "language_code"
+    e.max_texts = 0  # per language; 0 = all
+    e.compare_to = ""  # a second checkpoint (after continued training): per-language change, tokens that rose
+    e.top_tokens = 20
+    # --- lm-evaluation-harness (eval_harness) ---
+    e.tasks = ()  # harness task names, e.g. ("global_mmlu_full_fr",) or local ones under include_path
+    e.include_path = ""  # a folder of task YAMLs (local data files: dataset_path json|parquet + data_files)
+    e.limit = 0  # documents per task; 0 = all
+    e.harness_num_fewshot = -1  # -1 = each task's own
+    return e
+
+
+def validate(e: ml_collections.ConfigDict, config: ml_collections.ConfigDict) -> None:
+    s = Section(e, "eval")
+    job = config.job
+    if job == "eval_m_rewardbench":
+        if bool(e.reward_model) == bool(e.checkpoint):
+            s.fail(
+                "reward_model",
+                "set exactly one of reward_model (a reward run) and checkpoint (+ reference: a DPO policy); "
+                f"got reward_model={e.reward_model!r}, checkpoint={e.checkpoint!r}",
+            )
+        if e.checkpoint and not e.reference:
+            s.fail("reference", "the implicit reward of checkpoint (a DPO policy) needs its reference model")
+    elif job.startswith("eval_") and not e.checkpoint:
+        s.fail(
+            "checkpoint", "no model to evaluate (an HF directory, an aya_jax run or step directory, a merge)"
+        )
+    if job in ("eval_global_mmlu", "eval_m_rewardbench") and not e.data_dir:
+        s.fail(
+            "data_dir", "the benchmark's files in the published layout (<dir>/<language>/<split>-*.parquet)"
+        )
+    if job == "eval_perplexity" and not e.texts:
+        s.fail("texts", "held-out text: the NTREX-128 jsonl or jsonl rows (text_field, language_field)")
+    if job == "eval_harness" and not e.tasks:
+        s.fail("tasks", "no harness task to run, e.g. --config.eval.tasks=\"('global_mmlu_full_fr',)\"")
+    s.at_least("batch_size", 1)
+    s.at_least("max_length", 0)
+    s.at_least("rounds", 1)
+    if not 0 < e.confidence < 1:
+        s.fail("confidence", f"must be in (0, 1), got {e.confidence}")
+    s.at_least("num_fewshot", 0)
+    s.one_of("chat_template", CHAT_TEMPLATES)
+    s.at_least("max_items", 0)
+    s.at_least("max_texts", 0)
+    s.at_least("top_tokens", 1)
+    s.at_least("limit", 0)
+    s.at_least("harness_num_fewshot", -1)
+    s.greater("beta", 0.0)
+    s.at_least("prompt_len", 0)
+    s.one_of("data_format", ("chat", "raw"))

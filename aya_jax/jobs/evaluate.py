@@ -1,0 +1,189 @@
+"""The evaluation jobs: one evaluator (aya_jax/evaluation/) on one checkpoint, results in `<workdir>/<eval>/`.
+
+    python -m aya_jax.main --config configs/eval_global_mmlu.py --config.eval.checkpoint=/ckpt/aya-expanse-8b \\
+        --config.eval.data_dir=/data/Global-MMLU --config.eval.languages="('fr','sw')" --config.eval.num_fewshot=5
+    python -m aya_jax.main --config configs/eval_m_rewardbench.py --config.eval.reward_model=workdirs/reward \\
+        --config.eval.data_dir=/data/m-rewardbench
+    python -m aya_jax.main --config configs/eval_perplexity.py --config.eval.checkpoint=workdirs/quickstart \\
+        --config.eval.texts=../shared/data/parallel/ntrex128_subset/ntrex128_first300_40langs.jsonl
+
+Each job checks its config and reads its data before it loads a model (bad input costs one line, not a model
+load), loads any checkpoint the project reads (`pretrained.load_inference_model`: an HF directory, an aya_jax run
+or step directory, a merge; Cohere and mT5) onto `config.mesh`, scores with a progress bar (items/s), and writes
+`results.json`, `results.md` and its PNGs into `<workdir>/<eval>/` (process 0; every host scores its share of
+each batch). The last lines printed say where everything went. (lm-evaluation-harness tasks: aya_jax/jobs/eval_harness.py.)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from aya_jax import defaults, plots, pretrained, sharding
+from aya_jax.data import chat_template
+from aya_jax.evaluation import global_mmlu as gm
+from aya_jax.evaluation import likelihood, report, reward_scores
+from aya_jax.evaluation import m_rewardbench as mrb
+from aya_jax.evaluation import perplexity as ppl
+
+log = logging.getLogger(__name__)
+
+SECTIONS = ("model", "mesh", "data", "eval")
+
+
+def text_model(config: Any, source: str, field: str, mesh, rules) -> likelihood.TextModel:
+    e = config.eval
+    return likelihood.TextModel.from_checkpoint(
+        source, config.model, config.data, mesh, rules, tokenizer=str(e.tokenizer),
+        batch_size=int(e.batch_size), max_length=int(e.max_length), field=field,
+    )  # fmt: skip
+
+
+# ============================================================================================================
+# Global-MMLU
+# ============================================================================================================
+
+
+def global_mmlu(config: Any, workdir: str) -> report.EvalSummary:
+    defaults.validate(config, SECTIONS)
+    e, t0 = config.eval, time.perf_counter()
+    out = report.output_dir(workdir, "global_mmlu")
+    items = gm.load(e.data_dir, tuple(e.languages), str(e.split))
+    if e.max_items:
+        items = {lang: rows[: int(e.max_items)] for lang, rows in items.items()}
+    dev = gm.load(e.data_dir, tuple(items), "dev") if e.num_fewshot else None
+    mesh, rules = sharding.setup(config.mesh)
+    model = text_model(config, str(e.checkpoint), "config.eval.checkpoint", mesh, rules)
+    chat = chat_template.prompt_text if e.chat_template == "cohere" else None
+    n = sum(len(rows) for rows in items.values())
+    with report.progress(n, "item", "Global-MMLU") as bar:
+        results = gm.evaluate(
+            items, model.loglikelihood, dev=dev, num_fewshot=int(e.num_fewshot), chat=chat,
+            rounds=int(e.rounds), confidence=float(e.confidence), seed=int(config.seed),
+            batch=len(gm.CHOICES) * int(e.batch_size), progress=lambda k: bar.update(k // len(gm.CHOICES)),
+        )  # fmt: skip
+    results["checkpoint"] = str(e.checkpoint)
+    overall = results["overall"]
+    headline = (
+        f"accuracy {_interval(overall['macro']['all'])} (macro over {len(items)} languages; micro "
+        f"{_interval(overall['micro']['all'])}); CS {_interval(overall['macro']['CS'])}, "
+        f"CA {_interval(overall['macro']['CA'])}"
+    )
+    return report.finish(
+        "Global-MMLU", out, results, gm.markdown(results), headline, t0,
+        lambda d: {"CS vs CA": plots.global_mmlu_cs_ca(results, d / "cs_ca_by_language.png")}, bool(e.plot),
+    )  # fmt: skip
+
+
+def _interval(d: dict[str, Any]) -> str:
+    if not d.get("n"):
+        return "—"
+    return f"{d['mean']:.3f} [{d['low']:.3f}, {d['high']:.3f}]"
+
+
+# ============================================================================================================
+# M-RewardBench
+# ============================================================================================================
+
+
+def _reward_function(config: Any, mesh, rules) -> Any:
+    """The classifier reward model of config.eval.reward_model, or the implicit reward of the DPO policy
+    config.eval.checkpoint against config.eval.reference."""
+    e = config.eval
+    chat = e.data_format == "chat"
+    prompt_len = int(e.prompt_len) or int(defaults.base_config().reward.prompt_len)
+    if e.reward_model:
+        try:
+            loaded = pretrained.load_reward_model(str(e.reward_model), mesh, rules)
+        except (FileNotFoundError, ValueError) as err:
+            raise type(err)(f"config.eval.reward_model: {err}") from None
+        return reward_scores.classifier_reward(
+            loaded, mesh=mesh, rules=rules, prompt_len=prompt_len, seq_len=int(config.data.seq_len), chat=chat,
+            batch_size=int(e.batch_size),
+        )  # fmt: skip
+    policy = text_model(config, str(e.checkpoint), "config.eval.checkpoint", mesh, rules)
+    reference = text_model(config, str(e.reference), "config.eval.reference", mesh, rules)
+    return reward_scores.implicit_reward(
+        policy.scorer, reference.scorer, policy.codec, beta=float(e.beta), chat=chat, prompt_len=prompt_len,
+        seq_len=int(config.data.seq_len),
+    )  # fmt: skip
+
+
+def m_rewardbench(config: Any, workdir: str) -> report.EvalSummary:
+    defaults.validate(config, SECTIONS)
+    e, t0 = config.eval, time.perf_counter()
+    out = report.output_dir(workdir, "m_rewardbench")
+    pairs = mrb.read(e.data_dir, tuple(e.languages))
+    if e.max_items:
+        by_language: dict[str, list[Any]] = {}
+        for pair in pairs:
+            by_language.setdefault(pair.language, []).append(pair)
+        pairs = [p for rows in by_language.values() for p in rows[: int(e.max_items)]]
+    mesh, rules = sharding.setup(config.mesh)
+    reward = _reward_function(config, mesh, rules)
+    with report.progress(len(pairs), "pair", "M-RewardBench") as bar:
+        results = mrb.evaluate(
+            pairs, reward, batch=int(e.batch_size), progress=bar.update, rounds=int(e.rounds),
+            confidence=float(e.confidence), seed=int(config.seed),
+        )  # fmt: skip
+    results["reward"] = str(e.reward_model) or f"{e.checkpoint} vs {e.reference} (beta {e.beta})"
+    average = results["average"]
+    headline = f"average accuracy {_interval(average)} over {len(average.get('languages', []))} languages"
+    if results.get("english"):
+        headline += f"; English {_interval(results['english'])}"
+    return report.finish(
+        "M-RewardBench", out, results, mrb.markdown(results), headline, t0,
+        lambda d: {"heatmap": plots.m_rewardbench_heatmap(results, d / "language_by_category.png")}, bool(e.plot),
+    )  # fmt: skip
+
+
+# ============================================================================================================
+# Perplexity
+# ============================================================================================================
+
+
+def perplexity(config: Any, workdir: str) -> report.EvalSummary:
+    defaults.validate(config, SECTIONS)
+    e, t0 = config.eval, time.perf_counter()
+    out = report.output_dir(workdir, "perplexity")
+    limit = int(e.max_texts)
+    if e.text_field:
+        texts = ppl.read_jsonl(
+            str(e.texts), str(e.text_field), str(e.language_field), tuple(e.languages), limit
+        )
+    else:
+        texts = ppl.read_parallel(str(e.texts), tuple(e.languages), limit)
+    mesh, rules = sharding.setup(config.mesh)
+    before = text_model(config, str(e.checkpoint), "config.eval.checkpoint", mesh, rules)
+    n = sum(len(v) for v in texts.values())
+    common = dict(
+        rounds=int(e.rounds), confidence=float(e.confidence), seed=int(config.seed), batch=int(e.batch_size)
+    )
+    if not e.compare_to:
+        with report.progress(n, "text", "perplexity") as bar:
+            results = ppl.perplexity(texts, before.token_scores, progress=bar.update, **common)
+        micro = results["overall"]["micro"]
+        headline = (
+            f"perplexity {_interval(micro['perplexity'])}, {micro['bits_per_byte']:.3f} bits/byte "
+            f"(token-weighted, {len(texts)} languages)"
+        )
+        png = ("per language", plots.perplexity_by_language, "perplexity_by_language.png")
+    else:
+        after = text_model(config, str(e.compare_to), "config.eval.compare_to", mesh, rules)
+
+        def decode(token: int) -> str:
+            return before.codec.decode([int(token)])
+
+        with report.progress(2 * n, "text", "perplexity (before, after)") as bar:
+            results = ppl.compare(texts, before.token_scores, after.token_scores, decode, top=int(e.top_tokens),
+                                  progress=bar.update, **common)  # fmt: skip
+        ratio = results["overall"]["micro"]["perplexity_ratio"]
+        headline = f"perplexity after / before {_interval(ratio)} (token-weighted); largest rise: {results['largest_rise']}"
+        png = ("change", plots.perplexity_change, "perplexity_change.png")
+    results.update(checkpoint=str(e.checkpoint), compare_to=str(e.compare_to), texts=str(e.texts))
+    what, plot, name = png
+    return report.finish(
+        "perplexity", out, results, ppl.markdown(results), headline, t0, lambda d: {what: plot(results, d / name)},
+        bool(e.plot),
+    )  # fmt: skip

@@ -1,0 +1,134 @@
+"""The evaluation jobs end to end through main, on the tiny SFT run of the session (the quickstart's model and
+SentencePiece vocabulary): Global-MMLU on files in the published layout (parquet and jsonl, 1-shot, 8 simulated
+devices), perplexity on real NTREX-128 sentences (one checkpoint, and two compared), lm-eval tasks in local files
+through the `eval_harness` job; and their bad input — each one line, exit 2, nothing written."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import runs  # the helper module beside this file
+
+pytestmark = pytest.mark.slow
+
+MESH = "--config.mesh.shape=(2,2,2)"
+SFT = (
+    "--config.data.seq_len=64",
+)  # runs.tiny_sft's data flags (the vocabulary is the same whatever seq_len)
+QUESTIONS = {
+    "fr": ("Quelle est la capitale de la France ?", ["Paris", "Lyon", "Marseille", "Nice"]),
+    "sw": ("Mji mkuu wa Kenya ni upi?", ["Mombasa", "Nairobi", "Kisumu", "Nakuru"]),
+    "hi": ("भारत की राजधानी क्या है?", ["मुंबई", "कोलकाता", "नई दिल्ली", "चेन्नई"]),
+}
+
+
+def _row(lang, i, answer_index, label):
+    question, options = QUESTIONS[lang]
+    return {
+        "sample_id": f"{lang}/{i}", "subject": "geography", "subject_category": "Humanities",
+        "question": f"{question} ({i})", "option_a": options[0], "option_b": options[1], "option_c": options[2],
+        "option_d": options[3], "answer": "ABCD"[answer_index], "required_knowledge": "", "time_sensitive": "No",
+        "reference": "", "culture": "", "region": "", "country": "", "cultural_sensitivity_label": label,
+        "is_annotated": label != "-",
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def global_mmlu_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("global_mmlu")
+    for lang in QUESTIONS:
+        (root / lang).mkdir()
+        test = [_row(lang, i, i % 4, ["CS", "CA", "-"][i % 3]) for i in range(6)]
+        dev = [_row(lang, 100 + i, 2, "-") for i in range(2)]
+        if lang == "sw":  # the jsonl form of the layout
+            (root / lang / "test.jsonl").write_text(
+                "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in test)
+            )
+            (root / lang / "dev.jsonl").write_text(
+                "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in dev)
+            )
+        else:
+            pq.write_table(pa.Table.from_pylist(test), root / lang / "test-00000-of-00001.parquet")
+            pq.write_table(pa.Table.from_pylist(dev), root / lang / "dev-00000-of-00001.parquet")
+    return root
+
+
+def test_global_mmlu_job_writes_results_table_and_plot(tmp_path, data_dir, sft_run, global_mmlu_dir):
+    proc = runs.run(
+        "configs/eval_global_mmlu.py", tmp_path, data_dir, *SFT, MESH, f"--config.eval.checkpoint={sft_run}",
+        f"--config.eval.data_dir={global_mmlu_dir}", "--config.eval.num_fewshot=1", "--config.eval.rounds=200",
+        "--config.eval.batch_size=8",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "global_mmlu"
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["per_language"]) == set(QUESTIONS)
+    assert len(results["predictions"]) == 18
+    for p in results["predictions"]:
+        assert len(p["loglikelihoods"]) == 4 and all(x < 0 for x in p["loglikelihoods"])
+    acc = [p["correct"] for p in results["predictions"]]
+    assert results["overall"]["micro"]["all"]["mean"] == pytest.approx(sum(acc) / len(acc), abs=1e-12)
+    assert (out / "results.md").read_text().count("|") > 20
+    assert (out / "cs_ca_by_language.png").stat().st_size > 1000
+    assert "Global-MMLU: accuracy" in proc.stdout and str(out / "results.json") in proc.stdout
+    assert "item" in proc.stderr  # the progress bar's unit
+
+
+def test_perplexity_job_on_ntrex_and_a_comparison(tmp_path, data_dir, sft_run, shared_data):
+    ntrex = shared_data / "parallel/ntrex128_subset/ntrex128_first300_40langs.jsonl"
+    common = (*SFT, MESH, f"--config.eval.texts={ntrex}", "--config.eval.languages=('eng','fra','hin','arb')",
+              "--config.eval.max_texts=6", "--config.eval.rounds=100", f"--config.eval.checkpoint={sft_run}")  # fmt: skip
+    proc = runs.run("configs/eval_perplexity.py", tmp_path / "one", data_dir, *common)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "one/perplexity/results.json").read_text())
+    per_language = results["languages"] if "languages" in results else results["per_language"]
+    assert set(per_language) == {"eng", "fra", "hin", "arb"}
+    assert (tmp_path / "one/perplexity/perplexity_by_language.png").is_file()
+    # The same checkpoint compared with itself: no change, no token rose.
+    proc = runs.run("configs/eval_perplexity.py", tmp_path / "two", data_dir, *common,
+                    f"--config.eval.compare_to={sft_run}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    compared = json.loads((tmp_path / "two/perplexity/results.json").read_text())
+    assert compared["kind"] == "perplexity_compare"
+    assert (tmp_path / "two/perplexity/perplexity_change.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "flags, culprit",
+    [
+        (("--config.eval.checkpoint=/nonexistent/run",), "config.eval.checkpoint"),
+        (("--config.eval.data_dir=/nonexistent/gmmlu",), "/nonexistent/gmmlu"),
+        (("--config.eval.languages=('xx',)",), "'xx'"),
+        (("--config.eval.num_fewshot=1", "BAD_DEV"), "'dev'"),
+        (("BAD_ANSWER",), "field 'answer'"),
+    ],
+)
+def test_global_mmlu_bad_input_is_one_line(tmp_path, data_dir, sft_run, global_mmlu_dir, flags, culprit):
+    data = tmp_path / "data"
+    (data / "fr").mkdir(parents=True)
+    rows = [_row("fr", i, 0, "CA") for i in range(3)]
+    if "BAD_ANSWER" in flags:
+        rows[1]["answer"] = "E"
+    pq.write_table(pa.Table.from_pylist(rows), data / "fr" / "test-00000-of-00001.parquet")
+    flags = [f for f in flags if f not in ("BAD_ANSWER", "BAD_DEV")]
+    args = [*SFT, f"--config.eval.checkpoint={sft_run}", f"--config.eval.data_dir={data}", *flags]
+    proc = runs.run("configs/eval_global_mmlu.py", tmp_path / "out", data_dir, *args)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = runs.error_lines(proc.stderr)
+    assert len(errors) == 1 and culprit in errors[0], proc.stderr[-2000:]
+    assert not (tmp_path / "out" / "global_mmlu").exists()
+
+
+def test_an_hf_checkpoint_without_a_tokenizer_is_one_line(tmp_path, data_dir, global_mmlu_dir):
+    hf_dir = tmp_path / "hf"
+    hf_dir.mkdir()
+    (hf_dir / "config.json").write_text(json.dumps({"model_type": "cohere"}))
+    (hf_dir / "model.safetensors").write_bytes(b"")
+    proc = runs.run("configs/eval_global_mmlu.py", tmp_path / "out", data_dir, f"--config.eval.checkpoint={hf_dir}",
+                    f"--config.eval.data_dir={global_mmlu_dir}")  # fmt: skip
+    assert proc.returncode == 2
+    errors = runs.error_lines(proc.stderr)
+    assert len(errors) == 1 and "config.eval.checkpoint" in errors[0] and "tokenizer.json" in errors[0], (
+        errors
+    )
