@@ -21,6 +21,12 @@ def _valid_config() -> ml_collections.ConfigDict:
 
 # (dotted field under config, an out-of-range value): the value is just past the bound where there is one.
 OUT_OF_RANGE = [
+    ("evals.every", -1),
+    ("evals.max_items", 0),
+    ("evals.num_fewshot", -1),
+    ("evals.max_texts", 0),
+    ("evals.batch_size", 0),
+    ("evals.rounds", 0),
     ("eval.batch_size", 0),
     ("eval.max_length", -1),
     ("eval.rounds", 0),

@@ -24,6 +24,7 @@ from aya_jax.defaults import (
     data,
     data_stats,
     dpo,
+    evals,
     evaluation,
     generate,
     hf_convert,
@@ -63,6 +64,7 @@ SECTIONS: dict[str, ModuleType] = {
     "data_stats": data_stats,
     "train_vocab": train_vocab,
     "eval": evaluation,
+    "evals": evals,
 }
 
 

@@ -18,13 +18,14 @@ import jax.numpy as jnp
 
 from aya_jax import optimizers, pretrained, rewards
 from aya_jax.data import pipeline, preference_default, prompt_converters
+from aya_jax.evaluation import periodic
 from aya_jax.training import dpo as objective
 from aya_jax.training import loop, policy, prompt_sets, rollouts, scoring
 from aya_jax.training import state as ts
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("model", "mesh", "data", "train", "optimizer", "checkpoint", "metrics", "dpo")
+SECTIONS = ("model", "mesh", "data", "train", "optimizer", "checkpoint", "metrics", "dpo", "evals")
 QUICKSTART_HINT = "run the quickstart first: python -m aya_jax.main --config configs/quickstart.py"
 
 
@@ -121,7 +122,8 @@ def train(config: Any, workdir: str) -> loop.RunSummary:
             train_prompts=train_prompts, eval_prompts=eval_prompts, eval_index=eval_index,
             sample_params=rollouts.sampling_params(d, setup.eos_ids), resumed=resumed, identity=identity,
         )  # fmt: skip
-        return loop.train(run, dpo, setup.state, setup.start_step)
+        benchmarks = periodic.for_run(config, setup.model, setup.codec, run.mesh, run.rules)  # config.evals
+        return loop.train(run, dpo, setup.state, setup.start_step, benchmarks=benchmarks)
 
 
 def _check_fit(run: loop.Run, config: Any, max_positions: int) -> None:

@@ -16,13 +16,14 @@ from typing import Any
 import jax
 
 from aya_jax import optimizers, pretrained, rewards
+from aya_jax.evaluation import periodic
 from aya_jax.training import loop, policy, prompt_sets, rollouts, scoring
 from aya_jax.training import rloo as objective
 from aya_jax.training import state as ts
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("model", "mesh", "data", "train", "optimizer", "checkpoint", "metrics", "rloo")
+SECTIONS = ("model", "mesh", "data", "train", "optimizer", "checkpoint", "metrics", "rloo", "evals")
 QUICKSTART_HINT = "run the quickstart first: python -m aya_jax.main --config configs/quickstart.py"
 
 
@@ -86,7 +87,8 @@ def train(config: Any, workdir: str) -> loop.RunSummary:
             sample_params=rollouts.sampling_params(r, setup.eos_ids),
             greedy_params=rollouts.sampling_params(r, setup.eos_ids, greedy=True), schedule=schedule,
         )  # fmt: skip
-        return loop.train(run, rloo, setup.state, setup.start_step)
+        benchmarks = periodic.for_run(config, setup.model, setup.codec, run.mesh, run.rules)  # config.evals
+        return loop.train(run, rloo, setup.state, setup.start_step, benchmarks=benchmarks)
 
 
 def _check_fit(run: loop.Run, config: Any, max_positions: int) -> None:

@@ -19,6 +19,7 @@ import jax
 
 from aya_jax import hf, optimizers, pretrained
 from aya_jax.data import feature_converters, languages, pipeline, vocab
+from aya_jax.evaluation import periodic
 from aya_jax.models import families
 from aya_jax.training import loop, prompt_sets
 from aya_jax.training import sft as objective
@@ -26,7 +27,7 @@ from aya_jax.training import state as ts
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("model", "mesh", "data", "train", "optimizer", "checkpoint", "metrics")
+SECTIONS = ("model", "mesh", "data", "train", "optimizer", "checkpoint", "metrics", "evals")
 
 
 def train(config: Any, workdir: str) -> loop.RunSummary:
@@ -123,7 +124,10 @@ def train(config: Any, workdir: str) -> loop.RunSummary:
             identity=identity, throughput=throughput, plot_title=f"{config.model.preset} SFT on {config.data.task}",
             replies=_replies(config, run, model, model_cfg, spec, max_tokens=min(lengths["inputs"], 128)),
         )  # fmt: skip
-        return loop.train(run, sft, state, start)
+        benchmarks = periodic.for_run(
+            config, model, vocab.SeqioCodec(spec.vocab), run.mesh, run.rules
+        )  # config.evals
+        return loop.train(run, sft, state, start, benchmarks=benchmarks)
 
 
 def _read_hf_config(hf_init_dir: str) -> dict[str, Any]:

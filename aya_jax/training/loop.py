@@ -418,6 +418,10 @@ class Objective:
     def should_evaluate(self, iteration: int, config: Any) -> bool:
         return iteration % int(config.train.eval_every) == 0
 
+    def policy_params(self, state: Any) -> Any:
+        """The language model's params in `state` that config.evals scores (the policy's)."""
+        return state.params
+
     def should_save(self, iteration: int) -> bool:
         """A checkpoint after `iteration` besides config.checkpoint.every and the last one."""
         return False
@@ -559,8 +563,9 @@ def progress_bar(config: Any, start: int, total: int, unit: str, desc: str) -> t
                 mininterval=1.0)  # fmt: skip
 
 
-def train(run: Run, objective: Objective, state: Any, start: int) -> RunSummary:
-    """Run `objective` from iteration `start` to `objective.total` (module docstring)."""
+def train(run: Run, objective: Objective, state: Any, start: int, benchmarks: Any = None) -> RunSummary:
+    """Run `objective` from iteration `start` to `objective.total` (module docstring). `benchmarks`
+    (aya_jax/evaluation/periodic.py, config.evals): scored on the policy's params when due, as "eval" rows."""
     config, total = run.config, int(objective.total)
     log_every = int(config.train.log_every)
     summary = RunSummary(
@@ -581,6 +586,12 @@ def train(run: Run, objective: Objective, state: Any, start: int) -> RunSummary:
         if result is not None:
             run.writer.write(iteration, result, kind="eval")
             summary.evaluations.append(result)
+
+    def benchmark(iteration: int) -> None:
+        if benchmarks is not None and benchmarks.due(iteration, iteration == total):
+            result = benchmarks(objective.policy_params(state))
+            run.writer.write(iteration, result, kind="eval")
+            summary.results["benchmarks"] = result
 
     def save(iteration: int) -> None:
         run.save(iteration, state, objective.checkpoint_state(iteration))
@@ -629,6 +640,7 @@ def train(run: Run, objective: Objective, state: Any, start: int) -> RunSummary:
                     progress.update(1)
                 if evaluating:
                     evaluate(it)
+                benchmark(it)
                 if saving:
                     save(it)
                 if run.watcher.should_stop(it):
@@ -652,6 +664,10 @@ def train(run: Run, objective: Objective, state: Any, start: int) -> RunSummary:
             f"  skipped       {guard.skipped} update(s) with a non-finite loss or gradient norm"
         )
         summary.results["skipped_updates"] = guard.skipped
+    if "benchmarks" in summary.results:
+        shown = {k: v for k, v in summary.results["benchmarks"].items() if "/" not in k or k.count("/") == 1
+                 and k.split("/")[1] in ("accuracy", "CS", "CA")}  # fmt: skip
+        summary.lines.append("  benchmarks    " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
     if rate.history:
         summary.tokens_per_second = float(np.median(rate.history))
         tp = objective.throughput

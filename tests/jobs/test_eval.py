@@ -132,3 +132,30 @@ def test_an_hf_checkpoint_without_a_tokenizer_is_one_line(tmp_path, data_dir, gl
     assert len(errors) == 1 and "config.eval.checkpoint" in errors[0] and "tokenizer.json" in errors[0], (
         errors
     )
+
+
+def test_benchmarks_run_inside_training_and_go_to_the_metrics(
+    tmp_path, data_dir, global_mmlu_dir, shared_data
+):
+    """config.evals: Global-MMLU and perplexity every 10 steps and at the end of a 15-step SFT run, written to
+    metrics.jsonl as "eval" rows (so TensorBoard gets them too) and shown in the summary."""
+    ntrex = shared_data / "parallel/ntrex128_subset/ntrex128_first300_40langs.jsonl"
+    proc = runs.run(
+        "configs/quickstart.py", tmp_path, data_dir, "--config.train.steps=15", "--config.data.seq_len=64",
+        "--config.train.eval_batches=1", "--config.train.eval_every=1000", "--config.checkpoint.every=1000",
+        "--config.train.sample_prompts=0", "--config.evals.names=('global_mmlu','perplexity')",
+        "--config.evals.every=10", f"--config.evals.data_dir={global_mmlu_dir}", "--config.evals.max_items=4",
+        f"--config.evals.texts={ntrex}", "--config.evals.text_languages=('fra','swa','hin')",
+        "--config.evals.max_texts=3",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["step"]: r for r in runs.metric_rows(tmp_path, "eval") if "global_mmlu/accuracy" in r}
+    assert sorted(rows) == [10, 15]
+    for row in rows.values():
+        assert 0 <= row["global_mmlu/accuracy"] <= 1 and {
+            "global_mmlu/fr",
+            "global_mmlu/sw",
+            "global_mmlu/hi",
+        } <= set(row)
+        assert row["perplexity"] > 1 and {"perplexity/fra", "perplexity/swa", "perplexity/hin"} <= set(row)
+    assert "benchmarks    global_mmlu/accuracy" in proc.stderr + proc.stdout
