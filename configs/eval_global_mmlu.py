@@ -23,10 +23,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.job = "eval_global_mmlu"
     config.workdir = "workdirs/eval"
     # The quickstart's model and data, so that checkpoint=workdirs/quickstart needs nothing else.
-    config.model.preset = "cohere-tiny"
-    config.model.dtype = "float32"
-    config.data.task = "aya_default"
-    config.data.seq_len = 256
-    config.data.vocab.size = 8000
+    common.quickstart_model(config)
     # config.eval (aya_jax/defaults/evaluation.py): 0-shot, the plain prompt, 1000 bootstrap rounds.
     return config

@@ -23,9 +23,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = common.base_config()
     config.job = "eval_harness"
     config.workdir = "workdirs/eval"
-    config.model.preset = "cohere-tiny"
-    config.model.dtype = "float32"
-    config.data.task = "aya_default"
-    config.data.seq_len = 256
-    config.data.vocab.size = 8000
+    common.quickstart_model(config)
     return config

@@ -24,9 +24,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.job = "eval_m_rewardbench"
     config.workdir = "workdirs/eval"
     # The quickstart's model and data (configs/reward.py and configs/dpo.py start from it).
-    config.model.preset = "cohere-tiny"
-    config.model.dtype = "float32"
-    config.data.task = "aya_default"
-    config.data.seq_len = 256
-    config.data.vocab.size = 8000
+    common.quickstart_model(config)
     return config

@@ -25,10 +25,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = common.base_config()
     config.job = "eval_perplexity"
     config.workdir = "workdirs/eval"
-    config.model.preset = "cohere-tiny"
-    config.model.dtype = "float32"
-    config.data.task = "aya_default"
-    config.data.seq_len = 256
-    config.data.vocab.size = 8000
+    common.quickstart_model(config)
     config.eval.max_texts = 100  # per language: 40 languages x 100 sentences, a few minutes on a CPU
     return config

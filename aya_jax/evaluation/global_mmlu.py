@@ -53,17 +53,15 @@ nor the CS/CA split, which is the paper's main analysis; both are added here.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import pathlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from aya_jax.data.sources import DataError
-from aya_jax.evaluation import report, stats
+from aya_jax.evaluation import report, rows, stats
 
 LANGUAGES = (
     "am ar bn cs de el en es fa fil fr ha he hi id ig it ja ko ky lt mg ms ne nl ny pl pt ro ru si sn so sr sv "
@@ -187,35 +185,12 @@ def item_from_row(row: Mapping[str, Any], language: str, file: str, number: int)
     )
 
 
-def _rows(path: pathlib.Path) -> Iterable[tuple[int, Any]]:
-    """(1-based row number, row) of one file; blank jsonl lines are skipped but counted."""
-    if path.suffix == ".parquet":
-        try:
-            rows = pq.read_table(path).to_pylist()
-        except Exception as e:  # pyarrow raises several types for a corrupt or non-parquet file
-            raise DataError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from e
-        yield from enumerate(rows, start=1)
-        return
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(f"{path}:{number}: not UTF-8 ({e.reason})") from e
-            if not line.strip():
-                continue
-            try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{number}: not valid JSON ({e.msg})") from e
-
-
 def read_split(data_dir: str | pathlib.Path, language: str, split: str) -> list[Item]:
     """Every item of `<data_dir>/<language>/<split>*` in file order (DataError on the first bad row)."""
     return [
         item_from_row(row, language, str(path), number)
         for path in split_files(data_dir, language, split)
-        for number, row in _rows(path)
+        for number, row in rows.read_rows(path)
     ]
 
 

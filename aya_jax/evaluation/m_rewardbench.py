@@ -69,10 +69,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from aya_jax.data.sources import DataError
-from aya_jax.evaluation import report, stats
+from aya_jax.evaluation import report, rows, stats
 
 ENGLISH = "eng_Latn"
 TRANSLATION = "translation"  # the configuration of the translation pairs
@@ -185,22 +184,6 @@ def is_translation(language: str, subset: str) -> bool:
 # ---------------------------------------------------------------------------------------------- reading
 
 
-def _rows(path: pathlib.Path) -> Iterable[tuple[int, Any]]:
-    """(1-based row or line number, decoded row) of a parquet or jsonl file; blank jsonl lines skipped."""
-    if path.suffix == ".parquet":
-        for number, row in enumerate(pq.read_table(path).to_pylist(), start=1):
-            yield number, row
-        return
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{number}: not valid JSON ({e.msg})") from None
-
-
 def _pair(path: pathlib.Path, number: int, row: Any, config: str | None) -> Pair:
     where = f"{path}:{number}"
     if not isinstance(row, dict):
@@ -261,7 +244,7 @@ def read_file(path: str | os.PathLike, config: str | None = None) -> list[Pair]:
     path = pathlib.Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    return [_pair(path, number, row, config) for number, row in _rows(path)]
+    return [_pair(path, number, row, config) for number, row in rows.read_rows(path)]
 
 
 def read(data_dir: str | os.PathLike, languages: Sequence[str] = ()) -> list[Pair]:
@@ -531,10 +514,10 @@ def markdown(results: Mapping[str, Any]) -> str:
             return "—"
         return f"{d['mean']:.3f} [{d['low']:.3f}, {d['high']:.3f}]"
 
-    rows = []
+    table_rows = []
     for config, r in results["languages"].items():
         cells = [r["categories"][c]["accuracy"] if c in r["categories"] else None for c in CATEGORY_NAMES]
-        rows.append([config, *cells, interval(r["score"]), r["n"]])
+        table_rows.append([config, *cells, interval(r["score"]), r["n"]])
     average = results["average"]
     n_average = sum(results["languages"][c]["n"] for c in average["languages"])
     # the average row's category cells: the unweighted mean over the averaged languages that have the category
@@ -543,7 +526,7 @@ def markdown(results: Mapping[str, Any]) -> str:
         cats = [results["languages"][c]["categories"] for c in average["languages"]]
         values = [c[k]["accuracy"] for c in cats if k in c]
         category_means.append(float(np.mean(values)) if values else None)
-    rows.append([f"**average** (excl. {ENGLISH})", *category_means, interval(average), n_average])
+    table_rows.append([f"**average** (excl. {ENGLISH})", *category_means, interval(average), n_average])
     parts = [
         f"## M-RewardBench ({len(average['languages'])} languages, {results['n']} pairs)",
         "",
@@ -553,7 +536,7 @@ def markdown(results: Mapping[str, Any]) -> str:
         f"{level}% bootstrap interval ({results['rounds']} rounds); the average is over languages, "
         f"{ENGLISH} excluded.",
         "",
-        report.table(["language", *CATEGORY_NAMES, f"score [{level}% CI]", "n"], rows),
+        report.table(["language", *CATEGORY_NAMES, f"score [{level}% CI]", "n"], table_rows),
     ]
     if results.get("translation"):
         t = results["translation"]

@@ -75,7 +75,7 @@ from typing import Any
 import numpy as np
 
 from aya_jax.data.sources import DataError
-from aya_jax.evaluation import report, stats
+from aya_jax.evaluation import report, rows, stats
 from aya_jax.evaluation.likelihood import TokenScores
 
 __all__ = [
@@ -101,21 +101,6 @@ LN2 = math.log(2.0)
 # ============================================================================================================
 # Reading held-out text
 # ============================================================================================================
-
-
-def _rows(path: pathlib.Path) -> Iterable[tuple[int, dict[str, Any]]]:
-    """(1-based line number, object) per non-blank line."""
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{number}: not a JSON object ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{number}: not a JSON object ({type(row).__name__})")
-            yield number, row
 
 
 def _text(row: dict[str, Any], field: str, where: str) -> str:
@@ -153,7 +138,7 @@ def read_parallel(
     path = pathlib.Path(path)
     _check_max(max_per_language)
     out: dict[str, list[str]] | None = None
-    for number, row in _rows(path):
+    for number, row in rows.read_rows(path):
         if out is None:
             present = [k for k in row if k not in PARALLEL_METADATA]
             _check_known(path, languages, present)
@@ -182,7 +167,7 @@ def read_jsonl(
     wanted = set(languages)
     out: dict[str, list[str]] = {lang: [] for lang in languages}
     seen: set[str] = set()
-    for number, row in _rows(path):
+    for number, row in rows.read_rows(path):
         where = f"{path}:{number}"
         lang = _text(row, language_field, where)
         seen.add(lang)

@@ -1,9 +1,9 @@
 """Reward functions on real models for reward benchmarks (M-RewardBench, aya_jax/evaluation/m_rewardbench.py):
 callables `reward(prompts, completions) -> np.ndarray [n]`, the scalar score of each (prompt, completion).
 
-* `classifier_reward` — a reward model trained by the `reward` job (aya_jax/models/reward.py, loaded with
+* `ClassifierReward` — a reward model trained by the `reward` job (aya_jax/models/reward.py, loaded with
   `pretrained.load_reward_model`): the scalar head on the state of the row's last real token.
-* `implicit_reward` — the DPO implicit reward of a policy against its reference (Rafailov et al. 2023, arXiv
+* `ImplicitReward` — the DPO implicit reward of a policy against its reference (Rafailov et al. 2023, arXiv
   2305.18290, eq. 5 up to the prompt-only β log Z(x), which cancels between two answers to one prompt):
 
       r(x, y) = β (log π(y | x) - log π_ref(y | x))        log π(y | x) = Σ over the completion's tokens
@@ -215,26 +215,6 @@ class ClassifierReward:
         return scores
 
 
-def classifier_reward(
-    loaded: pretrained.LoadedRewardModel,
-    codec: Any = None,
-    *,
-    mesh: Any,
-    rules: Any,
-    prompt_len: int,
-    seq_len: int,
-    chat: bool = True,
-    batch_size: int = 32,
-) -> ClassifierReward:
-    """`reward(prompts, completions, progress=None) -> [n]` of the `reward` job's model `loaded` (codec: from
-    `loaded.vocab_path` when None), formatting and truncating as that run did (its `config.reward.prompt_len`,
-    `config.data.seq_len`, `config.data.format == "chat"`)."""
-    return ClassifierReward(
-        loaded, codec, mesh=mesh, rules=rules, prompt_len=prompt_len, seq_len=seq_len, chat=chat,
-        batch_size=batch_size,
-    )  # fmt: skip
-
-
 class ImplicitReward:
     """β (log π(y|x) - log π_ref(y|x)) of each (prompt x, completion y) (module docstring)."""
 
@@ -251,7 +231,7 @@ class ImplicitReward:
         progress: Progress | None = None,
     ):
         if policy.family.encoder_decoder or reference.family.encoder_decoder:
-            raise ValueError("implicit_reward: DPO's implicit reward is defined here for decoder-only models")
+            raise ValueError("ImplicitReward: DPO's implicit reward is defined here for decoder-only models")
         if not beta > 0:
             raise ValueError(f"beta={beta}: expected > 0 (the DPO run's config.dpo.beta)")
         self.policy, self.reference, self.codec = policy, reference, codec
@@ -292,21 +272,3 @@ class ImplicitReward:
         if progress is not None and len(scored) < len(requests):
             progress(len(requests) - len(scored))  # nothing to score: reward 0
         return rewards
-
-
-def implicit_reward(
-    policy_scorer: likelihood.Scorer,
-    reference_scorer: likelihood.Scorer,
-    codec: Any,
-    *,
-    beta: float,
-    chat: bool = True,
-    prompt_len: int = 0,
-    seq_len: int = 0,
-) -> ImplicitReward:
-    """`reward(prompts, completions, progress=None) -> [n]`: the DPO implicit reward of the policy against its
-    reference, on the DPO run's token ids (its vocabulary's codec, `config.dpo.beta`, `config.dpo.prompt_len`,
-    `config.data.seq_len`, `config.data.format == "chat"`)."""
-    return ImplicitReward(
-        policy_scorer, reference_scorer, codec, beta=beta, chat=chat, prompt_len=prompt_len, seq_len=seq_len
-    )

@@ -98,13 +98,13 @@ def _reward_function(config: Any, mesh, rules) -> Any:
             loaded = pretrained.load_reward_model(str(e.reward_model), mesh, rules)
         except (FileNotFoundError, ValueError) as err:
             raise type(err)(f"config.eval.reward_model: {err}") from None
-        return reward_scores.classifier_reward(
+        return reward_scores.ClassifierReward(
             loaded, mesh=mesh, rules=rules, prompt_len=prompt_len, seq_len=int(config.data.seq_len), chat=chat,
             batch_size=int(e.batch_size),
         )  # fmt: skip
     policy = text_model(config, str(e.checkpoint), "config.eval.checkpoint", mesh, rules)
     reference = text_model(config, str(e.reference), "config.eval.reference", mesh, rules)
-    return reward_scores.implicit_reward(
+    return reward_scores.ImplicitReward(
         policy.scorer, reference.scorer, policy.codec, beta=float(e.beta), chat=chat, prompt_len=prompt_len,
         seq_len=int(config.data.seq_len),
     )  # fmt: skip

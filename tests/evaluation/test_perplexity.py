@@ -249,7 +249,7 @@ def test_bad_input_is_named(tmp_path):
     with pytest.raises(DataError, match=r"blank.jsonl:1: field 'text' is blank"):
         ppl.read_jsonl(blank)
     broken = write_jsonl(tmp_path / "broken.jsonl", ['{"text": "x", "language_code": "fra"}\n', "{oops\n"])
-    with pytest.raises(DataError, match=r"broken.jsonl:2: not a JSON object"):
+    with pytest.raises(DataError, match=r"broken.jsonl:2: not valid JSON"):
         ppl.read_jsonl(broken)
 
     parallel = write_jsonl(

@@ -137,7 +137,7 @@ def test_classifier_scores_equal_the_reward_jobs_scores_of_the_pipelines_rows(
     batch, truncated = converter_batch(spm, tmp_path, chat)
     assert truncated == 2  # the long prompt and the long answer
     # codec from the run's recorded vocabulary; batches of 4 rows (a multiple of the 4-way data parallelism)
-    rm = reward_scores.classifier_reward(
+    rm = reward_scores.ClassifierReward(
         reward_run, mesh=mesh, rules=rules, prompt_len=P, seq_len=L, chat=chat, batch_size=3
     )
     assert rm.batch_size == 4
@@ -178,7 +178,7 @@ def test_command_r_tokenizer_ids_equal_the_pipelines(chat, command_r, tmp_path):
 
 def test_classifier_refuses_a_row_layout_the_converter_refuses(reward_run, mesh_and_rules):
     with pytest.raises(ValueError, match=r"prompt_len=48 must be in \[1, seq_len=48\)"):
-        reward_scores.classifier_reward(reward_run, mesh=mesh_and_rules[0], rules=mesh_and_rules[1],
+        reward_scores.ClassifierReward(reward_run, mesh=mesh_and_rules[0], rules=mesh_and_rules[1],
                                         prompt_len=L, seq_len=L)  # fmt: skip
 
 
@@ -230,7 +230,7 @@ def test_implicit_reward_equals_the_plain_forward_and_the_dpo_step(chat, spm, po
     model, policy, ref, scorers = policy_and_reference
     batch, truncated = converter_batch(spm, tmp_path, chat)
     assert truncated == 2  # the long prompt and the long answer
-    reward_fn = reward_scores.implicit_reward(
+    reward_fn = reward_scores.ImplicitReward(
         *scorers, vocab.SeqioCodec(spm), beta=BETA, chat=chat, prompt_len=P, seq_len=L
     )
     prompts, completions = texts()
@@ -256,12 +256,12 @@ def test_implicit_reward_equals_the_plain_forward_and_the_dpo_step(chat, spm, po
 def test_implicit_reward_attribute_progress_and_refusals(spm, policy_and_reference):
     scorers = policy_and_reference[3]
     codec = vocab.SeqioCodec(spm)
-    reward_fn = reward_scores.implicit_reward(*scorers, codec, beta=1.0)
+    reward_fn = reward_scores.ImplicitReward(*scorers, codec, beta=1.0)
     done = []
     reward_fn.progress = done.append
     out = reward_fn(["Hi"], ["Hello"])
     assert done == [1] and np.isfinite(out).all()
     with pytest.raises(ValueError, match="beta=0"):
-        reward_scores.implicit_reward(*scorers, codec, beta=0.0)
+        reward_scores.ImplicitReward(*scorers, codec, beta=0.0)
     with pytest.raises(ValueError, match="exceeds what the scorers read whole"):
-        reward_scores.implicit_reward(*scorers, codec, beta=1.0, prompt_len=8, seq_len=1000)
+        reward_scores.ImplicitReward(*scorers, codec, beta=1.0, prompt_len=8, seq_len=1000)
