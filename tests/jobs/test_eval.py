@@ -159,3 +159,28 @@ def test_benchmarks_run_inside_training_and_go_to_the_metrics(
         } <= set(row)
         assert row["perplexity"] > 1 and {"perplexity/fra", "perplexity/swa", "perplexity/hin"} <= set(row)
     assert "benchmarks    global_mmlu/accuracy" in proc.stderr + proc.stdout
+
+
+def test_two_processes_score_what_one_does(tmp_path, data_dir, sft_run, global_mmlu_dir):
+    """Multi-host: 2 processes x 4 devices, each placing its share of every batch, results gathered and written
+    by process 0, give the per-item log-likelihoods of 1 process x 8 devices (1e-5: the same arithmetic on
+    another device layout)."""
+    args = (*SFT, MESH, f"--config.eval.checkpoint={sft_run}", f"--config.eval.data_dir={global_mmlu_dir}",
+            "--config.eval.rounds=50", "--config.eval.batch_size=8")  # fmt: skip
+    one = runs.run("configs/eval_global_mmlu.py", tmp_path / "one", data_dir, *args)
+    assert one.returncode == 0, one.stderr[-3000:]
+    procs = runs.launch_two(
+        "configs/eval_global_mmlu.py", tmp_path / "two", data_dir, tmp_path / "logs", *args
+    )
+    try:
+        for proc in procs:
+            assert proc.wait(timeout=300) == 0, (tmp_path / "logs" / "0.log").read_text()[-3000:]
+    finally:
+        runs.stop(procs)
+    a, b = (
+        json.loads((tmp_path / d / "global_mmlu/results.json").read_text())["predictions"]
+        for d in ("one", "two")
+    )
+    assert [p["sample_id"] for p in a] == [p["sample_id"] for p in b]
+    for p, q in zip(a, b, strict=True):
+        assert p["loglikelihoods"] == pytest.approx(q["loglikelihoods"], abs=1e-5)
