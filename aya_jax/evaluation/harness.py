@@ -3,10 +3,11 @@ the project's sharded likelihood scorer (aya_jax/evaluation/likelihood.py) and K
 (aya_jax/sampling.py). Needs the `lm-eval` extra (`pip install -e '.[eval]'`).
 
     from aya_jax.evaluation import harness          # registers "aya_jax" with lm-eval
-    lm = harness.AyaJaxLM(checkpoint="workdirs/quickstart")
+    lm = harness.AyaJaxLM(checkpoint="workdirs/quickstart", config="configs/quickstart.py")
     lm_eval.simple_evaluate(model=lm, tasks=["global_mmlu_full_fr"], ...)
 
-    aya-lm-eval --model aya_jax --model_args checkpoint=/ckpt/aya-expanse-8b,batch_size=16 --tasks ...
+    aya-lm-eval --model aya_jax --model_args checkpoint=/ckpt/aya-expanse-8b --batch_size 16 --tasks ...
+    aya-lm-eval --model aya_jax --model_args checkpoint=workdirs/quickstart,config=configs/quickstart.py ...
 
 (`aya-lm-eval` is lm-eval's own command line with this model registered first: lm-eval 0.4 finds models
 only in its own package or in modules already imported, and has no plugin entry point for them.)
@@ -21,9 +22,9 @@ windows of at most `max_length` tokens, lm-eval's `get_rolling_token_windows` se
 same per-request log-likelihoods (to float rounding) and the same greedy text (tests/evaluation/test_harness.py).
 
 Model arguments (`--model_args` strings or keyword arguments): `checkpoint` (an HF directory, an aya_jax run,
-its checkpoints/ or a step directory, a merge), `config` (an experiment file such as configs/sft.py or a
-ConfigDict: the model and vocabulary of an aya_jax run without an HF source; default configs/eval_harness.py's
-values, the quickstart's), `tokenizer`, `batch_size`, `max_length`, `max_gen_toks` (256), `dtype`,
+its checkpoints/ or a step directory, a merge), `config` (the experiment file the run was trained with, e.g.
+configs/quickstart.py, or a ConfigDict: the model and vocabulary of an aya_jax run without an HF source; default:
+the project's defaults; an HF directory needs none), `tokenizer`, `batch_size`, `max_length`, `max_gen_toks` (256), `dtype`,
 `mesh_shape` ("1,-1,1"), `add_bos_token`.
 """
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import pathlib
+import sys
 from typing import Any
 
 import ml_collections
@@ -57,6 +59,9 @@ def load_config(config: str | ml_collections.ConfigDict | None) -> ml_collection
     path = pathlib.Path(config)
     if not path.is_file():
         raise FileNotFoundError(f"config: no experiment file at {path}")
+    root = str(path.resolve().parent.parent)
+    if root not in sys.path:  # experiment files import `configs.common`, as under `python -m aya_jax.main`
+        sys.path.insert(0, root)
     spec = importlib.util.spec_from_file_location(f"_aya_jax_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -11,6 +11,8 @@ implementations); a rolling log-likelihood sums hundreds of tokens into a total 
 accumulates in fp32, so there |Δ| <= 1e-4 + 1e-7·|total| (float32's resolution, 1.19e-7, of the total)."""
 
 import json
+import subprocess
+import sys
 import textwrap
 
 import jax
@@ -216,3 +218,29 @@ def test_the_native_global_mmlu_evaluator_equals_the_harness(setup, both):
             harness_ll = np.array([[r[0][0] for r in doc] for doc in _responses(out, task)])
             np.testing.assert_allclose(mine, harness_ll, atol=LL_TOL, rtol=0)
             assert native["per_language"][lang]["all"]["mean"] == out["results"][task]["acc,none"]
+
+
+def test_lm_evals_command_line_runs_the_aya_jax_model(setup, both, tmp_path):
+    """`aya-lm-eval` (= `python -m aya_jax.lm_eval_main`): lm-eval's own CLI with `--model aya_jax`, the run's
+    experiment file given as `config=`; the same accuracy as the in-process run."""
+    _, ours, _ = both
+    overrides = "".join(
+        f"    c.model.overrides.{k} = {v!r}\n"
+        for k, v in setup["config"].model.overrides.items()
+        if v is not None
+    )
+    experiment = tmp_path / "tiny.py"
+    experiment.write_text(
+        "from aya_jax import defaults\n\n\ndef get_config():\n    c = defaults.base_config()\n"
+        f"    c.model.preset = 'cohere-tiny'\n    c.model.dtype = 'float32'\n{overrides}    return c\n"
+    )  # fmt: skip
+    task = "local_global_mmlu_fr"
+    proc = subprocess.run(
+        [sys.executable, "-m", "aya_jax.lm_eval_main", "--model", "aya_jax", "--model_args",
+         f"checkpoint={setup['run']},config={experiment},tokenizer={setup['tokenizer']}", "--batch_size", "8",
+         "--tasks", task, "--include_path", str(setup["tasks"]), "--output_path", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    written = json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())
+    assert written["results"][task]["acc,none"] == ours["results"][task]["acc,none"]
