@@ -269,6 +269,33 @@ def dpo_loss(
     return _weighted_mean(per_pair, weights), metrics
 
 
+def _per_token_chunks(
+    score, hidden: Array, kernel: Array, targets: Array, logit_scale: float, chunk_size: int, *, remat: bool
+):
+    """`score(logits [chunk, vocab] fp32, targets [chunk] int32) -> tuple of [chunk] arrays` over every token of
+    hidden [batch, len, embed] / targets [batch, len], `chunk_size` tokens at a time inside a `jax.lax.scan`
+    (`logits = hidden @ kernel.T * logit_scale`, kernel [vocab, embed]): one [chunk, vocab] block of logits
+    exists at a time, never [batch, len, vocab]. `remat` rematerialises the body (`jax.checkpoint`) so that a
+    gradient through the scan also holds one block at a time (a no-op without one). Returns the tuple with
+    each array [batch, len]."""
+    batch, length = targets.shape
+    h = hidden.reshape(batch * length, hidden.shape[-1])
+    t = targets.reshape(-1).astype(jnp.int32)
+    n = h.shape[0]
+    chunk = min(int(chunk_size), n)
+
+    def body(hc: Array, tc: Array):
+        return score(_chunk_logits(hc, kernel, float(logit_scale)), tc)
+
+    body = jax.checkpoint(body) if remat else body
+    _, out = jax.lax.scan(lambda _, xs: (None, body(*xs)), None, (_chunked(h, chunk), _chunked(t, chunk)))
+    return tuple(x.reshape(-1)[:n].reshape(batch, length) for x in out)
+
+
+def _target_log_prob(logits: Array, log_z: Array, tc: Array) -> Array:
+    return jnp.take_along_axis(logits, tc[:, None], axis=-1)[:, 0] - log_z
+
+
 def completion_log_probs(
     hidden: Array,
     kernel: Array,
@@ -286,22 +313,13 @@ def completion_log_probs(
     rematerialised (`jax.checkpoint`): forward and backward hold one [chunk, vocab] block of logits at a time,
     never [batch, len, vocab] (at Aya's 256k vocabulary that is the difference between fitting and not).
     """
-    batch, length = targets.shape
-    h = hidden.reshape(batch * length, hidden.shape[-1])
-    t = targets.reshape(-1).astype(jnp.int32)
-    n = h.shape[0]
-    chunk = min(int(chunk_size), n)
 
-    @jax.checkpoint
-    def chunk_log_probs(hc: Array, tc: Array) -> Array:
-        logits = _chunk_logits(hc, kernel, float(logit_scale))  # [chunk, vocab] fp32
+    def score(logits: Array, tc: Array) -> tuple[Array]:
+        # The target logit by comparison with an iota, not a gather: no scatter in the backward.
         hit = jnp.arange(logits.shape[-1], dtype=jnp.int32)[None, :] == tc[:, None]
-        return jnp.sum(jnp.where(hit, logits, 0.0), axis=-1) - jax.nn.logsumexp(logits, axis=-1)
+        return (jnp.sum(jnp.where(hit, logits, 0.0), axis=-1) - jax.nn.logsumexp(logits, axis=-1),)
 
-    _, logp = jax.lax.scan(
-        lambda _, xs: (None, chunk_log_probs(*xs)), None, (_chunked(h, chunk), _chunked(t, chunk))
-    )
-    logp = logp.reshape(-1)[:n].reshape(batch, length)
+    (logp,) = _per_token_chunks(score, hidden, kernel, targets, logit_scale, chunk_size, remat=True)
     return jnp.sum(logp * weights.astype(jnp.float32), axis=-1)
 
 
@@ -313,21 +331,31 @@ def token_log_probs_and_greedy(
     reads (lm-evaluation-harness's `(logprob, is_greedy)`). Like `completion_log_probs`, `chunk_size` tokens at
     a time, so [batch, len, vocab] logits never exist at once (no gradient here, so no remat). The argmax takes
     the first of equal maxima, as torch.argmax does."""
-    batch, length = targets.shape
-    h = hidden.reshape(batch * length, hidden.shape[-1])
-    t = targets.reshape(-1).astype(jnp.int32)
-    n = h.shape[0]
-    chunk = min(int(chunk_size), n)
 
-    def chunk_scores(_, xs):
-        hc, tc = xs
-        logits = _chunk_logits(hc, kernel, float(logit_scale))  # [chunk, vocab] fp32
-        picked = jnp.take_along_axis(logits, tc[:, None], axis=-1)[:, 0]
+    def score(logits: Array, tc: Array) -> tuple[Array, Array]:
         greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32) == tc
-        return None, (picked - jax.nn.logsumexp(logits, axis=-1), greedy)
+        return _target_log_prob(logits, jax.nn.logsumexp(logits, axis=-1), tc), greedy
 
-    _, (logp, greedy) = jax.lax.scan(chunk_scores, None, (_chunked(h, chunk), _chunked(t, chunk)))
-    return logp.reshape(-1)[:n].reshape(batch, length), greedy.reshape(-1)[:n].reshape(batch, length)
+    return _per_token_chunks(score, hidden, kernel, targets, logit_scale, chunk_size, remat=False)
+
+
+def token_log_probs_and_entropy(
+    hidden: Array, kernel: Array, targets: Array, *, logit_scale: float = 1.0, chunk_size: int = 1024
+) -> tuple[Array, Array]:
+    """(log p(target_t) [batch, len] fp32, entropy of the distribution at t [batch, len] fp32) from the final
+    hidden states [batch, len, embed] and the output kernel [vocab, embed] (`logits = hidden @ kernel.T *
+    logit_scale`; pass `logit_scale / temperature` for the distribution sampling at that temperature draws
+    from): what RL scoring reads (aya_jax/training/rollouts.py `sequence_log_probs`). The entropy is
+    `H = log Z - Σ_v p_v logit_v`. Like `token_log_probs_and_greedy`, `chunk_size` tokens at a time, so
+    [batch, len, vocab] logits never exist at once. Differentiable; the scan body is rematerialised as in
+    `completion_log_probs`, so a gradient also holds one [chunk, vocab] block at a time."""
+
+    def score(logits: Array, tc: Array) -> tuple[Array, Array]:
+        log_z = jax.nn.logsumexp(logits, axis=-1)
+        probs = jax.nn.softmax(logits, axis=-1)
+        return _target_log_prob(logits, log_z, tc), log_z - jnp.sum(probs * logits, axis=-1)
+
+    return _per_token_chunks(score, hidden, kernel, targets, logit_scale, chunk_size, remat=True)
 
 
 # ------------------------------------------------------------------------------------------------------------

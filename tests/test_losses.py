@@ -261,6 +261,29 @@ def test_completion_log_probs_equal_full_logits_values_and_grads():
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)
 
 
+def test_token_log_probs_and_entropy_match_numpy_float64():
+    rng = np.random.default_rng(5)
+    h = jnp.asarray(rng.normal(size=(3, 11, 16)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(40, 16)), jnp.float32)
+    t = rng.integers(0, 40, (3, 11))
+    logits = np.einsum("bte,ve->btv", np.asarray(h, np.float64), np.asarray(kernel, np.float64)) * 0.4
+    ref_logp = _np_log_softmax(logits)
+    ref_target = np.take_along_axis(ref_logp, t[..., None], -1)[..., 0]
+    ref_entropy = -(np.exp(ref_logp) * ref_logp).sum(-1)
+    for chunk in (7, 33, 1024):  # 33 tokens: ragged last chunk, one chunk exactly, one chunk bigger than all
+        logp, entropy = losses.token_log_probs_and_entropy(
+            h, kernel, jnp.asarray(t), logit_scale=0.4, chunk_size=chunk
+        )
+        assert logp.shape == entropy.shape == (3, 11) and logp.dtype == entropy.dtype == jnp.float32
+        np.testing.assert_allclose(np.asarray(logp), ref_target, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(entropy), ref_entropy, rtol=0, atol=1e-5)
+    # The log-probs agree with the other chunked path's.
+    greedy_logp, _ = losses.token_log_probs_and_greedy(
+        h, kernel, jnp.asarray(t), logit_scale=0.4, chunk_size=7
+    )
+    np.testing.assert_allclose(np.asarray(logp), np.asarray(greedy_logp), rtol=0, atol=1e-6)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # RLOO
 # ------------------------------------------------------------------------------------------------------------

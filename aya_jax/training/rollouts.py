@@ -20,10 +20,12 @@ rounding. `sequence_log_probs` gives, per row, the sum of log p(completion token
 the per-token values ([n, P+L], zero outside the completion) and the mean per-token entropy of the policy over
 the completion — differentiable in `params` (RLOO's loss, DPO's sequence log-probs).
 
-Only the completion's logits are formed (hidden states of slots P-1 .. P+L-2 through the output projection):
-[n, L, vocab] in fp32, never the prompt's. The training loss needs only the sums: `sequence_log_prob_sums`
-computes them through `losses.completion_log_probs`, a chunk of tokens at a time with the logits recomputed in
-the backward pass, so the update never holds [n, L, vocab] at all.
+Only the completion's logits are formed (hidden states of slots P-1 .. P+L-2 through the output projection),
+never the prompt's, and never all at once: `sequence_log_probs` goes through
+`losses.token_log_probs_and_entropy`, a chunk of tokens at a time (fp32 logits [chunk, vocab], not
+[n, L, vocab]). The training loss needs only the sums: `sequence_log_prob_sums` computes them through
+`losses.completion_log_probs`, a chunk of tokens at a time with the logits recomputed in the backward pass,
+so the update never holds [n, L, vocab] at all either.
 """
 
 from __future__ import annotations
@@ -128,14 +130,11 @@ def sequence_log_probs(
     p = rollouts.prompt_len
     h = _completion_states(model, params, rollouts)  # [n, L, embed]
     kernel = cohere.output_kernel(params).astype(model.dtype)
-    logits = jnp.einsum("bte,ve->btv", h, kernel, preferred_element_type=jnp.float32)
-    logits = logits * (model.cfg.logit_scale / temperature)
-    log_z = jax.nn.logsumexp(logits, axis=-1)  # [n, L]
-    targets = rollouts.tokens[:, p:]
     mask = rollouts.completion_mask[:, p:]
-    token_logps = (jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0] - log_z) * mask
-    probs = jax.nn.softmax(logits, axis=-1)
-    entropy_t = log_z - jnp.sum(probs * logits, axis=-1)  # H = log Z - E_p[logit], [n, L]
+    token_logps, entropy_t = losses.token_log_probs_and_entropy(
+        h, kernel, rollouts.tokens[:, p:], logit_scale=model.cfg.logit_scale / temperature
+    )  # [n, L] each, a chunk of tokens at a time; entropy H = log Z - E_p[logit]
+    token_logps = token_logps * mask
     count = jnp.sum(mask, axis=1)
     entropy = jnp.sum(entropy_t * mask, axis=1) / jnp.maximum(count, 1.0)
     full = jnp.concatenate([jnp.zeros_like(rollouts.completion_mask[:, :p]), token_logps], axis=1)
