@@ -128,14 +128,21 @@ def choose_tokens(
 ) -> tuple[Array, Array]:
     """Next tokens [batch] and their log-probs under the unfiltered distribution [batch]."""
     logits = logits.astype(jnp.float32)
+    vocab = logits.shape[-1]
+    top = jnp.max(logits, axis=-1, keepdims=True)  # [batch, 1]
     if sampling.greedy:
-        tokens = jnp.argmax(logits, axis=-1)
+        # argmax as the first index holding the maximum: a max and a min-reduce, which XLA:CPU vectorises; its
+        # argmax (a variadic reduce) took several times longer over a 32k vocabulary, every step. Clipped so
+        # that NaN logits (no index equals the max) still give a valid token id.
+        ids = jnp.arange(vocab, dtype=jnp.int32)
+        tokens = jnp.minimum(jnp.min(jnp.where(logits == top, ids, vocab), axis=-1), vocab - 1)
     else:
         filtered = filter_logits(logits, sampling.temperature, sampling.top_k, sampling.top_p)
         tokens = jax.vmap(jax.random.categorical)(row_keys(rng, step, row_ids), filtered)
     tokens = tokens.astype(jnp.int32)
-    log_probs = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), tokens[:, None], axis=-1)[:, 0]
-    return tokens, log_probs
+    # log softmax of the chosen tokens alone, not of the whole [batch, vocab] row
+    log_z = top[:, 0] + jnp.log(jnp.sum(jnp.exp(logits - top), axis=-1))
+    return tokens, jnp.take_along_axis(logits, tokens[:, None], axis=-1)[:, 0] - log_z
 
 
 def _ends_stop_sequence(tokens: Array, step: Array, sequences: tuple[tuple[int, ...], ...]) -> Array:
@@ -188,7 +195,8 @@ def decode_step(
     distribution. The body of `decode_loop`, and one streaming step."""
     out = state.out
     running = ~out.stopped
-    token, log_prob = choose_tokens(state.logits, rng, state.step, row_ids, sampling)
+    with jax.named_scope("choose_tokens"):  # names the sampling ops in profiles (benchmarks/decode.py)
+        token, log_prob = choose_tokens(state.logits, rng, state.step, row_ids, sampling)
     token = jnp.where(running, token, pad_id)
     log_prob = jnp.where(running, log_prob, 0.0)
     tokens = jax.lax.dynamic_update_index_in_dim(out.tokens, token, state.step, axis=1)
@@ -248,6 +256,7 @@ def generate(
     the model's dtype) and decodes one token at a time; a decoder-only model needs left padding, an
     encoder-decoder's prompt may be padded anywhere (it is the encoder input)."""
     family = families.family_of(model)
+    model, params = family.decoding_view(model, params)
     row_ids = jnp.arange(tokens.shape[0], dtype=jnp.int32) if row_ids is None else row_ids
     logits, cache = family.prefill(
         model, params, tokens, segment_ids, sampling.max_new_tokens, cache_dtype or model.dtype
@@ -328,14 +337,19 @@ class Sampler:
         prompt_bucket: int = 64,
         cache_dtype: Any = None,
     ):
-        self.model, self.params, self.mesh, self.pad_id = model, params, mesh, int(pad_id)
+        self.family = families.family_of(model)
+        # The model in the form decoding runs fastest in (Cohere: layers unrolled, weights split per layer), made
+        # once here rather than inside every jitted call; the sampler keeps only this copy of the weights.
+        self.model, self.params = self.family.decoding_view(model, params)
+        self.mesh, self.pad_id = mesh, int(pad_id)
         self.rules = sharding.normalize_rules(rules, mesh) if mesh is not None else ()
         self.prompt_bucket = int(prompt_bucket)
         self.cache_dtype = cache_dtype or model.dtype
         self.rows_multiple = sharding.data_parallel_size(mesh, self.rules) if mesh is not None else 1
-        self.family = families.family_of(model)
         self._generate = jax.jit(
-            functools.partial(generate_from_prompt, model, pad_id=self.pad_id, cache_dtype=self.cache_dtype),
+            functools.partial(
+                generate_from_prompt, self.model, pad_id=self.pad_id, cache_dtype=self.cache_dtype
+            ),
             static_argnames=("sampling",),
         )
         self._stream_fns: dict[SamplingParams, tuple[Callable, Callable]] = {}

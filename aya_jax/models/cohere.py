@@ -15,9 +15,15 @@ back: `logits, cache = model.apply(v, tokens, cache=cache, last_logits_only=True
 every row writes its new tokens at the same slot (`cache.index`), so the update is one dynamic_update_slice on
 the length axis for the whole batch, and the last prompt token of every row sits at the same slot. Row `b`'s
 RoPE position is `slot - cache.start[b]`; slots before `start[b]` are padding and are never attended to.
-Each layer reads its slice of the cache as a scan input and attends to [cache, new tokens] with one softmax
-(`layers.cached_dot_product_attention`); the new keys/values come out of the scan and are written into the
-cache once, after it — XLA updates the (donated) cache in place instead of copying it every step.
+
+The cache holds one buffer per layer (not one stacked array), and each layer first writes its new keys/values
+into its buffer, then attends over the whole buffer with one masked softmax. Decoding applies the layers one
+by one (`decoding_view`: the scanned parameters split into per-layer ones, once, before the loop), so every
+matmul reads a layer's weights and cache where they lie. Under `nn.scan` each step would slice the stacked
+weights and caches into fresh buffers first: on XLA:CPU those copies (dynamic-slice feeding a library dot)
+cost more than the attention itself (benchmarks/decode.py). Writing before reading keeps each update in place:
+reading the old buffer and writing a new one in the same step made XLA copy every cache buffer every step.
+A scanned model applied with a cache still works (the scan stacks the buffers), for tests and one-off calls.
 """
 
 from __future__ import annotations
@@ -125,53 +131,65 @@ def train_flops_per_token(cfg: CohereConfig, seq_len: int) -> float:
     return 6.0 * matmul_params + 12.0 * cfg.num_layers * h * d * seq_len
 
 
-# Logical axes of the cache arrays [layers, batch, kv_heads, max_len, head_dim]: sharded like the activations
-# they hold, so `aya_jax.sharding` places them with the same rules table. Heads come before length so that
-# attention contracts over trailing axes with no transpose of the cache (see layers.cached_dot_product_attention).
-KV_CACHE_AXES = (None, "act_batch", "act_kv_heads", "act_len", None)
+# Logical axes of one layer's cache buffer [batch, kv_heads, max_len, head_dim]: sharded like the activations it
+# holds, so `aya_jax.sharding` places it with the same rules table. Heads come before length so that attention
+# contracts over trailing axes with no transpose of the cache (see layers.cached_dot_product_attention).
+KV_CACHE_AXES = ("act_batch", "act_kv_heads", "act_len", None)
 
 
 @struct.dataclass
 class KVCache:
     """Keys (after RoPE) and values of every layer, for incremental decoding of left-padded rows.
 
-    k, v:   [layers, batch, kv_heads, max_len, head_dim]
+    k, v:   one buffer per layer, each [batch, kv_heads, max_len, head_dim]
     start:  [batch] int32, the first real slot of each row (the slots before it hold left padding)
     index:  [] int32, the next slot to write; the same for every row
     """
 
-    k: Array
-    v: Array
+    k: tuple[Array, ...]
+    v: tuple[Array, ...]
     start: Array
     index: Array
 
     @property
     def max_len(self) -> int:
-        return self.k.shape[3]
+        return self.k[0].shape[2]
 
 
 def init_cache(cfg: CohereConfig, start: Array, max_len: int, dtype: jnp.dtype = jnp.float32) -> KVCache:
     """An empty cache for rows whose real tokens begin at slot `start` [batch] (left padding before it)."""
-    shape = (cfg.num_layers, start.shape[0], cfg.num_kv_heads, max_len, cfg.dim_per_head)
-    # Two separate buffers: one shared zeros array would make donating the cache donate it twice.
-    k, v = (layers.constrain(jnp.zeros(shape, dtype), KV_CACHE_AXES) for _ in range(2))
-    return KVCache(k=k, v=v, start=start.astype(jnp.int32), index=jnp.zeros((), jnp.int32))
+    shape = (start.shape[0], cfg.num_kv_heads, max_len, cfg.dim_per_head)
+
+    def buffers() -> tuple[Array, ...]:
+        # Separate buffers: a shared zeros array would make donating the cache donate it several times.
+        return tuple(layers.constrain(jnp.zeros(shape, dtype), KV_CACHE_AXES) for _ in range(cfg.num_layers))
+
+    return KVCache(k=buffers(), v=buffers(), start=start.astype(jnp.int32), index=jnp.zeros((), jnp.int32))
 
 
-def _decode_positions_and_masks(cache: KVCache, length: int) -> tuple[Array, Array, Array]:
-    """For `length` new tokens written at slot `cache.index`: RoPE positions [batch, length], their mask over
-    each other [batch, 1, length, length] (causal, real tokens only) and over the cache
-    [batch, 1, length, max_len] (real tokens already written)."""
+def _decode_positions_and_mask(cache: KVCache, length: int) -> tuple[Array, Array]:
+    """For `length` new tokens written at slot `cache.index`: RoPE positions [batch, length] and their mask over
+    the cache after the write [batch, 1, length, max_len]: a query at slot q sees the real slots up to q."""
     slots = cache.index + jnp.arange(length, dtype=jnp.int32)  # [length]
     positions = jnp.maximum(slots[None, :] - cache.start[:, None], 0)  # [batch, length]
-    real_new = slots[None, None, :] >= cache.start[:, None, None]  # [batch, 1 (query), length (key)]
-    new_mask = real_new & (slots[:, None] >= slots[None, :])[None]  # [batch, length, length]
     key_slots = jnp.arange(cache.max_len, dtype=jnp.int32)
-    cache_mask = (key_slots[None, None, :] >= cache.start[:, None, None]) & (key_slots < cache.index)[
-        None, None
-    ]
-    cache_mask = jnp.broadcast_to(cache_mask, (cache.start.shape[0], length, cache.max_len))
-    return positions, new_mask[:, None], cache_mask[:, None]
+    mask = (key_slots[None, None, :] >= cache.start[:, None, None]) & (key_slots[None, :] <= slots[:, None])[
+        None
+    ]  # [batch, length, max_len]
+    return positions, mask[:, None]
+
+
+def decoding_view(model: CohereLM, params: Any) -> tuple[CohereLM, Any]:
+    """The same model with its layers unrolled, and its parameters split per layer (`layers_0` ...), for
+    decoding (module docstring). Inside jit the split costs one copy of the layer weights per call, outside
+    the decode loop; an unrolled model is returned as it is."""
+    if not model.scan_layers:
+        return model, params
+    params = nn.unbox(params)
+    stacked = params["layers"]
+    split = {f"layers_{i}": jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(model.cfg.num_layers)}
+    rest = {name: value for name, value in params.items() if name != "layers"}
+    return model.clone(scan_layers=False, remat="none"), rest | split
 
 
 def output_kernel(params: Any) -> Array:
@@ -193,10 +211,10 @@ class CohereAttention(nn.Module):
     def __call__(
         self, h: Array, positions: Array, mask: Array, cache: tuple[Array, Array, Array] | None = None
     ) -> Array | tuple[Array, Array, Array]:
-        """Training: (h, positions, mask) -> out. Decoding: `cache = (k_cache, v_cache, cache_mask)`, this
-        layer's cache [batch, kv_heads, max_len, head_dim] and the new tokens' mask over it; `mask` is then the
-        new tokens' mask over each other. Returns (out, k, v) with the new tokens' keys (after RoPE) and values
-        [batch, kv_heads, len, head_dim], which the caller writes into the cache."""
+        """Training: (h, positions, mask) -> out. Decoding: `cache = (k_cache, v_cache, index)`, this layer's
+        buffers [batch, kv_heads, max_len, head_dim] and the slot to write; `mask` [batch, 1, len, max_len] is
+        then the new tokens' mask over the buffer after the write. Returns (out, k_cache, v_cache) with the new
+        tokens' keys (after RoPE) and values written at `index`."""
         cfg = self.cfg
         e, d, nh, nk = cfg.hidden_size, cfg.dim_per_head, cfg.num_heads, cfg.num_kv_heads
 
@@ -226,15 +244,21 @@ class CohereAttention(nn.Module):
         if cache is None:  # training: the mask is causal by index
             out = layers.dot_product_attention(q, k, v, mask, scale=d**-0.5, causal_block=layers.CAUSAL_BLOCK)
         else:
-            k_cache, v_cache, cache_mask = cache
-            k_cache, v_cache = k_cache.astype(self.dtype), v_cache.astype(self.dtype)
-            k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [batch, kv_heads, len, head_dim]
-            out = layers.cached_dot_product_attention(q, k_cache, v_cache, cache_mask, k, v, mask, d**-0.5)
+            k_cache, v_cache, index = cache
+            # [batch, kv_heads, len, head_dim], written before the read (module docstring)
+            at = (0, 0, index, 0)
+            k_cache = jax.lax.dynamic_update_slice(k_cache, k.transpose(0, 2, 1, 3).astype(k_cache.dtype), at)
+            v_cache = jax.lax.dynamic_update_slice(v_cache, v.transpose(0, 2, 1, 3).astype(v_cache.dtype), at)
+            k_cache = layers.constrain(k_cache, KV_CACHE_AXES)
+            v_cache = layers.constrain(v_cache, KV_CACHE_AXES)
+            out = layers.cached_dot_product_attention(
+                q, k_cache.astype(self.dtype), v_cache.astype(self.dtype), mask, scale=d**-0.5
+            )
         # out: [batch, len, heads, head_dim]
         out = layers.constrain(out, ("act_batch", "act_len", "act_heads", None))
         out = jnp.einsum("bthd,hde->bte", out, wo)
         if cache is not None:
-            return out, k, v
+            return out, k_cache, v_cache
         return out
 
 
@@ -269,10 +293,10 @@ class CohereDecoderLayer(nn.Module):
         positions: Array,
         mask: Array,
         layer_cache: tuple[Array, Array] | None = None,
-        cache_mask: Array | None = None,
+        index: Array | None = None,
     ) -> tuple[Array, tuple[Array, Array] | None]:
-        """(x, per-layer output) for nn.scan. Decoding passes this layer's (k, v) cache slices (scanned over
-        the stacked cache) and the mask over them; the per-layer output is then the new tokens' (k, v)."""
+        """(x, per-layer output) for nn.scan. Decoding passes this layer's (k, v) cache buffers and the slot
+        `index` to write (`mask` is then over the buffers); the per-layer output is the updated buffers."""
         cfg = self.cfg
         x = layers.constrain(x, ("act_batch", "act_len", "act_embed"))
         h = layers.CohereLayerNorm(cfg.layer_norm_eps, ("norm",), self.param_dtype, name="input_norm")(x)
@@ -280,7 +304,7 @@ class CohereDecoderLayer(nn.Module):
         mlp = CohereMLP(cfg, self.dtype, self.param_dtype, name="mlp")(h)
         if layer_cache is None:
             return x + attention(h, positions, mask) + mlp, None
-        attn, k, v = attention(h, positions, mask, (*layer_cache, cache_mask))
+        attn, k, v = attention(h, positions, mask, (*layer_cache, index))
         return x + attn + mlp, (k, v)
 
 
@@ -346,7 +370,7 @@ class CohereLM(nn.Module):
         if cache is not None:
             if positions is not None or segment_ids is not None:
                 raise ValueError("CohereLM: with a cache, positions and the mask come from the cache")
-            positions, mask, cache_mask = _decode_positions_and_masks(cache, length)
+            positions, mask = _decode_positions_and_mask(cache, length)
         else:
             if positions is None:
                 positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
@@ -362,21 +386,16 @@ class CohereLM(nn.Module):
             else:
                 for layer in self.layers:
                     x, _ = layer(x, positions, mask)
+        elif self.scan_layers:  # stacks the buffers for the scan: correct, but see `decoding_view`
+            x, (k, v) = self.layers(x, positions, mask, (jnp.stack(cache.k), jnp.stack(cache.v)), cache.index)
+            cache = cache.replace(k=tuple(k), v=tuple(v), index=cache.index + length)
         else:
-            if self.scan_layers:
-                x, (k_new, v_new) = self.layers(x, positions, mask, (cache.k, cache.v), cache_mask)
-            else:
-                new = []
-                for i, layer in enumerate(self.layers):
-                    x, kv = layer(x, positions, mask, (cache.k[i], cache.v[i]), cache_mask)
-                    new.append(kv)
-                k_new, v_new = (jnp.stack(t) for t in zip(*new, strict=True))
-            # k_new, v_new: [layers, batch, kv_heads, len, head_dim], written at slot `index` of every row.
-            at = (0, 0, 0, cache.index, 0)
-            k = jax.lax.dynamic_update_slice(cache.k, k_new.astype(cache.k.dtype), at)
-            v = jax.lax.dynamic_update_slice(cache.v, v_new.astype(cache.v.dtype), at)
-            k, v = layers.constrain(k, KV_CACHE_AXES), layers.constrain(v, KV_CACHE_AXES)
-            cache = cache.replace(k=k, v=v, index=cache.index + length)
+            buffers = []
+            for i, layer in enumerate(self.layers):
+                x, kv = layer(x, positions, mask, (cache.k[i], cache.v[i]), cache.index)
+                buffers.append(kv)
+            k, v = zip(*buffers, strict=True)
+            cache = cache.replace(k=tuple(k), v=tuple(v), index=cache.index + length)
         if last_logits_only:
             x = x[:, -1:]
         h = self.final_norm(x)

@@ -20,7 +20,8 @@ A preset name belongs to exactly one family (`family_of_preset`); a module or mo
   `aya_jax/data/feature_converters.make_converter`);
 * counting: `param_count`, `train_flops_per_row`, `tokens_per_row`, `max_positions`;
 * decoding: `prefill` (prompt -> first logits and a filled cache) and `decode` (next tokens -> logits and the
-  cache), the two halves of `aya_jax/sampling.py`'s family-agnostic loop;
+  cache), the two halves of `aya_jax/sampling.py`'s family-agnostic loop, and `decoding_view` (the model and
+  parameters in the form those run fastest in, made once before the loop: Cohere's layers unrolled);
 * `hf_model_type`: the `model_type` of its Hugging Face `config.json` (`aya_jax/hf/`).
 
 Models know nothing of configs: `config.model.*` is read in `aya_jax/pretrained.py`, which hands plain values here.
@@ -63,6 +64,8 @@ class Family:
     prefill: Callable[..., tuple[Array, Any]]
     # (model, params, tokens [batch, 1], cache) -> (logits of the next token [batch, vocab], cache)
     decode: Callable[..., tuple[Array, Any]]
+    # (model, params) -> the (model, params) that `prefill` and `decode` run fastest with (same outputs)
+    decoding_view: Callable[[nn.Module, Any], tuple[nn.Module, Any]]
     converter: (
         str  # "decoder" | "encoder_decoder": the row layout (aya_jax/data/feature_converters.make_converter)
     )
@@ -139,6 +142,7 @@ COHERE = Family(
     max_positions=lambda cfg: cfg.max_position_embeddings,
     prefill=cohere.prefill,
     decode=cohere.decode,
+    decoding_view=cohere.decoding_view,
     converter="decoder",
     decoder_start_id=lambda cfg: 0,
     hf_model_type="cohere",
@@ -229,6 +233,7 @@ MT5 = Family(
     max_positions=lambda cfg: None,
     prefill=mt5.prefill,
     decode=mt5.decode,
+    decoding_view=lambda model, params: (model, params),
     converter="encoder_decoder",
     decoder_start_id=lambda cfg: cfg.decoder_start_id,
     hf_model_type="mt5",

@@ -7,6 +7,8 @@ head_dim, layers, norm`), activations are constrained with logical names (`act_b
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -163,23 +165,27 @@ def dot_product_attention(
 
 def cached_dot_product_attention(
     q: Array,  # [batch, q_len, heads, head_dim]: the new tokens' queries
-    k_cache: Array,  # [batch, kv_heads, cache_len, head_dim]: keys already in the cache
+    k_cache: Array,  # [batch, kv_heads, cache_len, head_dim]: keys in the cache
     v_cache: Array,  # [batch, kv_heads, cache_len, head_dim]
     cache_mask: Array,  # [batch, 1, q_len, cache_len] bool
-    k: Array,  # [batch, kv_heads, q_len, head_dim]: the new tokens' own keys
-    v: Array,  # [batch, kv_heads, q_len, head_dim]
-    mask: Array,  # [batch, 1, q_len, q_len] bool
-    scale: float,
+    k: Array
+    | None = None,  # [batch, kv_heads, q_len, head_dim]: the new tokens' own keys, if not in the cache
+    v: Array | None = None,  # [batch, kv_heads, q_len, head_dim]
+    mask: Array | None = None,  # [batch, 1, q_len, q_len] bool
+    scale: float = 1.0,
     cache_bias: Array | None = None,  # [batch or 1, heads, q_len, cache_len]: added to the cache scores
     new_bias: Array | None = None,  # [batch or 1, heads, q_len, q_len]: added to the new tokens' scores
 ) -> Array:
-    """`dot_product_attention` over the concatenation [cache keys, new keys], without building it: the two score
-    blocks share one fp32 softmax, so decoding reads the cache as it is and writes the new keys/values
-    afterwards. Keys/values are [batch, kv_heads, len, head_dim] (heads before length): the contractions then
-    batch over leading axes and XLA never transposes the cache. Returns [batch, q_len, heads, head_dim].
-    The optional additive biases (mT5's relative position bias) split the same way as the keys."""
+    """Attention of new tokens over a KV cache, in the cache's layout: keys/values are
+    [batch, kv_heads, len, head_dim] (heads before length), so the contractions batch over leading axes and
+    XLA never transposes the cache. Returns [batch, q_len, heads, head_dim].
+
+    Without `k`/`v` the cache already holds the new tokens (Cohere writes before it reads). With them, the
+    attention is over the concatenation [cache keys, new keys] without building it: the two score blocks share
+    one fp32 softmax (mT5 writes its cache after the step). The optional additive biases (mT5's relative
+    position bias) split the same way as the keys."""
     batch, q_len, heads, head_dim = q.shape
-    kv_heads = k.shape[1]
+    kv_heads = k_cache.shape[1]
     qg = q.reshape(batch, q_len, kv_heads, heads // kv_heads, head_dim).transpose(
         0, 2, 3, 1, 4
     )  # [b,h,g,q,d]
@@ -190,12 +196,13 @@ def cached_dot_product_attention(
             s = s + bias.reshape(bias.shape[0], kv_heads, -1, *bias.shape[2:]).astype(jnp.float32)
         return jnp.where(m[:, :, None], s, MASK_VALUE)
 
-    s_cache, s_new = scores(k_cache, cache_mask, cache_bias), scores(k, mask, new_bias)
-    top = jnp.maximum(jnp.max(s_cache, axis=-1, keepdims=True), jnp.max(s_new, axis=-1, keepdims=True))
-    p_cache, p_new = jnp.exp(s_cache - top), jnp.exp(s_new - top)
-    total = jnp.sum(p_cache, axis=-1, keepdims=True) + jnp.sum(p_new, axis=-1, keepdims=True)
-    out = jnp.einsum("bhgqk,bhkd->bhgqd", (p_cache / total).astype(v.dtype), v_cache)
-    out = out + jnp.einsum("bhgqk,bhkd->bhgqd", (p_new / total).astype(v.dtype), v)
+    blocks = [(scores(k_cache, cache_mask, cache_bias), v_cache)]
+    if k is not None:
+        blocks.append((scores(k, mask, new_bias), v))
+    top = functools.reduce(jnp.maximum, [jnp.max(s, axis=-1, keepdims=True) for s, _ in blocks])
+    exps = [(jnp.exp(s - top), values) for s, values in blocks]
+    total = sum(jnp.sum(p, axis=-1, keepdims=True) for p, _ in exps)
+    out = sum(jnp.einsum("bhgqk,bhkd->bhgqd", (p / total).astype(values.dtype), values) for p, values in exps)
     return out.transpose(0, 3, 1, 2, 4).reshape(batch, q_len, heads, head_dim)
 
 
