@@ -3,7 +3,7 @@ transformers' `generate`, in one run; then the peak host memory of an HF import.
 
     python benchmarks/decode.py                      # fp32, batch 1 and 32, prompt 128, 64 new tokens
     python benchmarks/decode.py --dtype bfloat16 --new-tokens 128 --no-torch
-    python benchmarks/decode.py --skip-import-memory
+    python benchmarks/decode.py --skip-import-memory --no-split
 
 Model (fixed): cohere-bench (hidden 512, ffn 1536, 8 layers, 8 heads, vocab 32000), random weights, greedy.
 Decode tokens/s counts only the decode steps: (time of generating N tokens - time of generating 1 token, i.e.
@@ -17,6 +17,9 @@ seconds, so the bound is B / that tokens/s. aya_jax reads the whole preallocated
 shapes; masked), which the bound does not count. On CPU, compute rather than bandwidth usually limits batch
 32; the ratio says how far from the bandwidth roofline each batch size runs.
 
+Split: the per-step time of the decode loop by kind of work (sampling, attention over the cache, matmuls,
+other model ops, loop overhead), from a `jax.profiler` trace of one generate (`pip install xprof` converts it).
+
 Import memory: writes a random cohere-bench HF checkpoint (fp32 safetensors), imports it in a fresh process and
 reports that process's peak RSS growth next to the size of the weights: the streaming import should need the
 weights once (on CPU the device buffers are host memory) plus about one tensor, not two copies.
@@ -25,8 +28,12 @@ weights once (on CPU the device buffers are host memory) plus about one tensor, 
 from __future__ import annotations
 
 import argparse
+import glob
+import gzip
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,6 +48,8 @@ from flax import linen as nn  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+
+from machine import describe  # noqa: E402  (benchmarks/machine.py, beside this file)
 
 from aya_jax import hf, sampling  # noqa: E402
 from aya_jax.models import cohere  # noqa: E402
@@ -73,6 +82,120 @@ def time_aya(sampler, prompts, n: int, repeats: int) -> tuple[float, float]:
         sampler.generate(prompts, one)
         t_one.append(time.perf_counter() - t0)
     return min(t_full), min(t_one)
+
+
+# Where a decode step's time goes: every XLA op of the decode loop (the instructions of the while loop's body) falls
+# in the first bin that claims it, by its source metadata (op_name) or, for the dots XLA emits without any, by
+# its form: a dot with batch dimensions is attention (batched over rows and heads), one without is a matmul.
+# Einsum specs are those of aya_jax/models/cohere.py.
+SPLIT_BINS = (
+    ("sampling", lambda op, text: "choose_tokens" in op),
+    (
+        "attention over the cache",
+        lambda op, text: (
+            "bhgqd,bhkd" in op or "bhgqk,bhkd" in op or (" dot(" in text and "lhs_batch_dims" in text)
+        ),
+    ),
+    (
+        "matmuls (projections, MLP, LM head)",
+        lambda op, text: (
+            " dot(" in text or any(e in op for e in ("bte,ehd", "bthd,hde", "bte,ef", "btf,fe", "bte,ve"))
+        ),
+    ),
+    ("attention's softmax and masks", lambda op, text: "/attn/" in op),
+    ("norms, RoPE, residuals, cache writes", lambda op, text: "CohereLM" in op),
+)
+
+
+def _loop_instructions(hlo: str) -> list[tuple[str, str, str]]:
+    """(instruction, op_name, its HLO line) of every instruction in a while loop's body (nested ones too)."""
+    computations: dict[str, list[str]] = {}
+    current = None
+    for line in hlo.splitlines():
+        header = re.match(r"^(?:ENTRY )?%?([\w.-]+) .*\{$", line)
+        if header and not line.startswith(" "):
+            current = computations.setdefault(header.group(1), [])
+        elif current is not None and line.startswith("  %"):
+            current.append(line)
+    bodies, todo = set(), [c for lines in computations.values() for c in _bodies(lines)]
+    while todo:
+        body = todo.pop()
+        if body not in bodies and body in computations:
+            bodies.add(body)
+            todo.extend(_bodies(computations[body]))
+    out = []
+    for body in bodies:
+        for line in computations[body]:
+            name = re.match(r"\s+%([\w.-]+) =", line).group(1)
+            op = re.search(r'op_name="([^"]+)"', line)
+            out.append((name, op.group(1) if op else "", line))
+    return out
+
+
+def _bodies(lines: list[str]) -> list[str]:
+    return [
+        m.group(1) for line in lines if " while(" in line for m in [re.search(r"body=%?([\w.-]+)", line)] if m
+    ]
+
+
+def profile_split(sampler, prompts, n: int) -> list[tuple[str, float]] | None:
+    """Per-step milliseconds of the decode loop by bin (SPLIT_BINS), from a profile of one `generate`: the
+    op durations of the perfetto trace of `jax.profiler` (needs `pip install xprof` for the trace conversion),
+    attributed through the compiled HLO's op metadata. What no op accounts for is the loop's own overhead
+    (control flow, thread hand-offs). None where no trace could be made."""
+    params = sampling.SamplingParams(max_new_tokens=n)
+    sampler.generate(prompts, params)  # compiled
+    directory = tempfile.mkdtemp(prefix="decode_profile_")
+    try:
+        try:
+            jax.profiler.start_trace(directory, create_perfetto_trace=True)
+            t0 = time.perf_counter()
+            sampler.generate(prompts, params)
+            wall = time.perf_counter() - t0
+            jax.profiler.stop_trace()
+        except Exception as e:  # noqa: BLE001 - the split is optional; say why it is missing
+            print(f"(no profile split: {type(e).__name__}: {e}; pip install xprof)")
+            return None
+        traces = glob.glob(os.path.join(directory, "**", "*.trace.json.gz"), recursive=True)
+        if not traces:
+            print("(no profile split: jax.profiler wrote no perfetto trace; pip install xprof)")
+            return None
+        with gzip.open(traces[0]) as f:
+            events = json.load(f)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    durations: dict[str, float] = {}
+    for e in events:
+        if e.get("ph") == "X":
+            durations[e["name"]] = durations.get(e["name"], 0.0) + e["dur"] / 1e6
+    tokens, start, _ = sampling.left_pad(prompts, sampler.pad_id, sampler.prompt_bucket)
+    hlo = (
+        sampler._generate.lower(
+            sampler.params,
+            tokens,
+            start,
+            jax.random.PRNGKey(0),
+            sampling=params,
+            row_ids=np.arange(len(tokens)),
+        )
+        .compile()
+        .as_text()
+    )
+    seconds = {name: 0.0 for name, _ in SPLIT_BINS}
+    for instruction, op_name, text in _loop_instructions(hlo):
+        for name, claims in SPLIT_BINS:
+            if instruction in durations and claims(op_name, text):
+                seconds[name] += durations[instruction]
+                break
+    steps = n  # the loop runs max_new_tokens times (no EOS in the benchmark)
+    rows = [(name, 1e3 * s / steps) for name, s in seconds.items()]
+    # The loop's own wall time: its while thunk (prefill and the host transfers excluded).
+    loop = max((d for name, d in durations.items() if re.fullmatch(r"while(\.\d+)?", name)), default=wall)
+    rows.append(
+        ("loop overhead (the rest of the step)", max(0.0, 1e3 * loop / steps - sum(r[1] for r in rows)))
+    )
+    return rows
 
 
 def time_torch(model, prompts: np.ndarray, n: int, repeats: int) -> tuple[float, float]:
@@ -159,12 +282,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--skip-import-memory", action="store_true")
+    ap.add_argument(
+        "--no-split", dest="split", action="store_false", help="skip the profile of a decode step"
+    )
     args = ap.parse_args()
 
     cfg = cohere.PRESETS["cohere-bench"]
     dtype = jnp.dtype(args.dtype)
     n, p = args.new_tokens, args.prompt_len
     device = jax.devices()[0]
+    print(describe())
     print(
         f"device: {device.device_kind} ({device.platform}), {jax.device_count()} device(s); cohere-bench "
         f"{cohere.param_count(cfg) / 1e6:.1f} M params; prompt {p}, {n} new tokens, greedy, {args.dtype}"
@@ -202,6 +329,18 @@ def main() -> None:
                 ref_tps = batch * (n - 1) / (r_full - r_one)
                 row += f" {ref_tps:19.1f} {tps / ref_tps:6.2f}x"
             print(row, flush=True)
+        if args.split:
+            print(
+                "\nper-step time of the decode loop, from a profile (ms; the profiler adds its own overhead):"
+            )
+            for batch in [int(b) for b in args.batches.split(",")]:
+                prompts = np.random.default_rng(batch).integers(10, cfg.vocab_size, size=(batch, p)).tolist()
+                split = profile_split(sampler, prompts, n)
+                if split is None:
+                    break
+                total = sum(ms for _, ms in split)
+                cells = ", ".join(f"{name} {ms:.2f} ({100 * ms / total:.0f}%)" for name, ms in split)
+                print(f"  batch {batch}: {total:.2f} ms/step = {cells}")
         print(
             f"(bytes per decode step: weights {weight_bytes / 2**20:.0f} MiB + KV cache "
             f"{kv_bytes_per_token / 1024:.0f} KiB per token of context per row; decode only, prefill excluded)"

@@ -18,11 +18,18 @@ the REINFORCE loss over all rows). References, on the same rows:
 
 Prints per-phase seconds (median over `--steps` iterations after a compile/warm-up iteration), tokens/s and
 the ratios. Shared machines are noisy: compare ratios within one run only.
+
+Then the peak memory of scoring (`rloo.make_score_fn`: policy and reference log-probs and entropy of every
+row) from XLA's compiled memory analysis (`jax.jit(f).lower(...).compile().memory_analysis()`): the trainer's
+chunked path (`losses.token_log_probs_and_entropy`, fp32 logits [chunk, vocab] at a time) beside the former
+full-logits formulation written out here (fp32 logits [n, L, vocab], log-softmax, entropy), with the largest
+difference of their outputs.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import statistics
 import sys
@@ -36,7 +43,9 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from aya_jax import optimizers, sampling  # noqa: E402
+from machine import describe  # noqa: E402
+
+from aya_jax import losses, optimizers, sampling  # noqa: E402
 from aya_jax.models import cohere  # noqa: E402
 from aya_jax.training import (
     rloo,  # noqa: E402
@@ -53,6 +62,67 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+def _full_logits_score_fn(model: cohere.CohereLM, temperature: float):
+    """The "before" reference: `rloo.make_score_fn` as it was, with `rollouts.sequence_log_probs` forming the
+    completion's logits [n, L, vocab] in fp32 all at once."""
+
+    def sequence_log_probs(params, ro):
+        p = ro.prompt_len
+        h = rollouts._completion_states(model, params, ro)  # [n, L, embed]
+        kernel = cohere.output_kernel(params).astype(model.dtype)
+        logits = jnp.einsum("bte,ve->btv", h, kernel, preferred_element_type=jnp.float32)
+        logits = logits * (model.cfg.logit_scale / temperature)
+        log_z = jax.nn.logsumexp(logits, axis=-1)
+        mask = ro.completion_mask[:, p:]
+        token_logps = (jnp.take_along_axis(logits, ro.tokens[:, p:, None], axis=-1)[..., 0] - log_z) * mask
+        entropy_t = log_z - jnp.sum(jax.nn.softmax(logits, axis=-1) * logits, axis=-1)
+        entropy = jnp.sum(entropy_t * mask, axis=1) / jnp.maximum(jnp.sum(mask, axis=1), 1.0)
+        return jnp.sum(token_logps, axis=1), entropy
+
+    def score(params, ref_params, ro):
+        old, entropy = sequence_log_probs(params, ro)
+        ref, _ = sequence_log_probs(ref_params, ro)
+        return old, ref, entropy
+
+    return score
+
+
+def _scoring_memory(model, temperature, params, ref_params, ro, n: int, new_tokens: int) -> list[str]:
+    """XLA's compiled memory analysis of scoring, chunked (the trainer's) and full-logits (before): the lines
+    to print."""
+    mib = 2.0**-20
+    fns = {
+        "before: full logits": _full_logits_score_fn(model, temperature),
+        "after:  chunked": rloo.make_score_fn(model, temperature),
+    }
+    stats, outs = {}, {}
+    for name, fn in fns.items():
+        compiled = jax.jit(fn).lower(params, ref_params, ro).compile()
+        ma = compiled.memory_analysis()
+        stats[name] = (ma.temp_size_in_bytes, ma.argument_size_in_bytes, ma.output_size_in_bytes)
+        outs[name] = jax.device_get(compiled(params, ref_params, ro))
+    chunk = inspect.signature(losses.token_log_probs_and_entropy).parameters["chunk_size"].default
+    vocab = model.cfg.vocab_size
+    lines = [
+        f"scoring memory (rloo.make_score_fn, policy + reference; XLA memory_analysis, MiB): {n} rows x "
+        f"{new_tokens} completion tokens, vocab {vocab}; fp32 logits [n, L, vocab] = "
+        f"{n * new_tokens * vocab * 4 * mib:.1f}, one chunk [{min(chunk, n * new_tokens)}, vocab] = "
+        f"{min(chunk, n * new_tokens) * vocab * 4 * mib:.1f}"
+    ]
+    for name, (temp, arg, out) in stats.items():
+        lines.append(
+            f"  {name:<20} temp {temp * mib:9.1f}   arguments {arg * mib:7.1f}   outputs {out * mib:6.3f}"
+        )
+    (before_temp, *_), (after_temp, *_) = stats.values()
+    before, after = outs.values()
+    diff = max(float(np.max(np.abs(a - b))) for a, b in zip(before, after, strict=True))
+    lines.append(
+        f"  temp before / after = {before_temp / max(after_temp, 1):.2f}   "
+        f"(saved {(before_temp - after_temp) * mib:.1f} MiB); max |difference| of the outputs {diff:.2e}"
+    )
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
@@ -62,6 +132,7 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--steps", type=int, default=3)
     args = ap.parse_args()
+    print(describe())
 
     cfg = cohere.PRESETS["cohere-bench"]
     model = cohere.CohereLM(cfg, dtype=jnp.dtype(args.dtype), param_dtype=jnp.float32)
@@ -110,6 +181,8 @@ def main() -> None:
             for name, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2), strict=True):
                 times[name].append(dt)
     med = {name: statistics.median(v) for name, v in times.items()}
+    # Before the references below: the SFT step donates the state.
+    memory = _scoring_memory(model, temperature, holder["state"].params, ref_params, ro, n, args.new_tokens)
     total = sum(med.values())
 
     # Reference 1: sampling alone, the same rows and token count through the Sampler.
@@ -157,6 +230,7 @@ def main() -> None:
         f"reference: SFT train step, same rows {sft_time:8.3f} s   RLOO update / SFT step = {med['update'] / sft_time:.2f}, "
         f"whole RLOO step / SFT step = {total / sft_time:.2f}"
     )
+    print("\n".join(memory))
 
 
 if __name__ == "__main__":
