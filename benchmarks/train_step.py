@@ -35,8 +35,10 @@ all alike):
     f32acc+scan-unroll  both
     all                 every variant above
 
-Prints tokens/s, model FLOP/s, MFU against the matmul peak measured in the same run, and the ratios to the
-plain step and to transformers. Shared machines are noisy: compare ratios within one run only.
+Prints (after `describe()`'s machine line) tokens/s of the median and of the fastest step, model FLOP/s, MFU
+against the matmul peak measured in the same run (`metrics.peak_flops_per_device`; in bf16 on CPU also the rate
+of XLA:CPU's fast bf16 dot, which that peak does not measure), and the ratios to the plain step and to
+transformers. Shared machines are noisy: compare ratios within one run only.
 """
 
 from __future__ import annotations
