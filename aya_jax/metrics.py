@@ -37,7 +37,11 @@ _MEASURED: dict[tuple[str, str], float] = {}
 
 
 def measure_matmul_peak(dtype: str = "float32", size: int = 1024, repeats: int = 10) -> float:
-    """Best observed FLOP/s of a jitted square matmul chain on device 0 (used for CPUs, which have no table)."""
+    """Best observed FLOP/s of a jitted square matmul chain on device 0 (used for CPUs, which have no table).
+
+    Low-precision products accumulate in fp32 and are cast back, as the model's layers compute them on CPU
+    (`layers.einsum`): a bf16-result product would time XLA:CPU's slow bf16 path, several times below the
+    rate the model actually reaches, and overstate MFU."""
     key = (jax.local_devices()[0].device_kind, dtype)
     if key in _MEASURED:
         return _MEASURED[key]
@@ -49,7 +53,7 @@ def measure_matmul_peak(dtype: str = "float32", size: int = 1024, repeats: int =
     @jax.jit
     def chain(a, b):
         for _ in range(4):  # several dependent matmuls per call amortise dispatch
-            a = a @ b
+            a = jnp.matmul(a, b, preferred_element_type=jnp.float32).astype(dt)
         return a
 
     chain(a, b).block_until_ready()

@@ -85,6 +85,7 @@ def build_model(model_config: Any, vocab_size: int | None, hf_config: dict[str, 
         param_dtype=dtype_from_name(model_config.param_dtype, "config.model.param_dtype"),
         remat=model_config.remat,
         scan_layers=bool(model_config.scan_layers),
+        scan_unroll=int(model_config.scan_unroll),
     )
     return model, cfg
 

@@ -239,6 +239,18 @@ def decode_loop(
 # ============================================================================================================
 
 
+def default_cache_dtype(model: nn.Module) -> jnp.dtype:
+    """The KV cache's dtype: the model's compute dtype, except fp32 for a bf16/fp16 model on CPU. XLA:CPU has
+    no low-precision batched dot: with a bf16 cache it converted every layer's whole cache to fp32 at every
+    decode step, ~2.4 ms per buffer at batch 32 on the benchmark model, more than the attention itself
+    (benchmarks/decode.py --dtype bfloat16). Keys and values are computed in the compute dtype either way;
+    an fp32 cache holds them exactly."""
+    dtype = jnp.dtype(model.dtype)
+    if jax.default_backend() == "cpu" and dtype.itemsize < 4:
+        return jnp.dtype(jnp.float32)
+    return dtype
+
+
 def generate(
     model: nn.Module,
     params: Any,
@@ -253,13 +265,13 @@ def generate(
 ) -> Generation:
     """Pure and jittable: prompts `tokens` [batch, P] whose real tokens are where `segment_ids` is non-zero ->
     `Generation`. The model's family (aya_jax/models/families.py) prefills a cache in `cache_dtype` (default:
-    the model's dtype) and decodes one token at a time; a decoder-only model needs left padding, an
+    `default_cache_dtype`) and decodes one token at a time; a decoder-only model needs left padding, an
     encoder-decoder's prompt may be padded anywhere (it is the encoder input)."""
     family = families.family_of(model)
     model, params = family.decoding_view(model, params)
     row_ids = jnp.arange(tokens.shape[0], dtype=jnp.int32) if row_ids is None else row_ids
     logits, cache = family.prefill(
-        model, params, tokens, segment_ids, sampling.max_new_tokens, cache_dtype or model.dtype
+        model, params, tokens, segment_ids, sampling.max_new_tokens, cache_dtype or default_cache_dtype(model)
     )
     step = functools.partial(family.decode, model, params)
     return decode_loop(logits, cache, step, rng, row_ids, sampling, pad_id)
@@ -344,7 +356,7 @@ class Sampler:
         self.mesh, self.pad_id = mesh, int(pad_id)
         self.rules = sharding.normalize_rules(rules, mesh) if mesh is not None else ()
         self.prompt_bucket = int(prompt_bucket)
-        self.cache_dtype = cache_dtype or model.dtype
+        self.cache_dtype = cache_dtype or default_cache_dtype(model)
         self.rows_multiple = sharding.data_parallel_size(mesh, self.rules) if mesh is not None else 1
         self._generate = jax.jit(
             functools.partial(

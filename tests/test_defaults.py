@@ -102,6 +102,7 @@ OUT_OF_RANGE = [
     ("model.overrides.logit_scale", 0.0),
     ("model.overrides.layer_norm_eps", 0.0),
     ("model.overrides.initializer_range", -0.02),
+    ("model.scan_unroll", 0),
     ("model_info.num_devices", -1),
     ("optimizer.learning_rate", 0.0),
     ("optimizer.warmup_steps", -1),

@@ -34,10 +34,13 @@ def defaults() -> ml_collections.ConfigDict:
     m.param_dtype = "float32"
     m.remat = "none"  # none | full | dots_saveable: activations recomputed in the backward pass
     m.scan_layers = True  # layers stacked with nn.scan (compile time independent of depth)
+    # Layers per iteration of that scan's loop: a loop of num_layers / scan_unroll iterations. Higher runs
+    # faster where each loop iteration costs (XLA:CPU slices the stacked weights and gradients per iteration;
+    # benchmarks/train_step.py, variant scan-unroll) and compiles longer; values above num_layers mean all.
+    m.scan_unroll = 1
     # A Hugging Face directory (config.json + safetensors + tokenizer.json) to start from: its config.json defines
     # the architecture (preset and overrides unused) and its weights replace the random init (aya_jax/hf/).
     m.hf_init_dir = ""
-    m.attention = "xla"  # xla (einsum + mask) | cudnn (jax.nn.dot_product_attention on GPU)
     return m
 
 
@@ -70,7 +73,7 @@ def validate(m: ml_collections.ConfigDict, config: ml_collections.ConfigDict) ->
     s.one_of("dtype", DTYPES)
     s.one_of("param_dtype", DTYPES)
     s.one_of("remat", ("none", "full", "dots_saveable"))
-    s.one_of("attention", ("xla", "cudnn"))
+    s.at_least("scan_unroll", 1)
     if not m.hf_init_dir:
         family = families.family_of_preset(m.preset)
         limit = family.max_positions(family.presets[m.preset])

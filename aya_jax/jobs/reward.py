@@ -59,6 +59,7 @@ def train(config: Any, workdir: str) -> loop.RunSummary:
             param_dtype=pretrained.dtype_from_name(config.model.param_dtype, "config.model.param_dtype"),
             remat=str(config.model.remat),
             scan_layers=bool(config.model.scan_layers),
+            scan_unroll=int(config.model.scan_unroll),
         )
         tx, schedule = optimizers.make_optimizer(config.optimizer, int(config.train.steps))
         with run.context():

@@ -85,11 +85,25 @@ class Family:
             lengths = {"inputs": lengths, "targets": lengths}
         return self.dummy_inputs(lengths)
 
-    def build(self, cfg: Any, *, dtype: Any, param_dtype: Any, remat: str, scan_layers: bool) -> nn.Module:
+    def build(
+        self,
+        cfg: Any,
+        *,
+        dtype: Any,
+        param_dtype: Any,
+        remat: str = "none",
+        scan_layers: bool = True,
+        scan_unroll: int = 1,
+    ) -> nn.Module:
         if remat not in ("none", "full", "dots_saveable"):
             raise ValueError(f"config.model.remat: {remat!r} is not one of none, full, dots_saveable")
         return self.module_class(
-            cfg, dtype=dtype, param_dtype=param_dtype, remat=remat, scan_layers=scan_layers
+            cfg,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            remat=remat,
+            scan_layers=scan_layers,
+            scan_unroll=scan_unroll,
         )
 
 
@@ -278,10 +292,6 @@ def family_named(name: str) -> Family:
     raise ValueError(f"unknown model family {name!r} (known: {', '.join(f.name for f in FAMILIES)})")
 
 
-def build(
-    cfg: Any, *, dtype: Any, param_dtype: Any, remat: str = "none", scan_layers: bool = True
-) -> nn.Module:
-    """The module of a model config, whatever its family."""
-    return family_of(cfg).build(
-        cfg, dtype=dtype, param_dtype=param_dtype, remat=remat, scan_layers=scan_layers
-    )
+def build(cfg: Any, **options: Any) -> nn.Module:
+    """The module of a model config, whatever its family (`options`: those of `Family.build`)."""
+    return family_of(cfg).build(cfg, **options)

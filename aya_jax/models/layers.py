@@ -1,4 +1,4 @@
-"""Layers shared by the model families: norms, rotary embeddings, masks and attention.
+"""Layers shared by the model families: norms, rotary embeddings, masks, attention and the layers' contractions.
 
 Everything here is mesh-agnostic: parameters carry logical axis names (`vocab, embed, mlp, heads, kv_heads,
 head_dim, layers, norm`), activations are constrained with logical names (`act_batch, act_len, ...`);
@@ -19,6 +19,57 @@ Array = jax.Array
 # Large negative instead of -inf keeps fully masked rows (padding) finite: softmax becomes uniform there,
 # and those rows carry no loss.
 MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
+
+
+_LOW_PRECISION = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+
+
+def einsum(spec: str, a: Array, b: Array) -> Array:
+    """`jnp.einsum` of a layer's two operands (activations x weights, probabilities x values).
+
+    On CPU, bf16/fp16 operands are contracted with an fp32 result that is cast back once, in the forward pass
+    and in both backward contractions (a custom VJP): XLA:CPU runs only fp32-result dots of bf16 operands on
+    its fast paths (oneDNN / YNNPACK with AVX512_BF16 or AMX), and a bf16-result dot is several times slower
+    (benchmarks/train_step.py, variant f32acc). The result is what accelerators compute anyway (fp32
+    accumulation, one rounding at the end), so numerics do not depend on the backend. fp32 operands, and every
+    other backend, take `jnp.einsum` unchanged."""
+    if a.dtype == b.dtype and a.dtype in _LOW_PRECISION and jax.default_backend() == "cpu":
+        return _f32_accumulating_einsum(spec, a, b)
+    return jnp.einsum(spec, a, b)
+
+
+def _cotangent_specs(spec: str) -> tuple[str, str]:
+    """For "a,b->o": the specs of the two cotangent contractions, "o,b->a" and "a,o->b". Every index of an
+    operand must appear in the other operand or the output (no sum inside one operand), as in a layer's
+    contractions."""
+    ins, out = spec.replace(" ", "").split("->")
+    a, b = ins.split(",")
+    if "." in spec or any(c not in b + out for c in a) or any(c not in a + out for c in b):
+        raise ValueError(f"layers.einsum: {spec!r} sums an index inside one operand; use jnp.einsum")
+    return f"{out},{b}->{a}", f"{a},{out}->{b}"
+
+
+def _f32_result(spec: str, a: Array, b: Array) -> Array:
+    return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32).astype(a.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _f32_accumulating_einsum(spec: str, a: Array, b: Array) -> Array:
+    return _f32_result(spec, a, b)
+
+
+def _f32_accumulating_fwd(spec: str, a: Array, b: Array) -> tuple[Array, tuple[Array, Array]]:
+    return _f32_result(spec, a, b), (a, b)
+
+
+def _f32_accumulating_bwd(spec: str, saved: tuple[Array, Array], g: Array) -> tuple[Array, Array]:
+    a, b = saved
+    da_spec, db_spec = _cotangent_specs(spec)
+    g = g.astype(a.dtype)
+    return _f32_result(da_spec, g, b), _f32_result(db_spec, a, g)
+
+
+_f32_accumulating_einsum.defvjp(_f32_accumulating_fwd, _f32_accumulating_bwd)
 
 
 def constrain(x: Array, names: tuple[str | None, ...]) -> Array:
@@ -159,7 +210,7 @@ def dot_product_attention(
     if mask is not None:
         scores = jnp.where(mask[:, :, None], scores, MASK_VALUE)  # mask [b,1,1,q,k] broadcasts over h,g
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bhgqk,bkhd->bqhgd", probs, v)
+    out = einsum("bhgqk,bkhd->bqhgd", probs, v)
     return out.reshape(batch, q_len, heads, head_dim)
 
 
@@ -202,7 +253,7 @@ def cached_dot_product_attention(
     top = functools.reduce(jnp.maximum, [jnp.max(s, axis=-1, keepdims=True) for s, _ in blocks])
     exps = [(jnp.exp(s - top), values) for s, values in blocks]
     total = sum(jnp.sum(p, axis=-1, keepdims=True) for p, _ in exps)
-    out = sum(jnp.einsum("bhgqk,bhkd->bhgqd", (p / total).astype(values.dtype), values) for p, values in exps)
+    out = sum(einsum("bhgqk,bhkd->bhgqd", (p / total).astype(values.dtype), values) for p, values in exps)
     return out.transpose(0, 3, 1, 2, 4).reshape(batch, q_len, heads, head_dim)
 
 

@@ -288,7 +288,7 @@ class MT5Attention(nn.Module):
         self.o_proj = self.param("o_proj", _init(f * (h * d) ** -0.5, out_axes), (h, d, e), self.param_dtype)
 
     def _project(self, x: Array, kernel: Array) -> Array:
-        out = jnp.einsum("bte,ehd->bthd", x, kernel.astype(self.dtype))  # [batch, len, heads, d_kv]
+        out = layers.einsum("bte,ehd->bthd", x, kernel.astype(self.dtype))  # [batch, len, heads, d_kv]
         return layers.constrain(out, ("act_batch", "act_len", "act_heads", None))
 
     def query(self, x: Array) -> Array:
@@ -300,7 +300,7 @@ class MT5Attention(nn.Module):
     def output(self, attended: Array) -> Array:
         """[batch, len, heads, d_kv] -> [batch, len, d_model]."""
         attended = layers.constrain(attended, ("act_batch", "act_len", "act_heads", None))
-        return jnp.einsum("bthd,hde->bte", attended, self.o_proj.astype(self.dtype))
+        return layers.einsum("bthd,hde->bte", attended, self.o_proj.astype(self.dtype))
 
 
 class MT5MLP(nn.Module):
@@ -320,11 +320,11 @@ class MT5MLP(nn.Module):
         def kernel(name, shape, std, axes):
             return self.param(name, _init(std, axes), shape, self.param_dtype).astype(self.dtype)
 
-        gate = jnp.einsum("bte,ef->btf", h, kernel("gate_proj", (e, f), s * e**-0.5, ("embed", "mlp")))
-        up = jnp.einsum("bte,ef->btf", h, kernel("up_proj", (e, f), s * e**-0.5, ("embed", "mlp")))
+        gate = layers.einsum("bte,ef->btf", h, kernel("gate_proj", (e, f), s * e**-0.5, ("embed", "mlp")))
+        up = layers.einsum("bte,ef->btf", h, kernel("up_proj", (e, f), s * e**-0.5, ("embed", "mlp")))
         act = layers.constrain(nn.gelu(gate, approximate=True) * up, ("act_batch", "act_len", "act_mlp"))
         act = _dropout(self, act)
-        return jnp.einsum("btf,fe->bte", act, kernel("down_proj", (f, e), s * f**-0.5, ("mlp", "embed")))
+        return layers.einsum("btf,fe->bte", act, kernel("down_proj", (f, e), s * f**-0.5, ("mlp", "embed")))
 
 
 def _norm(cfg: MT5Config, param_dtype: Any, name: str) -> layers.RMSNorm:
@@ -394,18 +394,20 @@ class MT5DecoderLayer(nn.Module):
             k_cache, v_cache, cross_k, cross_v = layer_cache
             (cache_bias, new_bias), (cache_mask, new_mask) = self_bias, self_mask
             k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [batch, heads, len, d_kv]
+            # In the cache's dtype (see cohere.CohereAttention): no per-step conversion of the whole cache.
+            wide = k_cache.dtype
             out = layers.cached_dot_product_attention(
-                q,
-                k_cache.astype(self.dtype),
-                v_cache.astype(self.dtype),
+                q.astype(wide),
+                k_cache,
+                v_cache,
                 cache_mask,
-                k,
-                v,
+                k.astype(wide),
+                v.astype(wide),
                 new_mask,
                 1.0,
                 cache_bias=cache_bias,
                 new_bias=new_bias,
-            )
+            ).astype(self.dtype)
         y = y + _dropout(self, self_attn.output(out))
 
         h = _norm(cfg, self.param_dtype, "cross_attn_norm")(y)
@@ -413,8 +415,11 @@ class MT5DecoderLayer(nn.Module):
         if computed:
             ck, cv = cross_attn.key_value(encoded)  # [batch, enc_len, heads, d_kv]
         else:
-            ck, cv = layer_cache[2].astype(self.dtype), layer_cache[3].astype(self.dtype)
-        out = layers.dot_product_attention(cross_attn.query(h), ck, cv, cross_mask, scale=1.0)
+            ck, cv = layer_cache[2], layer_cache[3]
+        out = layers.dot_product_attention(
+            cross_attn.query(h).astype(ck.dtype), ck, cv, cross_mask, scale=1.0
+        )
+        out = out.astype(self.dtype)
         y = y + _dropout(self, cross_attn.output(out))
 
         h = _norm(cfg, self.param_dtype, "mlp_norm")(y)
@@ -442,6 +447,7 @@ def _layer_stack(module: nn.Module, layer_cls: type, length: int, in_axes: tuple
             split_rngs={"params": True, "dropout": True},
             in_axes=in_axes,
             length=length,
+            unroll=min(module.scan_unroll, length),
             metadata_params={nn.PARTITION_NAME: "layers"},
         )(*args, name="layers")
     return [layer_cls(*args, name=f"layers_{i}") for i in range(length)]
@@ -471,6 +477,7 @@ class MT5Encoder(nn.Module):
     remat: str = "none"
     scan_layers: bool = True
     deterministic: bool = True
+    scan_unroll: int = 1
 
     def setup(self) -> None:
         self.relative_attention_bias = _bias_table(self)
@@ -500,6 +507,7 @@ class MT5Decoder(nn.Module):
     remat: str = "none"
     scan_layers: bool = True
     deterministic: bool = True
+    scan_unroll: int = 1
 
     def setup(self) -> None:
         self.relative_attention_bias = _bias_table(self)
@@ -608,6 +616,7 @@ class MT5(nn.Module):
     remat: str = "none"
     scan_layers: bool = True
     deterministic: bool = True  # False: apply cfg.dropout_rate (needs a "dropout" rng)
+    scan_unroll: int = 1  # layers per iteration of each stack's scan loop (nn.scan's unroll)
 
     def setup(self) -> None:
         cfg = self.cfg
@@ -619,8 +628,8 @@ class MT5(nn.Module):
         # with logits of std sqrt(d_model) (loss several times log(vocab)). Imported weights replace either.
         head_std = cfg.initializer_factor * cfg.d_model**-0.5
         stack_args = (cfg, self.dtype, self.param_dtype, self.remat, self.scan_layers, self.deterministic)
-        self.encoder = MT5Encoder(*stack_args)
-        self.decoder = MT5Decoder(*stack_args)
+        self.encoder = MT5Encoder(*stack_args, scan_unroll=self.scan_unroll)
+        self.decoder = MT5Decoder(*stack_args, scan_unroll=self.scan_unroll)
         if not cfg.tie_word_embeddings:
             # Same [vocab, d_model] layout as the embedding (and as Hugging Face's lm_head.weight).
             self.lm_head = self.param("lm_head", _init(head_std, ("vocab", "embed")), shape, self.param_dtype)

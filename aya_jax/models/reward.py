@@ -75,10 +75,16 @@ class RewardModel(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
     remat: str = "none"
     scan_layers: bool = True
+    scan_unroll: int = 1
 
     def setup(self) -> None:
         self.backbone = cohere.CohereLM(
-            self.cfg, self.dtype, self.param_dtype, remat=self.remat, scan_layers=self.scan_layers
+            self.cfg,
+            self.dtype,
+            self.param_dtype,
+            remat=self.remat,
+            scan_layers=self.scan_layers,
+            scan_unroll=self.scan_unroll,
         )
         self.head = ScalarHead(self.cfg.hidden_size, self.param_dtype)
 

@@ -27,6 +27,7 @@ def _model_config(preset: str, **overrides) -> ml_collections.ConfigDict:
             "param_dtype": "float32",
             "remat": "none",
             "scan_layers": True,
+            "scan_unroll": 1,
         }
     )
 
@@ -142,3 +143,42 @@ def test_encoder_decoder_fused_loss_equals_logits_cross_entropy(tied):
     )
     assert families.MT5.logit_scale(cfg) == 1.0
     assert families.MT5.param_count(cfg) == sum(x.size for x in jax.tree.leaves(params))
+
+
+@pytest.mark.parametrize("preset", ["cohere-tiny", "mt5-tiny"])
+def test_scan_unroll_keeps_parameters_loss_and_gradients(preset):
+    """config.model.scan_unroll changes how the scan loop runs, not the model: the same parameter tree, and
+    the same loss and gradients as one layer per iteration (fp32; separately compiled, so to 1e-5)."""
+    rolled, cfg = pretrained.build_model(_model_config(preset, vocab_size=300, num_layers=3), None)
+    unrolled = rolled.clone(scan_unroll=2)  # 3 layers, 2 per iteration: the remainder path too
+    family = families.family_of(cfg)
+    lengths = {"inputs": 12, "targets": 12}
+    params = nn.unbox(
+        jax.jit(lambda k: rolled.init(k, *family.init_inputs(lengths))["params"])(jax.random.PRNGKey(0))
+    )
+    other = nn.unbox(
+        jax.jit(lambda k: unrolled.init(k, *family.init_inputs(lengths))["params"])(jax.random.PRNGKey(0))
+    )
+    assert jax.tree.structure(params) == jax.tree.structure(other)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(other), strict=True):
+        np.testing.assert_array_equal(a, b)  # the same init (the same RNG splits), not a computed value
+    rng = np.random.default_rng(3)
+    batch = {}
+    for side in ("decoder", "encoder") if family.encoder_decoder else ("decoder",):
+        rows = _packed_rows(rng, 2, 12, cfg.vocab_size)
+        batch |= {f"{side}_input_tokens": rows["tokens"], f"{side}_positions": rows["positions"]}
+        batch[f"{side}_segment_ids"] = rows["segment_ids"]
+    real = batch["decoder_segment_ids"] > 0
+    batch["decoder_target_tokens"] = np.where(real, rng.integers(2, cfg.vocab_size, real.shape), 0).astype(
+        np.int32
+    )
+    batch["decoder_loss_weights"] = real.astype(np.float32)
+
+    def loss_and_grad(model):
+        loss = lambda p: sft_objective.forward_loss(model, p, jax.tree.map(jnp.asarray, batch), 0.0)[0]
+        return jax.jit(jax.value_and_grad(loss))(params)
+
+    (l1, g1), (l2, g2) = loss_and_grad(rolled), loss_and_grad(unrolled)
+    np.testing.assert_allclose(float(l2), float(l1), rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
