@@ -8,7 +8,7 @@ transformers' `generate`, in one run; then the peak host memory of an HF import.
 Model (fixed): cohere-bench (hidden 512, ffn 1536, 8 layers, 8 heads, vocab 32000), random weights, greedy.
 Decode tokens/s counts only the decode steps: (time of generating N tokens - time of generating 1 token, i.e.
 the prefill) over B x (N - 1) tokens, best of `--repeats`; transformers is timed the same way
-(`generate(do_sample=False, min_new_tokens=N)`, torch fp32, same threads, same prompt).
+(`generate(do_sample=False, min_new_tokens=N)`, torch in the same dtype, same threads, same prompt).
 
 Bound: one decode step must read every weight once plus the keys/values of the tokens so far; at the
 device's measured read bandwidth (a large jitted reduction) that takes
@@ -220,8 +220,9 @@ def time_torch(model, prompts: np.ndarray, n: int, repeats: int) -> tuple[float,
     return min(t_full), min(t_one)
 
 
-def torch_reference(params, cfg: cohere.CohereConfig, directory: str):
-    """The same weights in transformers' CohereForCausalLM (exported by aya_jax.hf, loaded by from_pretrained)."""
+def torch_reference(params, cfg: cohere.CohereConfig, directory: str, dtype: str):
+    """The same weights in transformers' CohereForCausalLM (exported by aya_jax.hf, loaded by from_pretrained
+    in `dtype`)."""
     try:
         import torch
         import transformers
@@ -230,7 +231,7 @@ def torch_reference(params, cfg: cohere.CohereConfig, directory: str):
         return None
     hf.save(directory, params, cfg, dtype="float32")
     torch.set_num_threads(os.cpu_count() or 1)
-    return transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    return transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=getattr(torch, dtype)).eval()
 
 
 IMPORT_PROBE = """
@@ -309,7 +310,7 @@ def main() -> None:
         reference = None
         if not args.no_torch:
             fp32_params = jax.tree.map(lambda x: x.astype(jnp.float32), params)
-            reference = torch_reference(fp32_params, cfg, directory)
+            reference = torch_reference(fp32_params, cfg, directory, args.dtype)
 
         header = (
             f"\n{'batch':>5s} {'aya_jax tok/s':>14s} {'bound tok/s':>12s} {'of bound':>9s} "

@@ -29,10 +29,9 @@ all alike):
     ce-full             losses.linear_cross_entropy -> full [tokens, vocab] logits + losses.cross_entropy
     unrolled            scan_layers=False (a Python loop over the layers, as the plain step)
     plain-like          attn-full + ce-full + unrolled
-    scan-unroll         nn.scan(..., unroll=num_layers): stacked params as the trainer's, no while loop
-    f32acc              bf16 x bf16 einsums (forward and backward) accumulate in fp32 and cast back
-                        (`f32_accumulating_einsum`; XLA:CPU's fast bf16 dots are those with an fp32 result)
-    f32acc+scan-unroll  both
+    scan-unroll         config.model.scan_unroll = num_layers: stacked params as the trainer's, no loop
+    bf16-result         layers.einsum -> jnp.einsum: bf16 x bf16 dots with a bf16 result, which XLA:CPU runs
+                        off its fast bf16 path (the library accumulates them in fp32 on CPU instead)
     all                 every variant above
 
 Prints (after `describe()`'s machine line) tokens/s of the median and of the fastest step, model FLOP/s, MFU
@@ -46,7 +45,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import functools
 import os
 import statistics
 import sys
@@ -60,7 +58,6 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-from flax import linen as nn  # noqa: E402
 
 BENCHMARKS = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(BENCHMARKS))
@@ -96,25 +93,6 @@ def make_tx():
     return tx, schedule
 
 
-def measure_bf16_matmul(size: int, repeats: int = 10) -> float:
-    """Median FLOP/s of one jitted [size, size] x [size, size] bf16 product with an fp32 result
-    (`preferred_element_type`), cast back to bf16, on random data. On XLA:CPU this is the fast bf16 path
-    (AMX / avx512_bf16); `metrics.measure_matmul_peak("bfloat16")` times bf16-result products, which XLA:CPU
-    computes several times slower, in fp32."""
-    ka, kb = jax.random.split(jax.random.PRNGKey(0))
-    a = jax.random.normal(ka, (size, size), jnp.bfloat16)
-    b = jax.random.normal(kb, (size, size), jnp.bfloat16)
-    mm = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=F32).astype(jnp.bfloat16))
-    for _ in range(3):
-        mm(a, b).block_until_ready()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        mm(a, b).block_until_ready()
-        times.append(time.perf_counter() - t0)
-    return 2 * size**3 / statistics.median(times)
-
-
 class Stepper:
     """A compiled step over a state it owns (donated each call): `run()` -> seconds of one step."""
 
@@ -147,64 +125,8 @@ def full_logits_cross_entropy(
     return aux
 
 
-def _reverse_spec(spec: str) -> tuple[str, str] | None:
-    """For "a,b->o": the specs of the two cotangent einsums ("o,b->a", "a,o->b"); None when an index of one
-    operand appears in neither the other operand nor the output (a sum inside one operand) or with ellipses."""
-    if "..." in spec or "->" not in spec:
-        return None
-    ins, out = spec.replace(" ", "").split("->")
-    if ins.count(",") != 1:
-        return None
-    a, b = ins.split(",")
-    if any(c not in b + out for c in a) or any(c not in a + out for c in b):
-        return None
-    return f"{out},{b}->{a}", f"{a},{out}->{b}"
-
-
-def f32_accumulating_einsum(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
-    """einsum of two low-precision operands accumulated in fp32 and cast back (`preferred_element_type=fp32`),
-    with a backward that does the same (bf16 cotangent x bf16 operand, fp32 accumulation): on XLA:CPU only dots
-    with an fp32 result take the fast bf16 (AMX / avx512_bf16) path; a bf16-result dot is several times
-    slower (variant f32acc)."""
-    da_spec, db_spec = _reverse_spec(spec)
-    dtype = a.dtype
-
-    def dot(s, x, y):
-        return jnp.einsum(s, x, y, preferred_element_type=F32).astype(dtype)
-
-    @jax.custom_vjp
-    def f(a, b):
-        return dot(spec, a, b)
-
-    def fwd(a, b):
-        return dot(spec, a, b), (a, b)
-
-    def bwd(res, g):
-        a, b = res
-        g = g.astype(dtype)
-        return dot(da_spec, g, b), dot(db_spec, a, g)
-
-    f.defvjp(fwd, bwd)
-    return f(a, b)
-
-
 _LINEAR_CE = losses.linear_cross_entropy  # the library's own, restored after every patch
-_EINSUM = jnp.einsum
-_NN_SCAN = nn.scan
-
-
-def _einsum_f32acc(spec, *operands, **kw):
-    """jnp.einsum, with bf16 x bf16 two-operand contractions that name no result type routed through
-    `f32_accumulating_einsum`."""
-    if (
-        isinstance(spec, str)
-        and len(operands) == 2
-        and not kw
-        and all(getattr(x, "dtype", None) == jnp.bfloat16 for x in operands)
-        and _reverse_spec(spec) is not None
-    ):
-        return f32_accumulating_einsum(spec, *operands)
-    return _EINSUM(spec, *operands, **kw)
+_LAYERS_EINSUM = layers.einsum
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,8 +134,8 @@ class Variant:
     causal_block: int | None = None  # None: the library's layers.CAUSAL_BLOCK
     full_ce: bool = False
     unrolled: bool = False  # scan_layers=False: separate per-layer params, a Python loop
-    scan_unroll: bool = False  # nn.scan(unroll=num_layers): the stacked params, straight-line code
-    f32acc: bool = False
+    scan_unroll: bool = False  # config.model.scan_unroll = num_layers: the stacked params, straight-line code
+    bf16_result: bool = False  # the layers' bf16 dots with a bf16 result (plain jnp.einsum)
 
 
 VARIANTS: dict[str, Variant] = {
@@ -223,8 +145,7 @@ VARIANTS: dict[str, Variant] = {
     "unrolled": Variant(unrolled=True),
     "plain-like": Variant(causal_block=0, full_ce=True, unrolled=True),
     "scan-unroll": Variant(scan_unroll=True),
-    "f32acc": Variant(f32acc=True),
-    "f32acc+scan-unroll": Variant(f32acc=True, scan_unroll=True),
+    "bf16-result": Variant(bf16_result=True),
 }
 
 
@@ -239,23 +160,22 @@ def patched(variant: Variant, num_layers: int) -> Iterator[None]:
             layers.CAUSAL_BLOCK = variant.causal_block
         if variant.full_ce:
             losses.linear_cross_entropy = full_logits_cross_entropy
-        if variant.scan_unroll:
-            nn.scan = functools.partial(_NN_SCAN, unroll=num_layers)
-        if variant.f32acc:
-            jnp.einsum = _einsum_f32acc
+        if variant.bf16_result:
+            layers.einsum = jnp.einsum
         yield
     finally:
         layers.CAUSAL_BLOCK = saved
         losses.linear_cross_entropy = _LINEAR_CE
-        nn.scan = _NN_SCAN
-        jnp.einsum = _EINSUM
+        layers.einsum = _LAYERS_EINSUM
 
 
 def make_model(
-    cfg: cohere.CohereConfig, dtype: str, remat: str = "none", scan: bool = True
+    cfg: cohere.CohereConfig, dtype: str, remat: str = "none", scan: bool = True, scan_unroll: int = 1
 ) -> cohere.CohereLM:
     """As the trainer builds it: compute dtype `dtype`, fp32 parameters."""
-    return cohere.CohereLM(cfg, dtype=jnp.dtype(dtype), param_dtype=F32, remat=remat, scan_layers=scan)
+    return cohere.CohereLM(
+        cfg, dtype=jnp.dtype(dtype), param_dtype=F32, remat=remat, scan_layers=scan, scan_unroll=scan_unroll
+    )
 
 
 def make_jax_step(
@@ -269,7 +189,8 @@ def make_jax_step(
     """The trainer's own step (fused chunked cross-entropy, AdamW, clipping) on one device, compiled (under
     `variant`'s patch) and run twice to warm up. Returns (the stepper, its model)."""
     batch = make_batch(cfg) if batch is None else batch
-    model = make_model(cfg, dtype, remat, scan and not variant.unrolled)
+    unroll = cfg.num_layers if variant.scan_unroll else 1
+    model = make_model(cfg, dtype, remat, scan and not variant.unrolled, unroll)
     seq = batch["decoder_input_tokens"].shape[1]
     tx, schedule = make_tx()
     state = jax.jit(ts.make_init_fn(model, tx, seq))(jax.random.PRNGKey(0))
@@ -510,11 +431,6 @@ def main() -> None:
     )
     peak, source = metrics.peak_flops_per_device(args.dtype)
     print(f"peak matmul: {peak / 1e9:.1f} GFLOP/s ({source})")
-    if args.dtype == "bfloat16" and jax.default_backend() == "cpu":
-        print(
-            f"bf16 x bf16 -> fp32 matmul: {measure_bf16_matmul(2048) / 1e9:.1f} GFLOP/s (XLA:CPU's fast bf16 "
-            "path, which bf16-result dots do not take; MFU below is against the peak above)"
-        )
     batch = make_batch(cfg)
 
     runners: list[tuple[str, Callable[[], float]]] = []

@@ -111,20 +111,20 @@ def test_sequence_log_probs_match_sampler_and_numpy(model_and_params, rolled):
         np.testing.assert_allclose(entropy[row], ref_h.mean(), rtol=1e-4, atol=1e-4)
 
 
-def test_fused_sums_and_their_gradient_equal_the_full_logits_path(model_and_params, rolled):
+def test_fused_sums_and_their_gradient_equal_the_per_token_path(model_and_params, rolled):
     model, params = model_and_params
     _, ro = rolled
     coef = jnp.asarray(np.random.default_rng(3).normal(size=ro.tokens.shape[0]), jnp.float32)
 
-    def full(p):
+    def per_token(p):
         return jnp.sum(coef * rollouts.sequence_log_probs(model, p, ro, temperature=0.8)[0])
 
     def fused(p):
         return jnp.sum(coef * rollouts.sequence_log_prob_sums(model, p, ro, temperature=0.8, chunk_size=16))
 
-    np.testing.assert_allclose(float(fused(params)), float(full(params)), rtol=1e-5)
+    np.testing.assert_allclose(float(fused(params)), float(per_token(params)), rtol=1e-5)
     for a, b in zip(
-        jax.tree.leaves(jax.grad(full)(params)), jax.tree.leaves(jax.grad(fused)(params)), strict=True
+        jax.tree.leaves(jax.grad(per_token)(params)), jax.tree.leaves(jax.grad(fused)(params)), strict=True
     ):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-5)
 
