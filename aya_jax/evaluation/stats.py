@@ -115,3 +115,41 @@ def bootstrap_macro(
     replicates /= len(by_group)
     low, high = _quantiles(replicates, confidence)
     return Interval(float(means.mean()), low, high, int(x.size))
+
+
+def interval(point: float, replicates: Sequence[float] | np.ndarray, confidence: float, n: int) -> Interval:
+    """`point` with the percentile interval of its bootstrap `replicates` (NaN where there are none)."""
+    r = np.asarray(replicates, dtype=np.float64).reshape(-1)
+    r = r[np.isfinite(r)]
+    if r.size == 0:
+        return Interval(float(point), float("nan"), float("nan"), int(n))
+    low, high = _quantiles(r, confidence)
+    return Interval(float(point), low, high, int(n))
+
+
+def bootstrap_ratio(
+    numerators: Sequence[float] | np.ndarray,
+    denominators: Sequence[float] | np.ndarray,
+    *,
+    rounds: int = DEFAULT_ROUNDS,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = 0,
+) -> Interval:
+    """sum(numerators) / sum(denominators) over items, and its percentile-bootstrap interval with the items
+    resampled (with replacement) as wholes: a weighted mean whose items are clusters of observations, e.g.
+    the two judged games of one question (numerator: their weighted score, denominator: their weight)."""
+    _check(rounds, confidence)
+    num = np.asarray(numerators, dtype=np.float64).reshape(-1)
+    den = np.asarray(denominators, dtype=np.float64).reshape(-1)
+    if num.size != den.size:
+        raise ValueError(f"{num.size} numerators but {den.size} denominators")
+    if num.size == 0 or den.sum() <= 0:
+        return Interval(float("nan"), float("nan"), float("nan"), int(num.size))
+    rng = np.random.default_rng(seed)
+    per_block = max(1, _BLOCK_ELEMENTS // num.size)
+    replicates = []
+    for r in range(0, rounds, per_block):
+        idx = rng.integers(0, num.size, size=(min(per_block, rounds - r), num.size))
+        d = den[idx].sum(axis=1)
+        replicates.append(np.where(d > 0, num[idx].sum(axis=1) / np.where(d > 0, d, 1.0), np.nan))
+    return interval(num.sum() / den.sum(), np.concatenate(replicates), confidence, num.size)
