@@ -191,17 +191,10 @@ def win_rate(
 
 
 def win_rates_by_language(
-    battles: Sequence[Battle],
-    model: str,
-    baseline: str,
-    *,
-    unparsed: Sequence[Unparsed] = (),
-    rounds: int = stats.DEFAULT_ROUNDS,
-    confidence: float = stats.DEFAULT_CONFIDENCE,
-    seed: int = 0,
+    battles: Sequence[Battle], model: str, baseline: str, *, unparsed: Sequence[Unparsed] = (), **options: Any
 ) -> dict[str, WinRate]:
-    """{language: WinRate} for every language of the battles, plus "overall" (all questions pooled)."""
-    options = {"rounds": rounds, "confidence": confidence, "seed": seed}
+    """{language: WinRate} for every language of the battles, plus "overall" (all questions pooled);
+    `options`: win_rate's rounds, confidence, seed."""
     out = {}
     for language in sorted({b.language for b in battles}):
         out[language] = win_rate(

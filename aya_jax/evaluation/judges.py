@@ -1,0 +1,319 @@
+"""Pairwise judges for win rates (aya_jax/evaluation/battles.py): which of two answers to a prompt is better.
+
+A judge is a callable `judge(items) -> list[str]` with a `name` and a `batch_size`: for each `PairwiseItem` (a
+prompt, answer A, answer B) the judgment text, which should end in a verdict label `[[A>>B]]` ... `[[B>>A]]`
+(`battles.LABELS`); a text without one is counted as unparsed by `battles.battles_from_judgments`.
+
+* `EndpointJudge` — an LLM behind any OpenAI-compatible chat-completions endpoint (the `serve` job, vLLM, a
+  hosted API), called with the official `openai` client: base URL, model, and the *name* of the environment
+  variable holding the API key. The key is read from the environment when the judge is made; it is never
+  logged, printed, written, or shown in the judge's repr. A batch's requests run concurrently (`batch_size` at
+  a time); HTTP 429, 5xx, connection errors and timeouts are retried with exponential backoff (base x 2^attempt,
+  capped, times a jitter in [0.5, 1)), any other error status fails at once with its code and the item named.
+  The prompt follows Arena-Hard-Auto's pairwise judge (Li et al. 2024, arXiv 2406.11939) in our own words: the
+  judge first answers the prompt itself, then weighs both answers against its own for correctness,
+  helpfulness, relevance and concision, then ends with exactly one label. Temperature 0.
+* `RewardJudge` — a reward model's scores (`reward(prompts, completions) -> scores`, the callables of
+  aya_jax/evaluation/reward_scores.py) turned into verdicts by the difference d = r(A) - r(B):
+  |d| < tie -> [[A=B]]; tie <= |d| < strong -> [[A>B]] / [[B>A]]; |d| >= strong -> [[A>>B]] / [[B>>A]].
+  Defaults tie = 0.1 and strong = 1.0, in reward units: for a Bradley–Terry reward model (the `reward` job) d is
+  the log-odds that A is preferred, so a tie is P(A preferred) within [0.475, 0.525] and a strong verdict beyond
+  0.731 (or below 0.269). A cheap judge of the models' own kind, useful where no strong LLM judge is at hand —
+  and as biased as its reward model.
+
+`JudgmentCache` keeps every judgment in a JSONL file, appended (flushed and fsynced) as each batch arrives and
+keyed by (judge, question id, game, model A, model B); `judge_pairs` asks the judge only for what the cache
+lacks, so an interrupted run resumes and a rerun requests nothing it already has. A torn last line (a kill
+mid-write) is cut off on load and that judgment requested again.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class PairwiseItem:
+    """One game: `prompt` with `answer_a` (by `model_a`) shown first and `answer_b` (by `model_b`) second."""
+
+    question_id: str
+    prompt: str
+    answer_a: str
+    answer_b: str
+    model_a: str
+    model_b: str
+    game: int = 1
+    language: str = ""
+
+    def key(self, judge: str) -> str:
+        return json.dumps([judge, self.question_id, self.game, self.model_a, self.model_b])
+
+
+class JudgeError(RuntimeError):
+    """A judgment could not be obtained (after the retries a failure allows)."""
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The judge prompt
+# ------------------------------------------------------------------------------------------------------------
+
+SYSTEM_PROMPT = """\
+You are an impartial judge comparing two AI assistants' answers to the user prompt shown below.
+
+First write your own answer to the prompt. Then compare both assistants' answers with yours: point out and \
+correct any mistakes or inaccurate information, and judge whether each answer is helpful (it does what the \
+prompt asks; where the prompt is ambiguous, asking for clarification is better than guessing), relevant (every \
+part of it concerns the prompt) and concise (clear, not verbose). Consider creativity where it matters and \
+note important information an answer leaves out. The answers may be in any language: judge them in the \
+language of the prompt. Do not let the order of the answers, their length or the assistants' names sway you.
+
+End with exactly one final verdict label, the last thing you write:
+1. Assistant A is significantly better: [[A>>B]]
+2. Assistant A is slightly better: [[A>B]]
+3. Tie, relatively the same: [[A=B]]
+4. Assistant B is slightly better: [[B>A]]
+5. Assistant B is significantly better: [[B>>A]]
+
+Example output: "My final verdict is: [[A>B]]"."""
+
+
+def judge_messages(item: PairwiseItem) -> list[dict[str, str]]:
+    """The chat messages asking for `item`'s verdict."""
+    user = (
+        f"<|User Prompt|>\n{item.prompt}\n\n"
+        f"<|The Start of Assistant A's Answer|>\n{item.answer_a}\n<|The End of Assistant A's Answer|>\n\n"
+        f"<|The Start of Assistant B's Answer|>\n{item.answer_b}\n<|The End of Assistant B's Answer|>"
+    )
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Judges
+# ------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class EndpointJudge:
+    """An LLM judge behind an OpenAI-compatible endpoint (module docstring)."""
+
+    base_url: str
+    model: str
+    api_key_env: str = ""  # the NAME of the variable holding the key; "" for endpoints that need none
+    batch_size: int = 8  # concurrent requests
+    max_tokens: int = 2048
+    timeout_s: float = 120.0
+    max_retries: int = 5
+    backoff_s: float = 1.0
+    max_backoff_s: float = 60.0
+    name: str = ""
+    _client: Any = dataclasses.field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        import openai  # the `eval` extra: only endpoint judges need it
+
+        if self.batch_size < 1:
+            raise ValueError(f"judge batch_size must be >= 1, got {self.batch_size}")
+        if self.api_key_env and not os.environ.get(self.api_key_env):
+            raise ValueError(f"judge api_key_env: the environment variable {self.api_key_env!r} is not set")
+        key = os.environ[self.api_key_env] if self.api_key_env else "EMPTY"
+        self.name = self.name or f"{self.model}@{self.base_url}"
+        self._openai = openai
+        self._client = openai.OpenAI(
+            base_url=self.base_url, api_key=key, timeout=self.timeout_s, max_retries=0
+        )
+
+    def __call__(self, items: Sequence[PairwiseItem]) -> list[str]:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=self.batch_size) as pool:
+            return list(pool.map(self._judge_one, items))
+
+    def _judge_one(self, item: PairwiseItem) -> str:
+        openai = self._openai
+        transient = (
+            openai.RateLimitError,
+            openai.InternalServerError,
+            openai.APIConnectionError,  # includes APITimeoutError
+        )
+        for attempt in range(self.max_retries + 1):
+            try:
+                response = self._client.chat.completions.create(
+                    model=self.model,
+                    messages=judge_messages(item),
+                    temperature=0.0,
+                    max_tokens=self.max_tokens,
+                )
+                return response.choices[0].message.content or ""
+            except transient as e:
+                if attempt == self.max_retries:
+                    raise JudgeError(
+                        f"judge {self.name}: question {item.question_id} game {item.game}: "
+                        f"{type(e).__name__} after {attempt + 1} attempts"
+                    ) from None
+                delay = min(self.max_backoff_s, self.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
+                log.info("judge %s: %s, retrying in %.1f s", self.name, type(e).__name__, delay)
+                time.sleep(delay)
+            except openai.APIStatusError as e:
+                raise JudgeError(
+                    f"judge {self.name}: question {item.question_id} game {item.game}: HTTP {e.status_code}"
+                ) from None
+        raise AssertionError("unreachable")
+
+
+@dataclasses.dataclass
+class RewardJudge:
+    """Verdicts from a reward model's score difference (module docstring)."""
+
+    reward: Callable[[Sequence[str], Sequence[str]], np.ndarray]
+    tie: float = 0.1
+    strong: float = 1.0
+    batch_size: int = 32
+    name: str = "reward-model"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.tie < self.strong:
+            raise ValueError(
+                f"reward judge thresholds: need 0 <= tie < strong, got tie {self.tie}, strong {self.strong}"
+            )
+
+    def __call__(self, items: Sequence[PairwiseItem]) -> list[str]:
+        prompts = [it.prompt for it in items]
+        a = np.asarray(self.reward(prompts, [it.answer_a for it in items]), dtype=np.float64)
+        b = np.asarray(self.reward(prompts, [it.answer_b for it in items]), dtype=np.float64)
+        return [
+            f"reward A {x:.6g}, B {y:.6g}: [[{verdict_of_difference(x - y, self.tie, self.strong)}]]"
+            for x, y in zip(a, b, strict=True)
+        ]
+
+
+def verdict_of_difference(d: float, tie: float, strong: float) -> str:
+    """The label for a score difference d = score(A) - score(B) (RewardJudge's thresholds)."""
+    if not np.isfinite(d):
+        raise ValueError(f"reward judge: non-finite score difference {d}")
+    if abs(d) < tie:
+        return "A=B"
+    side = "A>B" if d > 0 else "B>A"
+    return side.replace(">", ">>") if abs(d) >= strong else side
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The cache and the driver
+# ------------------------------------------------------------------------------------------------------------
+
+
+class JudgmentCache:
+    """Judgments on disk, one JSON object per line, appended as they arrive (module docstring)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = pathlib.Path(path)
+        self.records: dict[str, dict[str, Any]] = {}
+        if self.path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        data = self.path.read_bytes()
+        good = 0
+        for line in data.splitlines(keepends=True):
+            try:
+                record = json.loads(line)
+                if not line.endswith(b"\n"):
+                    raise ValueError("no newline")
+            except ValueError:
+                log.warning(
+                    "%s: a torn last record (%d bytes) is dropped and will be judged again",
+                    self.path,
+                    len(data) - good,
+                )
+                break
+            self.records[record["key"]] = record
+            good += len(line)
+        if good < len(data):
+            with open(self.path, "r+b") as f:
+                f.truncate(good)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.records
+
+    def append(self, records: Sequence[dict[str, Any]]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            for record in records:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        for record in records:
+            self.records[record["key"]] = record
+
+
+def _batches(items: Sequence[PairwiseItem], size: int) -> Iterator[Sequence[PairwiseItem]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def judge_pairs(
+    items: Sequence[PairwiseItem],
+    judge: Callable[[Sequence[PairwiseItem]], list[str]],
+    cache: JudgmentCache,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """(a judgment record per item, in order; how many the judge was asked for now). Records carry the item's
+    identity (question_id, game, language, model_a, model_b), the judge's name and its `judgment` text — the
+    input of `battles.battles_from_judgments`."""
+    name = judge.name
+    todo = [it for it in items if it.key(name) not in cache]
+    if len(todo) < len(items):
+        log.info(
+            "judge %s: %d of %d judgments cached, %d to request",
+            name,
+            len(items) - len(todo),
+            len(items),
+            len(todo),
+        )
+    for batch in _batches(todo, max(1, int(judge.batch_size))):
+        texts = judge(batch)
+        cache.append(
+            [
+                {
+                    "key": it.key(name),
+                    "judge": name,
+                    "question_id": it.question_id,
+                    "game": it.game,
+                    "language": it.language,
+                    "model_a": it.model_a,
+                    "model_b": it.model_b,
+                    "judgment": text,
+                }
+                for it, text in zip(batch, texts, strict=True)
+            ]
+        )
+        if progress is not None:
+            progress(len(batch))
+    return [cache.records[it.key(name)] for it in items], len(todo)
+
+
+def two_games(
+    question_id: str,
+    prompt: str,
+    model: str,
+    answer: str,
+    baseline: str,
+    baseline_answer: str,
+    language: str = "",
+) -> list[PairwiseItem]:
+    """The Arena-Hard protocol's two games for one question: the baseline as A in game 1, as B in game 2."""
+    return [
+        PairwiseItem(question_id, prompt, baseline_answer, answer, baseline, model, 1, language),
+        PairwiseItem(question_id, prompt, answer, baseline_answer, model, baseline, 2, language),
+    ]
