@@ -336,3 +336,60 @@ def perplexity_change(results: Mapping[str, Any], png_path: str | os.PathLike) -
     ax.set_title(f"tokens whose loss rose most: {lang or 'all languages'}", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, png_path)
+
+
+# --- pairwise battles (aya_jax/evaluation/battles.py) ---
+
+
+def win_rate_forest(results: Mapping[str, Any], png_path: str | os.PathLike) -> pathlib.Path | None:
+    """A forest plot: each model's win rate against the baseline per language (and overall, last) with its
+    bootstrap interval; 0.5 marked. None when the log had no baseline."""
+    win_rates = results.get("win_rates")
+    if not win_rates:
+        return None
+    models = list(win_rates)
+    languages = [lang for lang in next(iter(win_rates.values())) if lang != "overall"] + ["overall"]
+    fig, ax = plt.subplots(figsize=(7, 1.5 + 0.3 * len(languages) * max(1, len(models) / 2)), dpi=110)
+    step = 0.8 / len(models)
+    for k, model in enumerate(models):
+        cells = [win_rates[model].get(lang, {}).get("win_rate", {}) for lang in languages]
+        keep = [i for i, c in enumerate(cells) if c.get("n")]
+        y = [i + (k - (len(models) - 1) / 2) * step for i in keep]
+        shown = [cells[i] for i in keep]
+        ax.errorbar([c["mean"] for c in shown], y, xerr=_interval_errors(shown), fmt="o", ms=4, capsize=2,
+                    label=model)  # fmt: skip
+    ax.axvline(0.5, color="gray", lw=1, ls="--")
+    ax.set_yticks(range(len(languages)), languages, fontsize=8)
+    ax.set_ylim(len(languages) - 0.5, -0.5)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(
+        f"win rate vs {results['baseline']} ({100 * results['confidence']:g}% interval over questions)"
+    )
+    ax.set_title("win rate per language (ties count 0.5, strong verdicts 3)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, png_path)
+
+
+def elo_spread(results: Mapping[str, Any], png_path: str | os.PathLike) -> pathlib.Path | None:
+    """Elo ratings over random battle orders: per K (x, log scale) each model's mean rating with ± one standard
+    deviation across the permutations; the Bradley–Terry (order-free) rating as a dotted line per model."""
+    elo = results.get("elo")
+    if not elo:
+        return None
+    ks = list(elo["by_k"])
+    x = [float(k) for k in ks]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    for model in elo["models"]:
+        mean = [elo["by_k"][k]["rating_mean"][model] for k in ks]
+        sd = [elo["by_k"][k]["rating_sd"][model] for k in ks]
+        line = ax.errorbar(x, mean, yerr=sd, fmt="-o", ms=3, capsize=2, label=model)
+        ax.axhline(elo["bradley_terry"][model], color=line[0].get_color(), lw=0.8, ls=":")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(x, ks)
+    ax.set_xlabel("K-factor")
+    ax.set_ylabel(f"Elo (mean ± sd over {elo['permutations']} orders)")
+    ax.set_title("Elo ratings by K; dotted: Bradley–Terry")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, png_path)

@@ -39,6 +39,8 @@ OUT_OF_RANGE = [
     ("eval.top_tokens", 0),
     ("eval.limit", -1),
     ("eval.harness_num_fewshot", -2),
+    ("eval.elo_permutations", 0),
+    ("eval.bt_rounds", 0),
     ("aot.hbm_gib", -1.0),
     ("checkpoint.every", 0),
     ("checkpoint.keep", 0),

@@ -213,7 +213,7 @@ def _parse(name: str) -> tuple[str, str | None, dict] | None:
             try:
                 return source, languages.lookup(code).iso639_3, {}
             except ValueError as e:
-                raise ValueError(f"config.data.task={name!r}: {e}") from None
+                raise ValueError(f"config.data.task: {name!r}: {e}") from None
     return None
 
 
@@ -239,13 +239,13 @@ def register_task(name: str, data_config) -> bool:
     if language and not source.rows_per_language().get(language):
         have = ", ".join(sorted(source.rows_per_language())) or "none"
         raise ValueError(
-            f"config.data.task={name!r}: {source_name} has no train rows in {language!r} (it has: {have})"
+            f"config.data.task: {name!r}: {source_name} has no train rows in {language!r} (it has: {have})"
         )
     if where and source_name == "aya_collection":
         datasets = {s for (_, s) in source.counts.rows}
         if where["dataset_name"][0] not in datasets:
             raise ValueError(
-                f"config.data.task={name!r}: no dataset_name {where['dataset_name'][0]!r} in the Aya Collection "
+                f"config.data.task: {name!r}: no dataset_name {where['dataset_name'][0]!r} in the Aya Collection "
                 f"files (they have: {', '.join(sorted(datasets)) or 'none'})"
             )
     register_source_task(

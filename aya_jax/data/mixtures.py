@@ -493,7 +493,7 @@ def register_mixture(name: str, data_config) -> seqio.Mixture:
     """Register (or re-register, if anything changed) the seqio Mixture `name` and its per-source tasks."""
     spec = load_spec(name, data_config)
     if spec is None:
-        raise ValueError(f"config.data.task={name!r}: no gin file binds {name}/mixture_spec")
+        raise ValueError(f"config.data.task: {name!r}: no gin file binds {name}/mixture_spec")
     found = {s: catalog.get_source(data_config, s) for s in spec.sources}
     absent = [s for s, src in found.items() if src is None]
     present = {s: src for s, src in found.items() if src is not None}

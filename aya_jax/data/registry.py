@@ -46,7 +46,7 @@ def get_task_or_mixture(data_config) -> seqio.Task | seqio.Mixture:
     close = difflib.get_close_matches(name, [*known, *catalog.example_names()], n=5)
     shown = known if len(known) <= 20 else [*close, f"... ({len(known)} in all)"]
     raise ValueError(
-        f"config.data.task={name!r} is not a registered seqio task or mixture; registered: {', '.join(shown)}"
+        f"config.data.task: {name!r} is not a registered seqio task or mixture; registered: {', '.join(shown)}"
     )
 
 
@@ -66,7 +66,7 @@ def selections(data_config, name: str | None = None) -> list[catalog.Selection]:
     chosen = catalog.selection(data_config, name)
     if chosen is None:
         raise ValueError(
-            f"config.data.task={name!r}: not the default data, a catalog task or a gin mixture, so its files "
+            f"config.data.task: {name!r}: not the default data, a catalog task or a gin mixture, so its files "
             "are unknown here"
         )
     return [chosen]

@@ -1,6 +1,6 @@
 """config.eval: the evaluation jobs (aya_jax/jobs/evaluate.py; the evaluators in aya_jax/evaluation/).
 
-One section for the four jobs: what they share (the checkpoint, its tokenizer, batching, the bootstrap) once,
+One section for the evaluation jobs: what they share (the checkpoint, its tokenizer, batching, the bootstrap) once,
 then each evaluation's own fields. A job checks only the fields it reads."""
 
 import ml_collections
@@ -52,6 +52,12 @@ def defaults() -> ml_collections.ConfigDict:
     e.include_path = ""  # a folder of task YAMLs (local data files: dataset_path json|parquet + data_files)
     e.limit = 0  # documents per task; 0 = all
     e.harness_num_fewshot = -1  # -1 = each task's own
+    # --- pairwise battles (eval_battles): a judgment log -> win rates, Bradley–Terry, Elo reliability ---
+    e.judgments = ""  # JSONL: question_id, model_a, model_b, verdict or judgment [, language, game] per line
+    e.baseline = ""  # the model every other is compared with and the Bradley–Terry anchor; "" = none
+    e.elo_k = (1, 2, 4, 8, 16, 32, 64)  # K-factors of the Elo sweep
+    e.elo_permutations = 100  # random battle orders per K
+    e.bt_rounds = 100  # bootstrap refits of the Bradley–Terry ratings
     return e
 
 
@@ -67,7 +73,7 @@ def validate(e: ml_collections.ConfigDict, config: ml_collections.ConfigDict) ->
             )
         if e.checkpoint and not e.reference:
             s.fail("reference", "the implicit reward of checkpoint (a DPO policy) needs its reference model")
-    elif job.startswith("eval_") and not e.checkpoint:
+    elif job.startswith("eval_") and job != "eval_battles" and not e.checkpoint:
         s.fail(
             "checkpoint", "no model to evaluate (an HF directory, an aya_jax run or step directory, a merge)"
         )
@@ -77,6 +83,12 @@ def validate(e: ml_collections.ConfigDict, config: ml_collections.ConfigDict) ->
         )
     if job == "eval_perplexity" and not e.texts:
         s.fail("texts", "held-out text: the NTREX-128 jsonl or jsonl rows (text_field, language_field)")
+    if job == "eval_battles" and not e.judgments:
+        s.fail(
+            "judgments", "a JSONL judgment log (question_id, model_a, model_b, verdict or judgment per line)"
+        )
+    if job == "eval_battles" and (not e.elo_k or any(not float(k) > 0 for k in e.elo_k)):
+        s.fail("elo_k", f"K-factors must be > 0, got {tuple(e.elo_k)}")
     if job == "eval_harness" and not e.tasks:
         s.fail("tasks", "no harness task to run, e.g. --config.eval.tasks=\"('global_mmlu_full_fr',)\"")
     s.at_least("batch_size", 1)
@@ -94,3 +106,5 @@ def validate(e: ml_collections.ConfigDict, config: ml_collections.ConfigDict) ->
     s.greater("beta", 0.0)
     s.at_least("prompt_len", 0)
     s.one_of("data_format", ("chat", "raw"))
+    s.at_least("elo_permutations", 1)
+    s.at_least("bt_rounds", 1)

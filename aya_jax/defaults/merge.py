@@ -5,6 +5,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from aya_jax.defaults.checks import Section
+from aya_jax.merging.methods import METHODS
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -34,6 +35,7 @@ def validate(m: ml_collections.ConfigDict, config: ml_collections.ConfigDict) ->
     (jobs/merge.py `plan_merge`: counts per model, the method's needs). t and lambda_ may be any finite number
     (extrapolation, a negative scale), and so may weights (a negative one subtracts a model)."""
     s = Section(m, "merge")
+    s.one_of("method", METHODS)  # before the job creates its workdir
     s.at_least("last_steps", 0, " (0 = the models as listed)")
     s.at_least("eval_batches", 0, " (0 = no evaluation)")
     densities = m.density if isinstance(m.density, tuple | list) else (m.density,)

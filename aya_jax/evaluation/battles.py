@@ -46,13 +46,14 @@ import collections
 import dataclasses
 import itertools
 import math
+import pathlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from aya_jax.evaluation import stats
+from aya_jax.evaluation import report, rows, stats
 
 # label -> (score of A, weight)
 LABELS: dict[str, tuple[float, float]] = {
@@ -246,9 +247,9 @@ def bradley_terry(
     index = {m: i for i, m in enumerate(models)}
     n = len(battles)
     x = np.zeros((n, len(models)))
-    rows = np.arange(n)
-    x[rows, [index[b.model_a] for b in battles]] += 1.0
-    x[rows, [index[b.model_b] for b in battles]] -= 1.0
+    each = np.arange(n)
+    x[each, [index[b.model_a] for b in battles]] += 1.0
+    x[each, [index[b.model_b] for b in battles]] -= 1.0
     y = np.array([b.score_a for b in battles], dtype=np.float64)
     w = np.array([b.weight for b in battles], dtype=np.float64)
     names = list(style or {})
@@ -474,7 +475,7 @@ def elo_reliability(
         ranks = (-table).argsort(axis=1).argsort(axis=1) + 1  # 1 = best
         rankings = collections.Counter(tuple(np.argsort(-row)) for row in table)
         mean = dict(zip(models, table.mean(axis=0).tolist(), strict=True))
-        per_k[str(k)] = {
+        per_k[f"{float(k):g}"] = {
             "rating_mean": mean,
             "rating_sd": dict(zip(models, table.std(axis=0).tolist(), strict=True)),
             "rank_mean": dict(zip(models, ranks.mean(axis=0).tolist(), strict=True)),
@@ -493,3 +494,156 @@ def elo_reliability(
         "bradley_terry": bt.ratings,
         "bradley_terry_ranking": sorted(models, key=lambda m: -bt.ratings[m]),
     }
+
+
+# ------------------------------------------------------------------------------------------------------------
+# A battle log -> one report
+# ------------------------------------------------------------------------------------------------------------
+
+
+def read_judgments(path: str | pathlib.Path) -> list[dict[str, Any]]:
+    """Judgment records from a JSONL file (what `judges.JudgmentCache` writes, or any log with question_id,
+    model_a, model_b and verdict or judgment per line); a bad line is an error naming file:line."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no judgments file at {path}")
+    records = []
+    for number, record in rows.read_rows(path):
+        try:
+            battles_from_judgments([record])
+        except ValueError as e:
+            raise ValueError(f"{path}:{number}: {str(e).removeprefix('judgment 0: ')}") from None
+        records.append(record)
+    return records
+
+
+def evaluate(
+    records: Sequence[Mapping[str, Any]],
+    *,
+    baseline: str = "",
+    ks: Sequence[float] = (1, 2, 4, 8, 16, 32, 64),
+    permutations: int = 100,
+    bt_rounds: int = 100,
+    rounds: int = stats.DEFAULT_ROUNDS,
+    confidence: float = stats.DEFAULT_CONFIDENCE,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Everything this module measures on one battle log: per model against `baseline` (when given) the win
+    rate per language and overall; Bradley–Terry ratings with bootstrap intervals (anchored at the baseline, or
+    mean-centred) and, anchored, the predicted win rate against it; Elo reliability over `ks`; the unparsed
+    games per model pair."""
+    battles, unparsed = battles_from_judgments(records)
+    if not battles:
+        raise ValueError(f"no judgment with a verdict among {len(records)} ({len(unparsed)} unparsed)")
+    models = sorted({m for b in battles for m in (b.model_a, b.model_b)})
+    if baseline and baseline not in models:
+        raise ValueError(f"baseline {baseline!r} is in no battle (models: {models})")
+    results: dict[str, Any] = {
+        "models": models,
+        "baseline": baseline,
+        "games": len(battles) + len(unparsed),
+        "parsed": len(battles),
+        "unparsed": len(unparsed),
+        "unparsed_by_pair": dict(
+            collections.Counter(" vs ".join(sorted((u.model_a, u.model_b))) for u in unparsed)
+        ),
+        "confidence": confidence,
+        "rounds": rounds,
+        "seed": seed,
+    }
+    if baseline:
+        results["win_rates"] = {
+            m: {
+                lang: wr.as_dict()
+                for lang, wr in win_rates_by_language(
+                    battles, m, baseline, unparsed=unparsed, rounds=rounds, confidence=confidence, seed=seed
+                ).items()
+            }
+            for m in models
+            if m != baseline
+        }
+    try:
+        bt = bootstrap_bradley_terry(
+            battles, anchor=baseline or None, rounds=bt_rounds, confidence=confidence, seed=seed, l2=1e-6
+        )
+        failed = bt.pop("failed_rounds")
+        results["bradley_terry"] = {
+            "ratings": {m: {k: v.as_dict() for k, v in entry.items()} for m, entry in bt.items()},
+            "rounds": bt_rounds,
+            "failed_rounds": failed["count"],
+            "l2": 1e-6,
+        }
+    except ValueError as e:  # e.g. models that never meet: reported, the rest of the report stands
+        results["bradley_terry"] = {"error": str(e)}
+    if all(b.weight == int(b.weight) for b in battles):
+        results["elo"] = elo_reliability(battles, ks=ks, permutations=permutations, seed=seed)
+    return results
+
+
+def markdown(results: Mapping[str, Any]) -> str:
+    """The report a person reads: win rates per language, Bradley–Terry ratings, Elo stability per K."""
+    level = f"{100 * results['confidence']:g}%"
+    parts = [
+        f"# Pairwise battles: {len(results['models'])} models, {results['games']} judged games "
+        f"({results['unparsed']} without a verdict)",
+    ]
+
+    def cell(d: Mapping[str, Any]) -> str:
+        return "—" if not d.get("n") else f"{d['mean']:.3f} [{d['low']:.3f}, {d['high']:.3f}]"
+
+    for model, by_language in results.get("win_rates", {}).items():
+        table_rows = [
+            [
+                lang,
+                cell(w["win_rate"]),
+                f"{w['wins']:g}",
+                f"{w['ties']:g}",
+                f"{w['losses']:g}",
+                w["games"],
+                w["unparsed"],
+            ]
+            for lang, w in by_language.items()
+        ]
+        parts.append(f"## {model} vs {results['baseline']}: win rate ({level} bootstrap over questions)")
+        parts.append(
+            report.table(["language", "win rate", "wins", "ties", "losses", "games", "unparsed"], table_rows)
+        )
+    bt = results.get("bradley_terry", {})
+    if "error" in bt:
+        parts.append(f"## Bradley–Terry\n\nno ratings: {bt['error']}")
+    elif bt:
+        ratings = bt["ratings"]
+        order = sorted(ratings, key=lambda m: -ratings[m]["rating"]["mean"])
+        headers = ["model", f"rating ({level})"] + (["win rate vs baseline"] if results["baseline"] else [])
+        table_rows = []
+        for m in order:
+            r = ratings[m]["rating"]
+            row = [m, f"{r['mean']:.1f} [{r['low']:.1f}, {r['high']:.1f}]"]
+            if results["baseline"]:
+                row.append(cell(ratings[m]["win_rate_vs_anchor"]))
+            table_rows.append(row)
+        parts.append(
+            f"## Bradley–Terry ({bt['rounds']} bootstrap rounds, {bt['failed_rounds']} without a fit)"
+        )
+        parts.append(report.table(headers, table_rows))
+    if "elo" in results:
+        elo_results = results["elo"]
+        table_rows = []
+        for k, r in elo_results["by_k"].items():
+            sd = np.mean(list(r["rating_sd"].values()))
+            t = r["transitivity"]
+            table_rows.append(
+                [k, " > ".join(r["modal_ranking"]), r["modal_ranking_share"], float(sd), t["cyclic_triples"],
+                 t.get("rating_order_violations", 0)]
+            )  # fmt: skip
+        parts.append(
+            f"## Elo over {elo_results['permutations']} random orders of {elo_results['unit_battles']} battles\n\n"
+            f"Bradley–Terry (order-free) ranking: {' > '.join(elo_results['bradley_terry_ranking'])}"
+        )
+        parts.append(
+            report.table(
+                ["K", "most common ranking", "share", "mean rating sd", "cyclic triples", "order violations"],
+                table_rows,
+            )
+        )
+    return "\n\n".join(parts)

@@ -23,6 +23,7 @@ JOBS: dict[str, str] = {
     "eval_global_mmlu": "aya_jax.jobs.evaluate:global_mmlu",
     "eval_m_rewardbench": "aya_jax.jobs.evaluate:m_rewardbench",
     "eval_perplexity": "aya_jax.jobs.evaluate:perplexity",
+    "eval_battles": "aya_jax.jobs.evaluate:battles",
     "eval_harness": "aya_jax.jobs.eval_harness:run",
 }
 # What a job needs beyond the core dependencies: the extra that installs it.

@@ -6,6 +6,8 @@
         --config.eval.data_dir=/data/m-rewardbench
     python -m aya_jax.main --config configs/eval_perplexity.py --config.eval.checkpoint=workdirs/quickstart \\
         --config.eval.texts=../shared/data/parallel/ntrex128_subset/ntrex128_first300_40langs.jsonl
+    python -m aya_jax.main --config configs/eval_battles.py --config.eval.judgments=judgments.jsonl \\
+        --config.eval.baseline=gpt-4-0314
 
 Each job checks its config and reads its data before it loads a model (bad input costs one line, not a model
 load), loads any checkpoint the project reads (`pretrained.load_inference_model`: an HF directory, an aya_jax run
@@ -22,6 +24,7 @@ from typing import Any
 
 from aya_jax import defaults, plots, pretrained, sharding
 from aya_jax.data import chat_template
+from aya_jax.evaluation import battles as bt
 from aya_jax.evaluation import global_mmlu as gm
 from aya_jax.evaluation import likelihood, report, reward_scores
 from aya_jax.evaluation import m_rewardbench as mrb
@@ -185,5 +188,45 @@ def perplexity(config: Any, workdir: str) -> report.EvalSummary:
     what, plot, name = png
     return report.finish(
         "perplexity", out, results, ppl.markdown(results), headline, t0, lambda d: {what: plot(results, d / name)},
+        bool(e.plot),
+    )  # fmt: skip
+
+
+# ============================================================================================================
+# Pairwise battles
+# ============================================================================================================
+
+
+def battles(config: Any, workdir: str) -> report.EvalSummary:
+    """A judgment log (config.eval.judgments) -> win rates, Bradley–Terry ratings and Elo reliability; no model."""
+    defaults.validate(config, SECTIONS)
+    e, t0 = config.eval, time.perf_counter()
+    out = report.output_dir(workdir, "battles")
+    try:
+        records = bt.read_judgments(str(e.judgments))
+    except (FileNotFoundError, ValueError) as err:
+        raise type(err)(f"config.eval.judgments: {err}") from None
+    try:
+        results = bt.evaluate(
+            records, baseline=str(e.baseline), ks=tuple(float(k) for k in e.elo_k),
+            permutations=int(e.elo_permutations), bt_rounds=int(e.bt_rounds), rounds=int(e.rounds),
+            confidence=float(e.confidence), seed=int(config.seed),
+        )  # fmt: skip
+    except ValueError as err:
+        field = "baseline" if "baseline" in str(err) else "judgments"
+        raise ValueError(f"config.eval.{field}: {err}") from None
+    results["judgments"] = str(e.judgments)
+    headline = (
+        f"{results['parsed']} of {results['games']} games with a verdict, {len(results['models'])} models"
+    )
+    if e.baseline:
+        overall = {m: _interval(w["overall"]["win_rate"]) for m, w in results["win_rates"].items()}
+        headline += (
+            "; win rate vs " + str(e.baseline) + ": " + ", ".join(f"{m} {v}" for m, v in overall.items())
+        )
+    return report.finish(
+        "battles", out, results, bt.markdown(results), headline, t0,
+        lambda d: {"win rates": plots.win_rate_forest(results, d / "win_rate_by_language.png"),
+                   "Elo by K": plots.elo_spread(results, d / "elo_by_k.png")},
         bool(e.plot),
     )  # fmt: skip

@@ -115,7 +115,7 @@ def run(config, workdir: str) -> VocabSummary:
 
     sentences = [text for lang in sorted(reservoirs) for row in reservoirs[lang] for text in _texts(row)]
     if not sentences:
-        raise ValueError(f"config.data.task={data.task!r}: no text to train a vocabulary on")
+        raise ValueError(f"config.data.task: {data.task!r}: no text to train a vocabulary on")
     symbols = chat_template.SPECIAL_TOKENS  # reserved whatever the format: one vocabulary serves both
     cached = vocab.train_sentencepiece(
         sentences,

@@ -114,7 +114,7 @@ def test_real_malformed_prompt_row_is_reported_with_its_line(aya_config, aya_fil
 def test_names_and_folders_fail_with_one_clear_line(aya_config, tmp_path):
     aya_config.task = "aya_dataset_frx"
     with pytest.raises(
-        ValueError, match=r"config.data.task='aya_dataset_frx': unknown language code 'frx'; nearest"
+        ValueError, match=r"config.data.task: 'aya_dataset_frx': unknown language code 'frx'; nearest"
     ):
         pipeline.prepare(aya_config)
     aya_config.task = "aya_dataset_sme"  # a valid code the tables do not have

@@ -11,7 +11,7 @@ def test_unknown_task_is_one_line_listing_registered_names(data_config):
         registry.get_task_or_mixture(data_config)
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith("config.data.task='aya_defualt' is not a registered seqio task or mixture")
+    assert message.startswith("config.data.task: 'aya_defualt' is not a registered seqio task or mixture")
     assert "aya_default" in message
 
 

@@ -4,6 +4,7 @@ and the reliability measures on battle logs whose answer is known."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import choix
@@ -304,3 +305,91 @@ def test_elo_reliability_on_a_clear_order_and_on_a_cycle():
 def test_elo_refuses_fractional_weights():
     with pytest.raises(ValueError, match="whole numbers"):
         bt.elo_reliability([bt.Battle("q", "a", "b", 1.0, weight=1.5)], permutations=2)
+
+
+# --------------------------------------------------------------------------------------------------
+# A judgment log -> one report (and the eval_battles job)
+# --------------------------------------------------------------------------------------------------
+
+
+def _log(tmp_path, rng, n_questions=30):
+    """Two games per question for each of "aya" and "gemma" against "base", in two languages; aya mostly wins,
+    some judgments without a label."""
+    lines = []
+    for model, p_win in (("aya", 0.75), ("gemma", 0.45)):
+        for q in range(n_questions):
+            lang = "sw" if q % 2 else "tr"
+            for game, (a, b) in enumerate((("base", model), (model, "base")), start=1):
+                won = rng.random() < p_win
+                label = ("B>A" if won else "A>B") if a == "base" else ("A>B" if won else "B>A")
+                text = "I am not sure." if rng.random() < 0.05 else f"Reasoning... [[{label}]]"
+                lines.append({"question_id": f"{lang}{q}", "language": lang, "game": game, "model_a": a,
+                              "model_b": b, "judgment": text})  # fmt: skip
+    path = tmp_path / "judgments.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return path, lines
+
+
+def test_evaluate_a_log_reports_win_rates_ratings_and_elo(tmp_path):
+    path, lines = _log(tmp_path, np.random.default_rng(8))
+    records = bt.read_judgments(path)
+    assert records == lines
+    results = bt.evaluate(records, baseline="base", ks=(4, 32), permutations=20, bt_rounds=20, rounds=100)
+    parsed, unparsed = bt.battles_from_judgments(records)
+    assert (results["parsed"], results["unparsed"]) == (len(parsed), len(unparsed))
+    assert set(results["win_rates"]) == {"aya", "gemma"}
+    direct = bt.win_rate(parsed, "aya", "base", unparsed=unparsed, rounds=100)
+    assert results["win_rates"]["aya"]["overall"] == direct.as_dict()
+    ratings = results["bradley_terry"]["ratings"]
+    assert ratings["base"]["rating"]["mean"] == pytest.approx(1000.0)
+    assert ratings["aya"]["rating"]["mean"] > ratings["gemma"]["rating"]["mean"]
+    assert set(results["elo"]["by_k"]) == {"4", "32"}
+    text = bt.markdown(results)
+    assert (
+        "## aya vs base: win rate" in text
+        and "| overall |" in text
+        and "## Elo over 20 random orders" in text
+    )
+
+
+def test_read_judgments_names_the_bad_line(tmp_path):
+    path = tmp_path / "j.jsonl"
+    path.write_text(
+        '{"question_id": "q", "model_a": "x", "model_b": "y", "verdict": "A>B"}\n{"question_id": \n'
+    )
+    with pytest.raises(ValueError, match=r"j.jsonl:2: not valid JSON"):
+        bt.read_judgments(path)
+    path.write_text('\n{"question_id": "q", "model_a": "x", "verdict": "A>B"}\n')
+    with pytest.raises(ValueError, match=r"j.jsonl:2: missing field\(s\) \['model_b'\]"):
+        bt.read_judgments(path)
+    with pytest.raises(FileNotFoundError, match="no judgments file at"):
+        bt.read_judgments(tmp_path / "missing.jsonl")
+
+
+def test_eval_battles_job_writes_results_markdown_and_plots(tmp_path, capsys):
+    from aya_jax import jobs  # noqa: PLC0415 - the job registry (jax) only for this test
+    from configs import eval_battles  # noqa: PLC0415
+
+    path, _ = _log(tmp_path, np.random.default_rng(9))
+    config = eval_battles.get_config()
+    config.eval.judgments = str(path)
+    config.eval.baseline = "base"
+    config.eval.elo_k = (4, 16)
+    config.eval.elo_permutations = 10
+    config.eval.bt_rounds = 10
+    config.eval.rounds = 100
+    summary = jobs.get_job("eval_battles")(config, str(tmp_path / "out"))
+    out = tmp_path / "out" / "battles"
+    for name in ("results.json", "results.md", "win_rate_by_language.png", "elo_by_k.png"):
+        assert (out / name).stat().st_size > 0, name
+    results = json.loads((out / "results.json").read_text())
+    assert results["models"] == ["aya", "base", "gemma"]
+    assert "win rate vs base: aya" in summary.headline
+    assert str(out / "results.md") in capsys.readouterr().out
+
+    config.eval.baseline = "gpt-4"
+    with pytest.raises(ValueError, match=r"config.eval.baseline: baseline 'gpt-4' is in no battle"):
+        jobs.get_job("eval_battles")(config, str(tmp_path / "out2"))
+    config.eval.baseline, config.eval.judgments = "base", str(tmp_path / "nope.jsonl")
+    with pytest.raises(FileNotFoundError, match=r"config.eval.judgments: no judgments file at"):
+        jobs.get_job("eval_battles")(config, str(tmp_path / "out3"))

@@ -179,11 +179,18 @@ def test_export_of_a_step_that_does_not_exist_names_the_steps(env_data, sft_run,
                         "data.gin_bindings": ("aya_default_mixtur/mixture_spec.temperature = 1.0",)},
          "config.data.gin_bindings"),
         ("reward", {"checkpoint.init_from": "{sft}", "reward.task": "no_such_task"}, "config.reward.task"),
+        ("quickstart", {"data.task": "no_such_task"}, "config.data.task"),
+        ("merge", {"merge.method": "no_such_method", "merge.models": ("{sft}", "{sft}")}, "config.merge.method"),
         ("quickstart", {"job": "no_such_job"}, "config.job"),
     ],
 )  # fmt: skip
 def test_a_bad_value_or_name_names_its_field(env_data, sft_run, tmp_path, job, overrides, culprit):
-    overrides = {k: v.format(sft=sft_run) if isinstance(v, str) else v for k, v in overrides.items()}
+    def fill(v):  # "{sft}" -> the session's SFT run, also inside tuples
+        if isinstance(v, tuple):
+            return tuple(fill(x) for x in v)
+        return v.format(sft=sft_run) if isinstance(v, str) else v
+
+    overrides = {k: fill(v) for k, v in overrides.items()}
     message = _fails(_config(job, overrides), tmp_path / "run", [sft_run])
     assert message.startswith(f"{culprit}: "), message
 
