@@ -41,6 +41,7 @@ OUT_OF_RANGE = [
     ("eval.harness_num_fewshot", -2),
     ("eval.elo_permutations", 0),
     ("eval.bt_rounds", 0),
+    ("eval.judge_concurrency", 0),
     ("aot.hbm_gib", -1.0),
     ("checkpoint.every", 0),
     ("checkpoint.keep", 0),

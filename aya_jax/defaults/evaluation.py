@@ -40,6 +40,11 @@ def defaults() -> ml_collections.ConfigDict:
     e.beta = 0.1  # the DPO run's config.dpo.beta
     e.prompt_len = 0  # prompt tokens kept (its last); 0 = the reward run's config.reward.prompt_len default
     e.data_format = "chat"  # chat | raw: how the reward / DPO run formatted its pairs (config.data.format)
+    # ... or a generative judge behind an OpenAI-compatible endpoint, asked [[A]] or [[B]] per pair
+    e.judge_base_url = ""  # e.g. http://127.0.0.1:8000/v1 (the serve job, vLLM) or a hosted API
+    e.judge_model = ""
+    e.judge_api_key_env = ""  # the NAME of the environment variable holding the key ("" = none needed)
+    e.judge_concurrency = 8  # requests in flight
     # --- perplexity (eval_perplexity) ---
     e.texts = ""  # NTREX-128 jsonl (one field per language) or jsonl rows with text_field + language_field
     e.text_field = ""  # "" = the NTREX layout; e.g. "targets" for Aya Dataset rows
@@ -65,14 +70,18 @@ def validate(e: ml_collections.ConfigDict, config: ml_collections.ConfigDict) ->
     s = Section(e, "eval")
     job = config.job
     if job == "eval_m_rewardbench":
-        if bool(e.reward_model) == bool(e.checkpoint):
+        chosen = [f for f in ("reward_model", "checkpoint", "judge_base_url") if e[f]]
+        if len(chosen) != 1:
             s.fail(
                 "reward_model",
-                "set exactly one of reward_model (a reward run) and checkpoint (+ reference: a DPO policy); "
-                f"got reward_model={e.reward_model!r}, checkpoint={e.checkpoint!r}",
+                "set exactly one of reward_model (a reward run), checkpoint (+ reference: a DPO policy) and "
+                f"judge_base_url (a generative judge); got reward_model={e.reward_model!r}, "
+                f"checkpoint={e.checkpoint!r}, judge_base_url={e.judge_base_url!r}",
             )
         if e.checkpoint and not e.reference:
             s.fail("reference", "the implicit reward of checkpoint (a DPO policy) needs its reference model")
+        if e.judge_base_url and not e.judge_model:
+            s.fail("judge_model", "the judge's model name at judge_base_url")
     elif job.startswith("eval_") and job != "eval_battles" and not e.checkpoint:
         s.fail(
             "checkpoint", "no model to evaluate (an HF directory, an aya_jax run or step directory, a merge)"
@@ -106,5 +115,6 @@ def validate(e: ml_collections.ConfigDict, config: ml_collections.ConfigDict) ->
     s.greater("beta", 0.0)
     s.at_least("prompt_len", 0)
     s.one_of("data_format", ("chat", "raw"))
+    s.at_least("judge_concurrency", 1)
     s.at_least("elo_permutations", 1)
     s.at_least("bt_rounds", 1)

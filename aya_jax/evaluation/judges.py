@@ -12,7 +12,9 @@ prompt, answer A, answer B) the judgment text, which should end in a verdict lab
   capped, times a jitter in [0.5, 1)), any other error status fails at once with its code and the item named.
   The prompt follows Arena-Hard-Auto's pairwise judge (Li et al. 2024, arXiv 2406.11939) in our own words: the
   judge first answers the prompt itself, then weighs both answers against its own for correctness,
-  helpfulness, relevance and concision, then ends with exactly one label. Temperature 0.
+  helpfulness, relevance and concision, then ends with exactly one label. Temperature 0. With
+  `messages=choice_messages` it asks instead for `[[A]]` or `[[B]]` (`parse_choice`): the generative-judge form
+  of reward benchmarks (aya_jax/evaluation/m_rewardbench.py `evaluate_with_judge`).
 * `RewardJudge` — a reward model's scores (`reward(prompts, completions) -> scores`, the callables of
   aya_jax/evaluation/reward_scores.py) turned into verdicts by the difference d = r(A) - r(B):
   |d| < tie -> [[A=B]]; tie <= |d| < strong -> [[A>B]] / [[B>A]]; |d| >= strong -> [[A>>B]] / [[B>>A]].
@@ -36,6 +38,7 @@ import logging
 import os
 import pathlib
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -100,6 +103,36 @@ def judge_messages(item: PairwiseItem) -> list[dict[str, str]]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
+CHOICE_PROMPT = """\
+You are an impartial judge. Below are a user's question and the responses of two AI assistants, A and B. \
+Decide which response is better: the one that follows the user's instructions and answers the question more \
+helpfully, accurately, harmlessly and to the point. The question and responses may be in any language; judge \
+them in the language of the question. Do not let the order of the responses, their length or the assistants' \
+names sway you.
+
+Explain your reasoning briefly, then give your verdict as the last thing you write: exactly "[[A]]" if \
+assistant A is better, or "[[B]]" if assistant B is better."""
+
+_CHOICE = re.compile(r"\[\[\s*([AB])\s*\]\]")
+
+
+def choice_messages(item: PairwiseItem) -> list[dict[str, str]]:
+    """The chat messages asking which of `item`'s two responses is better, answered with [[A]] or [[B]] (the
+    generative-judge form of reward benchmarks, e.g. M-RewardBench)."""
+    user = (
+        f"[User Question]\n{item.prompt}\n\n"
+        f"[The Start of Assistant A's Answer]\n{item.answer_a}\n[The End of Assistant A's Answer]\n\n"
+        f"[The Start of Assistant B's Answer]\n{item.answer_b}\n[The End of Assistant B's Answer]"
+    )
+    return [{"role": "system", "content": CHOICE_PROMPT}, {"role": "user", "content": user}]
+
+
+def parse_choice(judgment: str | None) -> str | None:
+    """ "A" or "B": the last [[A]] / [[B]] in a judgment, or None when it has neither."""
+    found = _CHOICE.findall(judgment or "")
+    return found[-1] if found else None
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Judges
 # ------------------------------------------------------------------------------------------------------------
@@ -119,6 +152,8 @@ class EndpointJudge:
     backoff_s: float = 1.0
     max_backoff_s: float = 60.0
     name: str = ""
+    # item -> chat messages: judge_messages (the five Arena-Hard labels) or choice_messages ([[A]] / [[B]])
+    messages: Callable[[PairwiseItem], list[dict[str, str]]] = dataclasses.field(default=None, repr=False)
     _client: Any = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -127,9 +162,10 @@ class EndpointJudge:
         if self.batch_size < 1:
             raise ValueError(f"judge batch_size must be >= 1, got {self.batch_size}")
         if self.api_key_env and not os.environ.get(self.api_key_env):
-            raise ValueError(f"judge api_key_env: the environment variable {self.api_key_env!r} is not set")
+            raise ValueError(f"the environment variable {self.api_key_env!r} is not set")
         key = os.environ[self.api_key_env] if self.api_key_env else "EMPTY"
         self.name = self.name or f"{self.model}@{self.base_url}"
+        self.messages = self.messages or judge_messages
         self._openai = openai
         self._client = openai.OpenAI(
             base_url=self.base_url, api_key=key, timeout=self.timeout_s, max_retries=0
@@ -150,7 +186,7 @@ class EndpointJudge:
             try:
                 response = self._client.chat.completions.create(
                     model=self.model,
-                    messages=judge_messages(item),
+                    messages=self.messages(item),
                     temperature=0.0,
                     max_tokens=self.max_tokens,
                 )

@@ -71,7 +71,7 @@ from typing import Any
 import numpy as np
 
 from aya_jax.data.sources import DataError
-from aya_jax.evaluation import report, rows, stats
+from aya_jax.evaluation import judges, report, rows, stats
 
 ENGLISH = "eng_Latn"
 TRANSLATION = "translation"  # the configuration of the translation pairs
@@ -355,10 +355,10 @@ def _language(
     subset_of: list[str], correct: np.ndarray, rounds: int, confidence: float, seed: int
 ) -> dict[str, Any]:
     counts: dict[str, int] = {}
-    right: dict[str, int] = {}
+    right: dict[str, float] = {}
     for s, c in zip(subset_of, correct, strict=True):
         counts[s] = counts.get(s, 0) + 1
-        right[s] = right.get(s, 0) + int(c)
+        right[s] = right.get(s, 0) + float(c)
     subsets = {
         s: {"category": CATEGORIES[s], "accuracy": right[s] / counts[s], "n": counts[s], "correct": right[s]}
         for s in sorted(counts, key=lambda s: (CATEGORY_NAMES.index(CATEGORIES[s]), s))
@@ -444,6 +444,66 @@ def evaluate(
         }
         for p, c, r, k in zip(pairs, chosen, rejected, correct, strict=True)
     ]
+    return aggregate(
+        pairs, correct.astype(np.float64), records, rounds=rounds, confidence=confidence, seed=seed
+    )
+
+
+def evaluate_with_judge(
+    pairs: Sequence[Pair],
+    judge: Callable[[Sequence[judges.PairwiseItem]], list[str]],
+    cache: judges.JudgmentCache,
+    *,
+    progress: Callable[[int], Any] | None = None,
+    rounds: int = stats.DEFAULT_ROUNDS,
+    confidence: float = stats.DEFAULT_CONFIDENCE,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """M-RewardBench with a generative judge (an LLM asked which response is better, `judges.choice_messages`):
+    each pair is shown once, chosen as A or as B by one draw per pair from `numpy.random.default_rng(seed)`
+    (the reference scripts draw unseeded, so their scores do not reproduce); the verdict is the last [[A]] or
+    [[B]] of the judgment; right = 1 when it names the chosen response, 0 the rejected one, 0.5 when the
+    judgment has neither (counted in `unparsed`). Judgments go through `judges.judge_pairs` (cached, resumable).
+    Aggregated as `evaluate`."""
+    if not pairs:
+        raise ValueError("M-RewardBench: no pairs to evaluate")
+    chosen_second = np.random.default_rng(seed).random(len(pairs)) < 0.5
+    items = []
+    for p, swap in zip(pairs, chosen_second, strict=True):
+        a, b = (p.rejected, p.chosen) if swap else (p.chosen, p.rejected)
+        names = ("rejected", "chosen") if swap else ("chosen", "rejected")
+        items.append(judges.PairwiseItem(f"{p.language}/{p.id}", p.prompt, a, b, *names, 1, p.language))
+    judged, _ = judges.judge_pairs(items, judge, cache, progress=progress)
+    choices = [judges.parse_choice(r["judgment"]) for r in judged]
+    correct = np.array(
+        [
+            0.5 if c is None else float((c == "B") == bool(swap))
+            for c, swap in zip(choices, chosen_second, strict=True)
+        ]
+    )
+    records = [
+        {"id": p.id, "language": p.language, "subset": p.subset, "chosen_as": "B" if swap else "A",
+         "verdict": c, "correct": float(k)}
+        for p, swap, c, k in zip(pairs, chosen_second, choices, correct, strict=True)
+    ]  # fmt: skip
+    results = aggregate(pairs, correct, records, rounds=rounds, confidence=confidence, seed=seed)
+    results["unparsed"] = sum(c is None for c in choices)
+    results["judge"] = getattr(judge, "name", "")
+    return results
+
+
+def aggregate(
+    pairs: Sequence[Pair],
+    correct: np.ndarray,
+    records: list[dict[str, Any]],
+    *,
+    rounds: int = stats.DEFAULT_ROUNDS,
+    confidence: float = stats.DEFAULT_CONFIDENCE,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The benchmark's figures (module docstring) from each pair's `correct` in [0, 1] (1 / 0 for a reward,
+    0.5 for a judge's unparsed answer) and the per-pair `records` kept in the results."""
+    correct = np.asarray(correct, dtype=np.float64)
     by_language: dict[str, list[int]] = {}
     translation: list[int] = []
     for i, p in enumerate(pairs):
@@ -483,7 +543,7 @@ def evaluate(
         for i in translation:
             entry = t_subsets.setdefault(pairs[i].subset, {"accuracy": 0.0, "n": 0, "correct": 0})
             entry["n"] += 1
-            entry["correct"] += int(correct[i])
+            entry["correct"] += float(correct[i])
         for entry in t_subsets.values():
             entry["accuracy"] = entry["correct"] / entry["n"]
         pooled = stats.bootstrap_mean(t_right, rounds=rounds, confidence=confidence, seed=seed)

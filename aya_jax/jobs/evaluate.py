@@ -26,7 +26,7 @@ from aya_jax import defaults, plots, pretrained, sharding
 from aya_jax.data import chat_template
 from aya_jax.evaluation import battles as bt
 from aya_jax.evaluation import global_mmlu as gm
-from aya_jax.evaluation import likelihood, report, reward_scores
+from aya_jax.evaluation import judges, likelihood, report, reward_scores
 from aya_jax.evaluation import m_rewardbench as mrb
 from aya_jax.evaluation import perplexity as ppl
 
@@ -113,6 +113,32 @@ def _reward_function(config: Any, mesh, rules) -> Any:
     )  # fmt: skip
 
 
+def _m_rewardbench_with_judge(
+    config: Any, pairs: list[Any], out: Any, options: dict[str, Any]
+) -> dict[str, Any]:
+    """M-RewardBench judged by an LLM behind config.eval.judge_base_url; judgments cached in
+    <out>/judgments.jsonl, so a rerun asks only for what is missing."""
+    e = config.eval
+    try:
+        judge = judges.EndpointJudge(
+            str(e.judge_base_url), str(e.judge_model), api_key_env=str(e.judge_api_key_env),
+            batch_size=int(e.judge_concurrency), messages=judges.choice_messages,
+        )  # fmt: skip
+    except ValueError as err:
+        raise ValueError(f"config.eval.judge_api_key_env: {err}") from None
+    cache = judges.JudgmentCache(out / "judgments.jsonl")
+    with report.progress(len(pairs), "pair", "M-RewardBench (judge)") as bar:
+        try:
+            results = mrb.evaluate_with_judge(pairs, judge, cache, progress=bar.update, **options)
+        except judges.JudgeError as err:
+            raise ValueError(
+                f"config.eval.judge_base_url: {err}; the {len(cache.records)} judgments so far are kept in "
+                f"{cache.path}"
+            ) from None
+    results["reward"] = f"generative judge {judge.name} ({results['unparsed']} answers without a verdict)"
+    return results
+
+
 def m_rewardbench(config: Any, workdir: str) -> report.EvalSummary:
     defaults.validate(config, SECTIONS)
     e, t0 = config.eval, time.perf_counter()
@@ -123,14 +149,15 @@ def m_rewardbench(config: Any, workdir: str) -> report.EvalSummary:
         for pair in pairs:
             by_language.setdefault(pair.language, []).append(pair)
         pairs = [p for rows in by_language.values() for p in rows[: int(e.max_items)]]
-    mesh, rules = sharding.setup(config.mesh)
-    reward = _reward_function(config, mesh, rules)
-    with report.progress(len(pairs), "pair", "M-RewardBench") as bar:
-        results = mrb.evaluate(
-            pairs, reward, batch=int(e.batch_size), progress=bar.update, rounds=int(e.rounds),
-            confidence=float(e.confidence), seed=int(config.seed),
-        )  # fmt: skip
-    results["reward"] = str(e.reward_model) or f"{e.checkpoint} vs {e.reference} (beta {e.beta})"
+    options = {"rounds": int(e.rounds), "confidence": float(e.confidence), "seed": int(config.seed)}
+    if e.judge_base_url:
+        results = _m_rewardbench_with_judge(config, pairs, out, options)
+    else:
+        mesh, rules = sharding.setup(config.mesh)
+        reward = _reward_function(config, mesh, rules)
+        with report.progress(len(pairs), "pair", "M-RewardBench") as bar:
+            results = mrb.evaluate(pairs, reward, batch=int(e.batch_size), progress=bar.update, **options)
+        results["reward"] = str(e.reward_model) or f"{e.checkpoint} vs {e.reference} (beta {e.beta})"
     average = results["average"]
     headline = f"average accuracy {_interval(average)} over {len(average.get('languages', []))} languages"
     if results.get("english"):

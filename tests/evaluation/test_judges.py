@@ -4,11 +4,10 @@ on-disk cache across interrupted and repeated runs."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import logging
-import threading
 
+import endpoint as endpoint_lib  # the helper module beside this file
 import numpy as np
 import pytest
 
@@ -20,74 +19,16 @@ KEY_VAR = "AYA_JAX_TEST_JUDGE_KEY"
 SECRET = "sk-test-4f9c2e7a-never-in-any-output"
 
 
-class _Endpoint(http.server.ThreadingHTTPServer):
-    """An OpenAI-style /v1/chat/completions that answers each prompt after `failures` (HTTP statuses) for it,
-    with the verdict "A is better" when answer A contains "good", else "B is better"."""
-
-    def __init__(self, failures=(), status_always=None):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.failures = list(failures)
-        self.status_always = status_always
-        self.seen: dict[str, int] = {}
-        self.auth: list[str] = []
-        self.lock = threading.Lock()
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *args):  # quiet
-        pass
-
-    def do_POST(self):  # noqa: N802 - http.server's naming
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        user = body["messages"][-1]["content"]
-        server: _Endpoint = self.server
-        with server.lock:
-            server.auth.append(self.headers.get("Authorization", ""))
-            n = server.seen[user] = server.seen.get(user, 0) + 1
-        status = server.status_always or (server.failures[n - 1] if n <= len(server.failures) else 200)
-        if status != 200:
-            self._send(status, {"error": {"message": "try again", "type": "server_error"}})
-            return
-        answer_a = user.split("Assistant A's Answer|>\n", 1)[1]
-        label = "[[A>B]]" if answer_a.startswith("good") else "[[B>A]]"
-        self._send(
-            200,
-            {
-                "id": "cmpl-1",
-                "object": "chat.completion",
-                "created": 0,
-                "model": body["model"],
-                "choices": [
-                    {
-                        "index": 0,
-                        "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": f"Mine. {label}"},
-                    }
-                ],
-            },
-        )
-
-    def _send(self, status, payload):
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+def _arena_answer(user: str) -> str:
+    """A judge that prefers the answer starting with "good"."""
+    answer_a = user.split("Assistant A's Answer|>\n", 1)[1]
+    return "Mine. [[A>B]]" if answer_a.startswith("good") else "Mine. [[B>A]]"
 
 
 @pytest.fixture
 def endpoint(request):
-    server = _Endpoint(**getattr(request, "param", {}))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with endpoint_lib.Endpoint(_arena_answer, **getattr(request, "param", {})) as server:
+        yield server
 
 
 def _items(n=6):
@@ -211,3 +152,13 @@ def test_two_games_swap_positions():
     assert (g1.model_a, g1.answer_a, g1.game) == ("gemma", "theirs", 1)
     assert (g2.model_a, g2.answer_a, g2.game) == ("aya", "mine", 2)
     assert g1.key("j") != g2.key("j")
+
+
+def test_choice_messages_and_parse_choice():
+    item = judges.PairwiseItem("q", "Wie spät ist es?", "Es ist drei.", "Keine Ahnung.", "x", "y")
+    system, user = judges.choice_messages(item)
+    assert "[[A]]" in system["content"] and "Wie spät ist es?" in user["content"]
+    assert user["content"].index("Es ist drei.") < user["content"].index("Keine Ahnung.")
+    assert judges.parse_choice("I prefer A: [[A]]") == "A"
+    assert judges.parse_choice("[[A]] at first, but finally [[ B ]]") == "B"
+    assert judges.parse_choice("[[A>B]]") is None and judges.parse_choice(None) is None

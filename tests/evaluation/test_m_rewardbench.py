@@ -7,6 +7,7 @@ import json
 import math
 import pathlib
 
+import endpoint as endpoint_lib  # the helper module beside this file
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,6 +15,7 @@ import pytest
 
 from aya_jax import plots
 from aya_jax.data.sources import DataError
+from aya_jax.evaluation import judges
 from aya_jax.evaluation import m_rewardbench as mrb
 
 # Outcomes: R = chosen scores higher (right), W = rejected higher (wrong), T = a tie (wrong: strict rule).
@@ -387,3 +389,90 @@ def test_real_english_pairs(shared_data, tmp_path):
     assert results["languages"]["eng_Latn"]["categories"]["Safety"]["accuracy"] == pytest.approx(expected)
     assert results["english"]["mean"] == pytest.approx(expected)  # one category: score = Safety
     assert results["average"]["languages"] == [] and math.isnan(results["average"]["mean"])
+
+
+# ---- a generative judge ---------------------------------------------------------------------------------------
+
+
+def _marker_judge(items):
+    """Reads the "#<score>" markers: [[A]] / [[B]] for the higher, no verdict on a tie."""
+    out = []
+    for it in items:
+        a, b = (float(t.rsplit("#", 1)[1]) for t in (it.answer_a, it.answer_b))
+        out.append("A is better. [[A]]" if a > b else "B is better. [[B]]" if b > a else "Both are equal.")
+    return out
+
+
+_marker_judge.name, _marker_judge.batch_size = "marker-judge", 5
+
+
+def test_generative_judge_counts_an_unparsed_answer_half(data_dir, tmp_path):
+    pairs = mrb.read(data_dir)
+    cache = judges.JudgmentCache(tmp_path / "judgments.jsonl")
+    got = mrb.evaluate_with_judge(pairs, _marker_judge, cache, rounds=100, seed=3)
+    # The judge is right on R, wrong on W and gives no verdict on T (0.5; the strict reward rule counts it 0).
+    code = {(p.language, p.prompt): o for lang in LAYOUT for p, o in zip(
+        [q for q in pairs if q.language == lang], "".join(o for _, o in LAYOUT[lang]), strict=True)}  # fmt: skip
+    expected = np.array([{"R": 1.0, "W": 0.0, "T": 0.5}[code[p.language, p.prompt]] for p in pairs])
+    want = mrb.aggregate(pairs, expected, got["pairs"], rounds=100, seed=3)
+    assert {k: v for k, v in got.items() if k not in ("unparsed", "judge")} == want
+    assert got["unparsed"] == sum(o == "T" for _, outcomes in sum(LAYOUT.values(), []) for o in outcomes)
+    assert got["judge"] == "marker-judge"
+
+
+def test_generative_judge_swaps_positions_from_its_seed_and_reuses_its_cache(data_dir, tmp_path):
+    pairs = mrb.read(data_dir)
+
+    def always_a(items):
+        return ["[[B]] ... on reflection, [[A]]" for _ in items]  # the last label counts
+
+    always_a.name, always_a.batch_size = "always-a", 7
+    path = tmp_path / "judgments.jsonl"
+    got = mrb.evaluate_with_judge(pairs, always_a, judges.JudgmentCache(path), rounds=50, seed=11)
+    swapped = np.random.default_rng(11).random(len(pairs)) < 0.5
+    assert [r["chosen_as"] for r in got["pairs"]] == ["B" if s else "A" for s in swapped]
+    assert [r["correct"] for r in got["pairs"]] == [0.0 if s else 1.0 for s in swapped]
+    assert got["accuracy"] == pytest.approx(1.0 - swapped.mean())
+
+    def must_not_be_called(items):
+        raise AssertionError("every judgment is cached")
+
+    must_not_be_called.name, must_not_be_called.batch_size = "always-a", 7
+    again = mrb.evaluate_with_judge(pairs, must_not_be_called, judges.JudgmentCache(path), rounds=50, seed=11)
+    assert again == got
+
+
+def _marker_choice(user: str) -> str:
+    """An endpoint judge over HTTP: reads the two answers' "#<score>" markers out of choice_messages' layout."""
+    a = user.split("[The Start of Assistant A's Answer]\n", 1)[1].split("\n[The End", 1)[0]
+    b = user.split("[The Start of Assistant B's Answer]\n", 1)[1].split("\n[The End", 1)[0]
+    sa, sb = (float(t.rsplit("#", 1)[1]) for t in (a, b))
+    return "[[A]]" if sa > sb else "[[B]]" if sb > sa else "They are the same to me."
+
+
+def test_the_job_with_an_endpoint_judge_over_http(data_dir, tmp_path, capsys):
+    pytest.importorskip("openai")
+    from aya_jax import jobs  # noqa: PLC0415 - the job registry only here
+    from configs import eval_m_rewardbench  # noqa: PLC0415
+
+    config = eval_m_rewardbench.get_config()
+    config.eval.data_dir, config.eval.rounds, config.eval.judge_model = str(data_dir), 100, "judge"
+    with endpoint_lib.Endpoint(_marker_choice) as server:
+        config.eval.judge_base_url = server.url
+        summary = jobs.get_job("eval_m_rewardbench")(config, str(tmp_path / "run"))
+        asked = sum(server.seen.values())
+        rerun = jobs.get_job("eval_m_rewardbench")(config, str(tmp_path / "run"))  # every judgment cached
+        assert sum(server.seen.values()) == asked
+    pairs = mrb.read(data_dir)
+    assert asked == len(pairs)
+    direct = mrb.evaluate_with_judge(
+        pairs, _marker_judge, judges.JudgmentCache(tmp_path / "j.jsonl"), rounds=100
+    )
+    assert summary.results["average"] == direct["average"] and rerun.results["average"] == direct["average"]
+    assert "answers without a verdict" in summary.results["reward"]
+    out = tmp_path / "run" / "m_rewardbench"
+    assert (out / "judgments.jsonl").is_file() and (out / "results.md").is_file()
+
+    config.eval.reward_model = "workdirs/reward"  # two scorers at once
+    with pytest.raises(ValueError, match="config.eval.reward_model: set exactly one of reward_model"):
+        jobs.get_job("eval_m_rewardbench")(config, str(tmp_path / "run2"))
