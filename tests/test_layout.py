@@ -6,7 +6,8 @@
   imports another job;
 * no training objective imports another objective;
 * models know nothing of meshes, data, configs or training;
-* the README's Layout block names every module and package of the tree.
+* the README's Layout block names every module and package of the tree;
+* no two test modules share a file name (the test folders are not packages).
 """
 
 from __future__ import annotations
@@ -141,3 +142,13 @@ def test_readme_layout_names_every_module():
             if rel.name not in block and str(rel) not in block:
                 missing.append(str(rel))
     assert not missing, f"README Layout misses: {missing}"
+
+
+def test_no_two_test_modules_share_a_file_name():
+    # tests/ folders are not packages: pytest's default import mode imports each test module by its bare file name,
+    # so two `test_x.py` in different folders fail to collect when one worker meets both.
+    by_name: dict[str, list[str]] = {}
+    for path in sorted((REPO / "tests").rglob("*.py")):
+        if path.name != "conftest.py" and "__pycache__" not in path.parts:
+            by_name.setdefault(path.name, []).append(str(path.relative_to(REPO)))
+    assert not {n: p for n, p in by_name.items() if len(p) > 1}
