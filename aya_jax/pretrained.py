@@ -37,8 +37,8 @@ from flax import linen as nn
 from jax.sharding import Mesh
 
 from aya_jax import checkpoint as ckpt_lib
-from aya_jax import hf, sharding
-from aya_jax.data import pipeline, vocab
+from aya_jax import defaults, hf, sharding
+from aya_jax.data import chat_template, pipeline, vocab
 from aya_jax.models import cohere, families, reward
 
 log = logging.getLogger(__name__)
@@ -287,6 +287,61 @@ def load_inference_model(
     )  # fmt: skip
     log.info("loaded step %d from %s", step, run.checkpoints)
     return InferenceModel(model, params, codec, stop_ids(codec, cfg), step, str(source))
+
+
+def uses_chat_template(codec: Any, template: str, field: str = "config.generate.chat_template") -> bool:
+    """Whether prompts go through the Cohere chat template: "cohere" (the tokenizer must have its turn tokens),
+    "auto" (when it has them) or "none"."""
+    if template == "cohere" and not codec.has_cohere_chat_tokens:
+        raise defaults.ConfigError(f"{field}: 'cohere', but the tokenizer has no Cohere turn tokens")
+    return template == "cohere" or (template == "auto" and codec.has_cohere_chat_tokens)
+
+
+def encode_conversation(
+    codec: Any,
+    messages: list[dict[str, str]],
+    *,
+    template: str,
+    encoder_decoder: bool = False,
+    field: str = "config.generate.chat_template",
+) -> list[int]:
+    """A conversation (`[{"role": "system"|"user"|"assistant", "content": ...}]`, roles alternating after an
+    optional system turn) as the model was trained to read it, ready for the next reply: in the chat format
+    exactly the prefix of an SFT row's tokens (aya_jax/data/chat_template.py); without it (`template` "none",
+    or "auto" and a tokenizer without turn markers) the contents joined by blank lines, with the tokenizer's
+    own special tokens. An mT5 encoder input ends with EOS, as the SFT converter wrote it (an HF T5 tokenizer
+    appends it itself)."""
+    if uses_chat_template(codec, template, field):
+        ids = codec.encode(chat_template.render(messages, add_generation_prompt=True), False)
+    else:
+        ids = codec.encode("\n\n".join(m["content"] for m in messages), True)
+    if encoder_decoder and isinstance(codec, vocab.SeqioCodec) and codec.vocab.eos_id is not None:
+        ids = ids + [int(codec.vocab.eos_id)]
+    return ids
+
+
+def encode_prompts(
+    codec: Any,
+    prompts: list[str],
+    *,
+    template: str,
+    system: str = "",
+    encoder_decoder: bool = False,
+    field: str = "config.generate.chat_template",
+) -> list[list[int]]:
+    """Single-turn prompts (one user turn each, after an optional system turn) -> token ids, as
+    `encode_conversation`."""
+    head = [{"role": "system", "content": system}] if system else []
+    return [
+        encode_conversation(
+            codec,
+            [*head, {"role": "user", "content": p}],
+            template=template,
+            encoder_decoder=encoder_decoder,
+            field=field,
+        )  # fmt: skip
+        for p in prompts
+    ]
 
 
 # ============================================================================================================

@@ -145,6 +145,43 @@ def choose_tokens(
     return tokens, jnp.take_along_axis(logits, tokens[:, None], axis=-1)[:, 0] - log_z
 
 
+def choose_tokens_rows(
+    logits: Array,
+    keys: Array,
+    temperature: Array,
+    top_k: Array,
+    top_p: Array,
+    *,
+    any_sampled: bool = True,
+) -> tuple[Array, Array]:
+    """`choose_tokens` with each row's own settings ([batch] arrays; temperature 0 = greedy, top_k 0 = off,
+    top_p 1 = off) and its own key [batch] (a server's batch mixes requests). The same steps in the same order
+    as `filter_logits`, so a row draws what `choose_tokens` draws for it alone with the same key; top-k reads
+    the k-th largest logit off one descending sort (which top-p needs anyway) instead of `lax.top_k`, as k
+    varies per row. `any_sampled=False` (a static flag) skips the sort when every row is greedy."""
+    logits = logits.astype(jnp.float32)
+    vocab = logits.shape[-1]
+    top = jnp.max(logits, axis=-1, keepdims=True)
+    ids = jnp.arange(vocab, dtype=jnp.int32)
+    tokens = jnp.minimum(jnp.min(jnp.where(logits == top, ids, vocab), axis=-1), vocab - 1)
+    if any_sampled:
+        scaled = logits / jnp.where(temperature > 0, temperature, 1.0)[:, None]
+        ordered = -jnp.sort(-scaled, axis=-1)
+        use_k = (top_k > 0) & (top_k < vocab)
+        kth = jnp.take_along_axis(ordered, jnp.clip(top_k - 1, 0, vocab - 1)[:, None], axis=-1)
+        kth = jnp.where(use_k[:, None], kth, -jnp.inf)
+        scaled = jnp.where(scaled < kth, -jnp.inf, scaled)
+        ordered = jnp.where(ordered < kth, -jnp.inf, ordered)
+        probs = jax.nn.softmax(ordered, axis=-1)
+        keep = jnp.cumsum(probs, axis=-1) - probs < top_p[:, None]
+        threshold = jnp.min(jnp.where(keep, ordered, jnp.inf), axis=-1, keepdims=True)
+        scaled = jnp.where((top_p < 1.0)[:, None] & (scaled < threshold), -jnp.inf, scaled)
+        drawn = jax.vmap(jax.random.categorical)(keys, scaled).astype(jnp.int32)
+        tokens = jnp.where(temperature > 0, drawn, tokens)
+    log_z = top[:, 0] + jnp.log(jnp.sum(jnp.exp(logits - top), axis=-1))
+    return tokens, jnp.take_along_axis(logits, tokens[:, None], axis=-1)[:, 0] - log_z
+
+
 def _ends_stop_sequence(tokens: Array, step: Array, sequences: tuple[tuple[int, ...], ...]) -> Array:
     """[batch] bool: the generated tokens [batch, N] up to `step` end with one of `sequences`."""
     batch, n = tokens.shape

@@ -354,3 +354,19 @@ class SeqioCodec:
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.vocab.decode([int(i) for i in ids])
+
+
+class IncrementalText:
+    """Decoded text of a growing token list, released as it becomes final: a trailing U+FFFD (an incomplete
+    UTF-8 sequence of byte-level tokens) is held back until the next token completes it."""
+
+    def __init__(self, codec: "HfTokenizerCodec | SeqioCodec"):
+        self.codec, self.ids, self.printed = codec, [], ""
+
+    def add(self, token: int) -> str:
+        self.ids.append(token)
+        text = self.codec.decode(self.ids).rstrip("\ufffd")
+        if not text.startswith(self.printed):
+            return ""  # the decoder revised earlier text (rare); print the rest once it agrees again
+        new, self.printed = text[len(self.printed) :], text
+        return new

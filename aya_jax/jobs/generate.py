@@ -40,27 +40,6 @@ SECTIONS = ("model", "mesh", "data", "generate")
 
 
 # ============================================================================================================
-# Streaming text
-# ============================================================================================================
-
-
-class IncrementalText:
-    """Decoded text of a growing token list, released as it becomes final: a trailing U+FFFD (an incomplete
-    UTF-8 sequence of byte-level tokens) is held back until the next token completes it."""
-
-    def __init__(self, codec: Any):
-        self.codec, self.ids, self.printed = codec, [], ""
-
-    def add(self, token: int) -> str:
-        self.ids.append(token)
-        text = self.codec.decode(self.ids).rstrip("\ufffd")
-        if not text.startswith(self.printed):
-            return ""  # the decoder revised earlier text (rare); print the rest once it agrees again
-        new, self.printed = text[len(self.printed) :], text
-        return new
-
-
-# ============================================================================================================
 # The job
 # ============================================================================================================
 
@@ -131,26 +110,6 @@ def _load(config: Any, mesh, rules) -> pretrained.InferenceModel:
     )  # fmt: skip
 
 
-def encode_prompts(
-    codec: Any, prompts: list[str], *, chat_template: str, system: str = "", encoder_decoder: bool = False
-) -> list[list[int]]:
-    """The prompts' token ids as the model was trained to read them: in the chat format (`chat_template`
-    "cohere", or "auto" when the tokenizer has the turn markers) one user turn ready for the reply, exactly the
-    prefix of an SFT row's tokens (aya_jax/data/chat_template.py); else the plain text."""
-    if chat_template == "cohere" and not codec.has_cohere_chat_tokens:
-        raise defaults.ConfigError(
-            "config.generate.chat_template: 'cohere', but the tokenizer has no Cohere turn tokens"
-        )
-    if chat_template == "cohere" or (chat_template == "auto" and codec.has_cohere_chat_tokens):
-        token_ids = [codec.encode(sampling.cohere_chat_prompt(p, system or None), False) for p in prompts]
-    else:
-        token_ids = [codec.encode(p, True) for p in prompts]
-    if encoder_decoder and isinstance(codec, vocab.SeqioCodec) and codec.vocab.eos_id is not None:
-        # mT5 encoder inputs end with EOS, as the SFT converter wrote them (an HF T5 tokenizer appends it itself).
-        token_ids = [ids + [int(codec.vocab.eos_id)] for ids in token_ids]
-    return token_ids
-
-
 def run(config: Any, workdir: str) -> GenerateSummary:
     g = config.generate
     defaults.validate(config, SECTIONS)
@@ -172,8 +131,8 @@ def run(config: Any, workdir: str) -> GenerateSummary:
     chat = str(g.chat_template)
     if chat == "auto" and isinstance(codec, vocab.SeqioCodec) and config.data.format == "raw":
         chat = "none"  # a run trained on raw rows (configs/sft_mt5.py) reads its prompts as plain text
-    token_ids = encode_prompts(
-        codec, prompts, chat_template=chat, system=str(g.system),
+    token_ids = pretrained.encode_prompts(
+        codec, prompts, template=chat, system=str(g.system),
         encoder_decoder=families.family_of(model).encoder_decoder,
     )  # fmt: skip
     stops = tuple(s for s in g.stop if s)
@@ -186,7 +145,7 @@ def run(config: Any, workdir: str) -> GenerateSummary:
     results: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     if len(prompts) == 1 and bool(g.stream):
-        text = IncrementalText(codec)
+        text = vocab.IncrementalText(codec)
         ids, log_probs = [], []
         for token, log_prob in sampler.stream(token_ids[0], params_, seed=int(g.seed)):
             ids.append(token)

@@ -170,6 +170,41 @@ def init_cache(cfg: CohereConfig, start: Array, max_len: int, dtype: jnp.dtype =
     return KVCache(k=buffers(), v=buffers(), start=start.astype(jnp.int32), index=jnp.zeros((), jnp.int32))
 
 
+def insert_rows(cache: KVCache, rows: Array, new: KVCache) -> KVCache:
+    """Put the prefilled caches `new` (one per row of `rows` [n], `new.index` == its slot count P) into `cache`
+    so that each prompt's slots end where `cache` writes next: slots [index - P, index) of row `rows[i]`, its
+    start moved with it. The other rows are untouched; RoPE positions count from each row's start, so the
+    keys stay valid wherever the slots sit. A row listed twice must bring the same cache twice (batch padding).
+    Continuous batching (aya_jax/serving.py) joins requests to a running batch this way; needs index >= P."""
+    at = cache.index - new.max_len
+
+    def put(big: Array, small: Array) -> Array:
+        placed = jax.lax.dynamic_update_slice(big[rows], small.astype(big.dtype), (0, 0, at, 0))
+        return layers.constrain(big.at[rows].set(placed), KV_CACHE_AXES)
+
+    return cache.replace(
+        k=tuple(map(put, cache.k, new.k)),
+        v=tuple(map(put, cache.v, new.v)),
+        start=cache.start.at[rows].set(at + new.start),
+    )
+
+
+def shift_cache(cache: KVCache, shift: Array) -> KVCache:
+    """Move every row's slots by `shift` (negative: towards slot 0), start and index with them: the slots that
+    wrap around land outside every row's [start, index) window, so nothing visible changes. Frees room at
+    the end of a long-running batch (or at the start, for a prompt longer than the index)."""
+
+    def roll(buf: Array) -> Array:
+        return layers.constrain(jnp.roll(buf, shift, axis=2), KV_CACHE_AXES)
+
+    return cache.replace(
+        k=tuple(map(roll, cache.k)),
+        v=tuple(map(roll, cache.v)),
+        start=cache.start + shift,
+        index=cache.index + shift,
+    )
+
+
 def _decode_positions_and_mask(cache: KVCache, length: int) -> tuple[Array, Array]:
     """For `length` new tokens written at slot `cache.index`: RoPE positions [batch, length] and their mask over
     the cache after the write [batch, 1, length, max_len]: a query at slot q sees the real slots up to q."""

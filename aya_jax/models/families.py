@@ -22,6 +22,7 @@ A preset name belongs to exactly one family (`family_of_preset`); a module or mo
 * decoding: `prefill` (prompt -> first logits and a filled cache) and `decode` (next tokens -> logits and the
   cache), the two halves of `aya_jax/sampling.py`'s family-agnostic loop, and `decoding_view` (the model and
   parameters in the form those run fastest in, made once before the loop: Cohere's layers unrolled);
+  `insert_cache_rows` and `shift_cache` (a running batch taking new rows: continuous batching, aya_jax/serving.py);
 * `hf_model_type`: the `model_type` of its Hugging Face `config.json` (`aya_jax/hf/`).
 
 Models know nothing of configs: `config.model.*` is read in `aya_jax/pretrained.py`, which hands plain values here.
@@ -66,6 +67,10 @@ class Family:
     decode: Callable[..., tuple[Array, Any]]
     # (model, params) -> the (model, params) that `prefill` and `decode` run fastest with (same outputs)
     decoding_view: Callable[[nn.Module, Any], tuple[nn.Module, Any]]
+    # (cache, rows [n], prefilled caches [n]) -> cache with those rows replaced, their slots ending at the
+    # cache's next slot; and (cache, shift) -> the cache with every row's slots moved (continuous batching)
+    insert_cache_rows: Callable[[Any, Array, Any], Any]
+    shift_cache: Callable[[Any, Array], Any]
     converter: (
         str  # "decoder" | "encoder_decoder": the row layout (aya_jax/data/feature_converters.make_converter)
     )
@@ -157,6 +162,8 @@ COHERE = Family(
     prefill=cohere.prefill,
     decode=cohere.decode,
     decoding_view=cohere.decoding_view,
+    insert_cache_rows=cohere.insert_rows,
+    shift_cache=cohere.shift_cache,
     converter="decoder",
     decoder_start_id=lambda cfg: 0,
     hf_model_type="cohere",
@@ -248,6 +255,8 @@ MT5 = Family(
     prefill=mt5.prefill,
     decode=mt5.decode,
     decoding_view=lambda model, params: (model, params),
+    insert_cache_rows=mt5.insert_rows,
+    shift_cache=mt5.shift_cache,
     converter="encoder_decoder",
     decoder_start_id=lambda cfg: cfg.decoder_start_id,
     hf_model_type="mt5",

@@ -224,7 +224,10 @@ class DecodeCache:
 
     k, v:              [layers, batch, heads, max_len, d_kv] self-attention keys/values of the tokens so far
     encoder_mask:      [batch, enc_len] bool, the real (non-padding) encoder tokens
-    index:             [] int32, the next slot to write (= the position of the next decoder token)
+    index:             [] int32, the next slot to write
+    start:             [batch] int32, each row's first decoder slot (its start token); 0 unless continuous
+                       batching joined the row later (`insert_rows`). The position bias is relative, so a
+                       row's slots need no renumbering
     cross_k, cross_v:  [layers, batch, enc_len, heads, d_kv] cross-attention keys/values of the encoder output;
                        None until the first `MT5.decode_step`, which computes them
     """
@@ -233,6 +236,7 @@ class DecodeCache:
     v: Array
     encoder_mask: Array
     index: Array
+    start: Array
     cross_k: Array | None = None
     cross_v: Array | None = None
 
@@ -247,7 +251,47 @@ def init_cache(cfg: MT5Config, encoder_mask: Array, max_len: int, dtype: Any = j
     shape = (cfg.num_decoder_layers, encoder_mask.shape[0], cfg.num_heads, max_len, cfg.d_kv)
     # Two separate buffers: one shared zeros array would make donating the cache donate it twice.
     k, v = (layers.constrain(jnp.zeros(shape, dtype), SELF_CACHE_AXES) for _ in range(2))
-    return DecodeCache(k=k, v=v, encoder_mask=encoder_mask > 0, index=jnp.zeros((), jnp.int32))
+    return DecodeCache(
+        k=k,
+        v=v,
+        encoder_mask=encoder_mask > 0,
+        index=jnp.zeros((), jnp.int32),
+        start=jnp.zeros((encoder_mask.shape[0],), jnp.int32),
+    )
+
+
+def insert_rows(cache: DecodeCache, rows: Array, new: DecodeCache) -> DecodeCache:
+    """Put the prefilled caches `new` (one per row of `rows` [n]; same encoder length, cross-attention filled)
+    into `cache`, their decoder slots ending where `cache` writes next (as `cohere.insert_rows`). Needs
+    index >= new.index."""
+    at = cache.index - new.max_len
+
+    def put(big: Array, small: Array) -> Array:
+        placed = jax.lax.dynamic_update_slice(big[:, rows], small.astype(big.dtype), (0, 0, 0, at, 0))
+        return layers.constrain(big.at[:, rows].set(placed), SELF_CACHE_AXES)
+
+    def put_cross(big: Array, small: Array) -> Array:
+        return layers.constrain(big.at[:, rows].set(small.astype(big.dtype)), CROSS_CACHE_AXES)
+
+    return cache.replace(
+        k=put(cache.k, new.k),
+        v=put(cache.v, new.v),
+        encoder_mask=cache.encoder_mask.at[rows].set(new.encoder_mask),
+        start=cache.start.at[rows].set(at + new.start),
+        cross_k=put_cross(cache.cross_k, new.cross_k),
+        cross_v=put_cross(cache.cross_v, new.cross_v),
+    )
+
+
+def shift_cache(cache: DecodeCache, shift: Array) -> DecodeCache:
+    """Move every row's decoder slots by `shift`, start and index with them (as `cohere.shift_cache`)."""
+
+    def roll(buf: Array) -> Array:
+        return layers.constrain(jnp.roll(buf, shift, axis=3), SELF_CACHE_AXES)
+
+    return cache.replace(
+        k=roll(cache.k), v=roll(cache.v), start=cache.start + shift, index=cache.index + shift
+    )
 
 
 # ============================================================================================================
@@ -544,7 +588,8 @@ class MT5Decoder(nn.Module):
         positions = (cache.index + jnp.arange(length, dtype=jnp.int32))[None]  # [1, len]
         slots = jnp.arange(cache.max_len, dtype=jnp.int32)[None]  # [1, max_len]
         biases = (self._bias(positions, slots), self._bias(positions, positions))
-        cache_mask = jnp.broadcast_to((slots < cache.index)[:, None, None, :], (1, 1, length, cache.max_len))
+        visible = (slots < cache.index) & (slots >= cache.start[:, None])  # [batch, max_len]
+        cache_mask = jnp.broadcast_to(visible[:, None, None, :], (y.shape[0], 1, length, cache.max_len))
         new_mask = (positions[0][:, None] >= positions[0][None, :])[None, None]  # [1, 1, len, len]
         cross_mask = cache.encoder_mask[:, None, None, :]  # [batch, 1, 1, enc_len]
         if self.scan_layers:

@@ -7,8 +7,8 @@ import pytest
 import seqio
 import tensorflow as tf
 
+from aya_jax import pretrained
 from aya_jax.data import chat_template, feature_converters, prompt_converters, sources, tasks, vocab
-from aya_jax.jobs import generate
 from aya_jax.training import prompt_sets
 
 CONVERSATIONS = [
@@ -134,6 +134,6 @@ def test_one_conversation_reads_the_same_on_every_path(default_vocab_path, data_
     rl = prompt_sets.load_prompt_set(data_config, str(prompts_file), "train", codec, max_tokens=32, chat=True)
     assert rl.tokens == [prefix]
 
-    assert generate.encode_prompts(codec, [user], chat_template="auto") == [prefix]
+    assert pretrained.encode_prompts(codec, [user], template="auto") == [prefix]
     for name in ("paths_sft", "paths_pref", "paths_prompts"):
         seqio.TaskRegistry.remove(name)
