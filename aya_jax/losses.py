@@ -339,6 +339,23 @@ def token_log_probs_and_greedy(
     return _per_token_chunks(score, hidden, kernel, targets, logit_scale, chunk_size, remat=False)
 
 
+def token_log_probs_and_top(
+    hidden: Array, kernel: Array, targets: Array, *, k: int, logit_scale: float = 1.0, chunk_size: int = 1024
+) -> tuple[Array, Array, Array]:
+    """(log p(target_t) [batch, len] fp32, the k largest log-probs of the distribution at t [batch, len, k] fp32
+    in descending order, their token ids [batch, len, k]) — what an OpenAI-style `logprobs` answer reports for
+    an echoed prompt (aya_jax/openai_server.py). `chunk_size` tokens at a time, as `token_log_probs_and_greedy`;
+    ties keep the lower id first, as `lax.top_k` does."""
+
+    def score(logits: Array, tc: Array) -> tuple[Array, ...]:
+        log_z = jax.nn.logsumexp(logits, axis=-1)
+        values, ids = jax.lax.top_k(logits, k)
+        return (_target_log_prob(logits, log_z, tc), *(values - log_z[:, None]).T, *ids.astype(jnp.int32).T)
+
+    out = _per_token_chunks(score, hidden, kernel, targets, logit_scale, chunk_size, remat=False)
+    return out[0], jnp.stack(out[1 : 1 + k], axis=-1), jnp.stack(out[1 + k :], axis=-1)
+
+
 def token_log_probs_and_entropy(
     hidden: Array, kernel: Array, targets: Array, *, logit_scale: float = 1.0, chunk_size: int = 1024
 ) -> tuple[Array, Array]:

@@ -15,6 +15,7 @@ def _valid_config() -> ml_collections.ConfigDict:
     config = defaults.base_config()
     config.generate.checkpoint_dir = "workdirs/run"
     config.generate.prompt = "Hola"
+    config.serve.checkpoint_dir = "workdirs/run"
     config.checkpoint.init_from = "workdirs/sft"  # the reward model's backbone
     return config
 
@@ -79,6 +80,13 @@ OUT_OF_RANGE = [
     ("generate.top_p", 0.0),
     ("generate.batch_size", 0),
     ("generate.prompt_bucket", 0),
+    ("serve.port", 65536),
+    ("serve.slots", 0),
+    ("serve.max_len", 1),
+    ("serve.prompt_bucket", 0),
+    ("serve.encoder_len", 0),
+    ("serve.max_tokens", 0),
+    ("serve.score_batch_size", 0),
     ("hf_convert.step", -2),  # -1 = the newest; the job would read any negative step so
     ("hf_convert.max_shard_gb", 0.0),
     ("merge.last_steps", -1),

@@ -36,6 +36,7 @@ from aya_jax.defaults import (
     optimizer,
     reward,
     rloo,
+    serve,
     train,
     train_vocab,
 )
@@ -58,6 +59,7 @@ SECTIONS: dict[str, ModuleType] = {
     "rloo": rloo,
     "merge": merge,
     "generate": generate,
+    "serve": serve,
     "hf_convert": hf_convert,
     "aot": aot,
     "model_info": model_info,

@@ -45,6 +45,15 @@ class Section:
         if value not in options:
             self.fail(field, f"{value!r} is not one of {', '.join(map(str, options))}")
 
+    def one_checkpoint(self) -> None:
+        """Exactly one of hf_dir and checkpoint_dir: what a section that loads a model for inference reads."""
+        if bool(self.values.hf_dir) == bool(self.values.checkpoint_dir):
+            self.fail(
+                "hf_dir",
+                "set exactly one of hf_dir (a Hugging Face directory) and checkpoint_dir (an aya_jax workdir or its "
+                f"checkpoints/); got hf_dir={self.values.hf_dir!r}, checkpoint_dir={self.values.checkpoint_dir!r}",
+            )
+
     def sampling(self, *, sampled: str = "") -> None:
         """The sampling fields a section shares (max_new_tokens, temperature, top_k, top_p). `sampled`: the
         reason the temperature must be > 0 (a section that draws several samples per prompt), else 0 = greedy."""

@@ -31,12 +31,7 @@ def defaults() -> ml_collections.ConfigDict:
 
 def validate(g: ml_collections.ConfigDict, config: ml_collections.ConfigDict) -> None:
     s = Section(g, "generate")
-    if bool(g.hf_dir) == bool(g.checkpoint_dir):
-        s.fail(
-            "hf_dir",
-            "set exactly one of hf_dir (a Hugging Face directory) and checkpoint_dir (an aya_jax workdir or its "
-            f"checkpoints/); got hf_dir={g.hf_dir!r}, checkpoint_dir={g.checkpoint_dir!r}",
-        )
+    s.one_checkpoint()
     s.one_of("chat_template", ("auto", "cohere", "none"))
     s.at_least("batch_size", 1)
     s.at_least("prompt_bucket", 1)

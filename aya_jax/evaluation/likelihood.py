@@ -65,16 +65,20 @@ def _power_of_two(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-def _scores(model: nn.Module, params: Any, batch: dict[str, jax.Array], k: int, chunk_size: int):
+def _scores(
+    model: nn.Module, params: Any, batch: dict[str, jax.Array], k: int, chunk_size: int, top: int = 0
+):
+    """(log-probs, greedy flags) of the last k columns; with `top`: (log-probs, top log-probs, top ids)."""
     family = families.family_of(model)
     hidden = family.hidden_states(model, params, batch)[:, -k:]
     kernel = family.output_kernel(params).astype(model.dtype)
+    targets, scale = batch["targets"][:, -k:], family.logit_scale(model.cfg)
+    if top:
+        return losses.token_log_probs_and_top(
+            hidden, kernel, targets, k=top, logit_scale=scale, chunk_size=chunk_size
+        )
     return losses.token_log_probs_and_greedy(
-        hidden,
-        kernel,
-        batch["targets"][:, -k:],
-        logit_scale=family.logit_scale(model.cfg),
-        chunk_size=chunk_size,
+        hidden, kernel, targets, logit_scale=scale, chunk_size=chunk_size
     )
 
 
@@ -103,7 +107,7 @@ class Scorer:
         self.batch_size = _round_up(int(batch_size), multiple)  # every batch splits evenly over the devices
         self.start_id = self.family.decoder_start_id(model.cfg)
         self._fn = jax.jit(
-            functools.partial(_scores, model, chunk_size=int(chunk_size)), static_argnames=("k",)
+            functools.partial(_scores, model, chunk_size=int(chunk_size)), static_argnames=("k", "top")
         )
 
     # -- batches ------------------------------------------------------------------------------------------
@@ -153,28 +157,29 @@ class Scorer:
             batch["targets"][i, : len(t)] = t
         return batch, k
 
-    def _run(self, rows: Sequence[TokenPair]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _run(self, rows: Sequence[TokenPair], top: int = 0) -> list[tuple[np.ndarray, ...]]:
         if self.family.encoder_decoder:
             batch, k = self._encoder_decoder_batch(rows)
         else:
             batch, k = self._decoder_batch(rows)
         with sharding.rules_context(self.mesh, self.rules):
             placed = {name: sharding.put_rows(x, self.mesh, self.rules) for name, x in batch.items()}
-            logp, greedy = sharding.to_host(self._fn(self.params, placed, k=k))
+            scores = sharding.to_host(self._fn(self.params, placed, k=k, top=top))
         out = []
         for i, (_, continuation) in enumerate(rows):
             n = min(len(continuation), self.max_length)
             # an encoder-decoder's continuation starts the decoder row; a decoder's ends it (left padding), a
             # continuation longer than max_length keeping its last tokens
             part = slice(0, n) if self.family.encoder_decoder else slice(k - n, k)
-            out.append((logp[i, part], greedy[i, part]))
+            out.append(tuple(x[i, part] for x in scores))
         return out
 
     # -- requests -----------------------------------------------------------------------------------------
     def token_log_probs(
-        self, requests: Sequence[TokenPair], progress: Callable[[int], None] | None = None
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(log-probs [len(continuation)], greedy flags [len(continuation)]) per request, in request order.
+        self, requests: Sequence[TokenPair], progress: Callable[[int], None] | None = None, *, top: int = 0
+    ) -> list[tuple[np.ndarray, ...]]:
+        """(log-probs [len(continuation)], greedy flags [len(continuation)]) per request, in request order;
+        with `top` > 0 instead (log-probs, the `top` largest log-probs [len, top], their ids [len, top]).
         `progress(n)` is called with the number of requests each batch finished."""
         for i, (context, continuation) in enumerate(requests):
             if not continuation:
@@ -185,7 +190,7 @@ class Scorer:
         results: list[Any] = [None] * len(requests)
         for begin in range(0, len(order), self.batch_size):
             chunk = order[begin : begin + self.batch_size]
-            for i, scored in zip(chunk, self._run([requests[i] for i in chunk]), strict=True):
+            for i, scored in zip(chunk, self._run([requests[i] for i in chunk], top), strict=True):
                 results[i] = scored
             if progress is not None:
                 progress(len(chunk))

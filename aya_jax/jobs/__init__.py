@@ -14,6 +14,7 @@ JOBS: dict[str, str] = {
     "data_stats": "aya_jax.jobs.data_stats:run",
     "train_vocab": "aya_jax.jobs.train_vocab:run",
     "generate": "aya_jax.jobs.generate:run",
+    "serve": "aya_jax.jobs.serve:run",
     "hf_export": "aya_jax.jobs.hf_convert:export",
     "hf_import": "aya_jax.jobs.hf_convert:import_",
     "merge": "aya_jax.jobs.merge:run",
