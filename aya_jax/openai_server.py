@@ -52,6 +52,7 @@ MAX_BODY_BYTES = 32 << 20
 MAX_STOPS = 4
 MAX_N = 128
 IDLE_TIMEOUT_S = 120
+LISTEN_BACKLOG = 1024
 
 
 class ApiError(Exception):
@@ -276,7 +277,10 @@ class Server:
             def do_POST(self):  # noqa: N802
                 server._handle(self, "POST")
 
-        httpd = http.server.ThreadingHTTPServer((host, int(port)), Handler)
+        class HTTPServer(http.server.ThreadingHTTPServer):
+            request_queue_size = LISTEN_BACKLOG  # the default 5 resets connections of a burst of clients
+
+        httpd = HTTPServer((host, int(port)), Handler)
         httpd.daemon_threads = False  # shutdown waits for the requests in flight
         httpd.block_on_close = True
         self._httpd = httpd

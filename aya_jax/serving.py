@@ -106,7 +106,8 @@ class Request:
 @dataclasses.dataclass
 class _Row:
     request: Request
-    generated: int = 0
+    dispatched: int = 0  # decode steps sent to the device for this row (= the index of its next token)
+    generated: int = 0  # tokens handed to the request
 
 
 def _power_of_two(n: int) -> int:
@@ -278,27 +279,32 @@ class Engine:
 
     # -- the loop -------------------------------------------------------------------------------------------
     def _run(self) -> None:
+        pending = None  # the step sent to the device whose tokens are not handed out yet
         try:
             while True:
                 with self._lock:
-                    while not self._waiting and not any(self._rows) and not self._closing:
+                    while not self._waiting and not any(self._rows) and not self._closing and pending is None:
                         self._lock.wait()
-                    if self._closing and not self._waiting and not any(self._rows):
+                    if self._closing and not self._waiting and not any(self._rows) and pending is None:
                         return
                     free = [i for i, r in enumerate(self._rows) if r is None]
                     joining = [self._waiting.popleft() for _ in range(min(len(free), len(self._waiting)))]
                 with self._context():
                     if joining:
                         self._admit(joining, free[: len(joining)])
-                    if any(self._rows):
-                        self._decode()
+                    # Step k+1 goes to the device before step k's tokens are handed out: the host's work (and
+                    # its wait for the interpreter lock, with many HTTP threads) overlaps the device's.
+                    sent = self._dispatch()
+                    if pending is not None:
+                        self._collect(*pending)
+                    pending = sent
         except BaseException as e:  # a failed step must not leave clients waiting forever
             with self._lock:
                 self._error = e
-                pending = [r.request for r in self._rows if r is not None] + list(self._waiting)
+                stranded = [r.request for r in self._rows if r is not None] + list(self._waiting)
                 self._rows = [None] * self.slots
                 self._waiting.clear()
-            for request in pending:
+            for request in stranded:
                 request._events.put(Finished("error"))
             raise
 
@@ -346,57 +352,76 @@ class Engine:
                 self._rows[row] = _Row(request)
                 self._start[row] = self._index - (1 if encoder_decoder else len(request.prompt))
 
-    def _decode(self) -> None:
+    def _finish(self, row: int, reason: str) -> None:
+        with self._lock:
+            self._rows[row].request._events.put(Finished(reason))
+            self._rows[row] = None
+
+    def _dispatch(self) -> tuple[Any, list[tuple[int, Request]]] | None:
+        """Send one decode step of every running row to the device; None when no row runs. A row runs until
+        its last token is sent (its stop by an EOS id is only seen when its tokens come back, so it may run one
+        step more, whose token nobody reads)."""
+        for i, row in enumerate(self._rows):
+            if row is not None and row.request.cancelled:
+                self._finish(i, "cancelled")
+        running = [
+            i for i, r in enumerate(self._rows) if r is not None and r.dispatched < r.request.max_tokens
+        ]
+        if not running:
+            return None
         if self._index >= self.max_len:  # the next write would fall off the cache: move every row left
-            running = [i for i, r in enumerate(self._rows) if r is not None]
             self._move(-int(min(self._start[i] for i in running)))
-        rows = self._rows
-        active = np.array([r is not None for r in rows])
-        req = [r.request if r is not None else None for r in rows]
+        req = [self._rows[i].request if i in running else None for i in range(self.slots)]
 
         def column(get, dtype, default):
-            return np.array([get(q) if q is not None else default for q in req], dtype)
+            return self._put_rows(np.array([get(q) if q is not None else default for q in req], dtype))
 
-        temperature = column(lambda q: q.temperature, np.float32, 0.0)
-        n_top = max((q.top_logprobs for q in req if q is not None), default=0)
+        temperature = np.array([q.temperature if q is not None else 0.0 for q in req], np.float32)
         self._cache, self._logits, tokens, log_probs, top = self._step(
             self.params,
             self._cache,
             self._logits,
-            self._put_rows(column(lambda q: q.seed, np.uint32, 0)),
-            self._put_rows(np.array([r.generated if r else 0 for r in rows], np.int32)),
-            self._put_rows(column(lambda q: q.row_id, np.int32, 0)),
+            column(lambda q: q.seed, np.uint32, 0),
+            self._put_rows(
+                np.array(
+                    [self._rows[i].dispatched if i in running else 0 for i in range(self.slots)], np.int32
+                )
+            ),  # fmt: skip
+            column(lambda q: q.row_id, np.int32, 0),
             self._put_rows(temperature),
-            self._put_rows(column(lambda q: q.top_k, np.int32, 0)),
-            self._put_rows(column(lambda q: q.top_p, np.float32, 1.0)),
-            self._put_rows(active),
+            column(lambda q: q.top_k, np.int32, 0),
+            column(lambda q: q.top_p, np.float32, 1.0),
+            self._put_rows(np.array([q is not None for q in req])),
             any_sampled=bool(np.any(temperature > 0)),
-            n_top=int(n_top),
+            n_top=int(max((q.top_logprobs for q in req if q is not None), default=0)),
         )
         self._index += 1
         self.steps += 1
-        tokens, log_probs, top = jax.device_get(sharding.to_host((tokens, log_probs, top)))
-        finished: list[tuple[int, str]] = []
-        for i, row in enumerate(rows):
-            if row is None:
+        for i in running:
+            self._rows[i].dispatched += 1
+        return (tokens, log_probs, top), [(i, self._rows[i].request) for i in running]
+
+    def _collect(self, outputs: Any, rows: list[tuple[int, Request]]) -> None:
+        """Hand a step's tokens to the requests that were running in it and are still there."""
+        tokens, log_probs, top = jax.device_get(sharding.to_host(outputs))
+        for i, request in rows:
+            row = self._rows[i]
+            if row is None or row.request is not request:  # finished (an EOS id) before this step came back
                 continue
-            q = row.request
-            if q.cancelled:
-                finished.append((i, "cancelled"))
+            if request.cancelled:
+                self._finish(i, "cancelled")
                 continue
             token = int(tokens[i])
             alternatives = ()
-            if q.top_logprobs:
+            if request.top_logprobs:
                 values, ids = top
-                alternatives = tuple((int(ids[i, j]), float(values[i, j])) for j in range(q.top_logprobs))
-            q._events.put(Token(token, float(log_probs[i]), alternatives))
+                alternatives = tuple(
+                    (int(ids[i, j]), float(values[i, j])) for j in range(request.top_logprobs)
+                )
+            request._events.put(Token(token, float(log_probs[i]), alternatives))
             row.generated += 1
             self.generated += 1
-            if token in q.eos_ids:
-                finished.append((i, "stop"))
-            elif row.generated >= q.max_tokens:
-                finished.append((i, "length"))
-        with self._lock:
-            for i, reason in finished:
-                self._rows[i].request._events.put(Finished(reason))
-                self._rows[i] = None
+            if token in request.eos_ids:
+                self._finish(i, "stop")
+            elif row.generated >= request.max_tokens:
+                self._finish(i, "length")
