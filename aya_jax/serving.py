@@ -224,6 +224,11 @@ class Engine:
             self._thread.join(timeout)
 
     @property
+    def closing(self) -> bool:
+        """`close` was called: new requests are refused."""
+        return self._closing
+
+    @property
     def busy(self) -> int:
         """Requests running or waiting."""
         with self._lock:

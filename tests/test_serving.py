@@ -74,12 +74,16 @@ def test_staggered_greedy_requests_equal_the_offline_sampler(model_and_params):
     model, params = model_and_params
     engine = serving.Engine(model, params, slots=4, max_len=48, prompt_bucket=8, encoder_len=32).start()
     prompts = _prompts((3, 11, 6, 25, 1, 9))
-    budgets = (20, 7, 30, 16, 40, 35)
+    budgets = (20, 7, 30, 16, 44, 35)
+    # Each request is submitted once the engine has run this many decode steps (not after a sleep: the joins,
+    # hence the cache moves, must not depend on the machine's speed). The 25-token prompt joins while the index
+    # is below its 32-slot bucket (a move right); the 44-token reply outlasts the 48-slot cache (moves left).
+    schedule = (0, 0, 2, 3, 5, 8)
     requests = []
-    for i, (p, n) in enumerate(zip(prompts, budgets, strict=True)):
+    for p, n, at in zip(prompts, budgets, schedule, strict=True):
+        while engine.steps < at:
+            time.sleep(0.001)
         requests.append(engine.submit(serving.Request(prompt=p, max_tokens=n)))
-        if i % 2:
-            time.sleep(0.05 * i)  # let the batch decode a few steps before the next joins
     results = [_collect(r) for r in requests]
     engine.close()
     # full cache: rows move left; a prompt longer than the index (decoder-only): right
@@ -131,8 +135,9 @@ def test_cancel_frees_the_row_and_close_finishes_the_work_in_flight(model_and_pa
     late = [engine.submit(serving.Request(prompt=p, max_tokens=10)) for p in prompts[1:]]
     closer = threading.Thread(target=engine.close)
     closer.start()
+    while not engine.closing:
+        time.sleep(0.001)
     with pytest.raises(serving.EngineClosed):
-        time.sleep(0.01)
         engine.submit(serving.Request(prompt=prompts[0], max_tokens=4))
     assert all(_collect(r)[2] == "length" for r in late)
     closer.join(60)
