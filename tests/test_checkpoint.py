@@ -278,8 +278,11 @@ def test_load_params_verifies_and_names_the_step(tmp_path, caplog):
     assert step == 3
     _assert_trees_equal(state.params, params)
     assert any("checkpoint step 6" in r.getMessage() for r in caplog.records)
+    # Which of the three depends on where the random bytes land (over a chunk's compressed header the store cannot
+    # decode it at all); each names the step.
     with pytest.raises(
-        checkpoint.CheckpointError, match=r"checkpoint step 6 (fails verification|holds non-finite)"
+        checkpoint.CheckpointError,
+        match=r"checkpoint step 6 (fails verification|holds non-finite|does not load)",
     ):
         checkpoint.load_params(tmp_path / "ckpt", target, step=6)
     with pytest.raises(checkpoint.CheckpointError, match=r"has no checkpoint step 7 \(steps: 3, 6\)"):
