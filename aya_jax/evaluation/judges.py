@@ -15,6 +15,8 @@ prompt, answer A, answer B) the judgment text, which should end in a verdict lab
   helpfulness, relevance and concision, then ends with exactly one label. Temperature 0. With
   `messages=choice_messages` it asks instead for `[[A]]` or `[[B]]` (`parse_choice`): the generative-judge form
   of reward benchmarks (aya_jax/evaluation/m_rewardbench.py `evaluate_with_judge`).
+* `ModelJudge` — an LLM in this process (any checkpoint the project reads, through a `chat` callable), with
+  the same prompt; no server needed.
 * `RewardJudge` — a reward model's scores (`reward(prompts, completions) -> scores`, the callables of
   aya_jax/evaluation/reward_scores.py) turned into verdicts by the difference d = r(A) - r(B):
   |d| < tie -> [[A=B]]; tie <= |d| < strong -> [[A>B]] / [[B>A]]; |d| >= strong -> [[A>>B]] / [[B>>A]].
@@ -23,8 +25,8 @@ prompt, answer A, answer B) the judgment text, which should end in a verdict lab
   0.731 (or below 0.269). A cheap judge of the models' own kind, useful where no strong LLM judge is at hand —
   and as biased as its reward model.
 
-`JudgmentCache` keeps every judgment in a JSONL file, appended (flushed and fsynced) as each batch arrives and
-keyed by (judge, question id, game, model A, model B); `judge_pairs` asks the judge only for what the cache
+`judge_pairs` keeps every judgment in a `rows.KeyedLog` (JSONL, appended, flushed and fsynced as each batch
+arrives), keyed by (judge, question id, game, model A, model B), and asks the judge only for what the log
 lacks, so an interrupted run resumes and a rerun requests nothing it already has. A torn last line (a kill
 mid-write) is cut off on load and that judgment requested again.
 """
@@ -36,7 +38,6 @@ import dataclasses
 import json
 import logging
 import os
-import pathlib
 import random
 import re
 import time
@@ -44,6 +45,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
+
+from aya_jax.evaluation import rows
 
 log = logging.getLogger(__name__)
 
@@ -201,10 +204,29 @@ class EndpointJudge:
                 log.info("judge %s: %s, retrying in %.1f s", self.name, type(e).__name__, delay)
                 time.sleep(delay)
             except openai.APIStatusError as e:
+                body = e.body.get("message", "") if isinstance(e.body, dict) else ""
                 raise JudgeError(
                     f"judge {self.name}: question {item.question_id} game {item.game}: HTTP {e.status_code}"
+                    + (f" ({body})" if body else "")
                 ) from None
         raise AssertionError("unreachable")
+
+
+@dataclasses.dataclass
+class ModelJudge:
+    """An LLM judge in this process: `chat(conversations) -> replies` (e.g. `pretrained.ChatModel`, an aya_jax or
+    Hugging Face checkpoint on the mesh, greedy), asked the same prompt as an endpoint judge."""
+
+    chat: Callable[[Sequence[list[dict[str, str]]]], list[str]] = dataclasses.field(repr=False)
+    name: str = "model"
+    batch_size: int = 16  # items per call of `chat` (its own batching runs inside)
+    messages: Callable[[PairwiseItem], list[dict[str, str]]] = dataclasses.field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.messages = self.messages or judge_messages
+
+    def __call__(self, items: Sequence[PairwiseItem]) -> list[str]:
+        return list(self.chat([self.messages(it) for it in items]))
 
 
 @dataclasses.dataclass
@@ -244,52 +266,8 @@ def verdict_of_difference(d: float, tie: float, strong: float) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# The cache and the driver
+# The driver
 # ------------------------------------------------------------------------------------------------------------
-
-
-class JudgmentCache:
-    """Judgments on disk, one JSON object per line, appended as they arrive (module docstring)."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = pathlib.Path(path)
-        self.records: dict[str, dict[str, Any]] = {}
-        if self.path.exists():
-            self._load()
-
-    def _load(self) -> None:
-        data = self.path.read_bytes()
-        good = 0
-        for line in data.splitlines(keepends=True):
-            try:
-                record = json.loads(line)
-                if not line.endswith(b"\n"):
-                    raise ValueError("no newline")
-            except ValueError:
-                log.warning(
-                    "%s: a torn last record (%d bytes) is dropped and will be judged again",
-                    self.path,
-                    len(data) - good,
-                )
-                break
-            self.records[record["key"]] = record
-            good += len(line)
-        if good < len(data):
-            with open(self.path, "r+b") as f:
-                f.truncate(good)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.records
-
-    def append(self, records: Sequence[dict[str, Any]]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        for record in records:
-            self.records[record["key"]] = record
 
 
 def _batches(items: Sequence[PairwiseItem], size: int) -> Iterator[Sequence[PairwiseItem]]:
@@ -300,7 +278,7 @@ def _batches(items: Sequence[PairwiseItem], size: int) -> Iterator[Sequence[Pair
 def judge_pairs(
     items: Sequence[PairwiseItem],
     judge: Callable[[Sequence[PairwiseItem]], list[str]],
-    cache: JudgmentCache,
+    cache: rows.KeyedLog,
     *,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[list[dict[str, Any]], int]:

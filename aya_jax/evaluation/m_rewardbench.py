@@ -452,7 +452,7 @@ def evaluate(
 def evaluate_with_judge(
     pairs: Sequence[Pair],
     judge: Callable[[Sequence[judges.PairwiseItem]], list[str]],
-    cache: judges.JudgmentCache,
+    cache: rows.KeyedLog,
     *,
     progress: Callable[[int], Any] | None = None,
     rounds: int = stats.DEFAULT_ROUNDS,

@@ -1,17 +1,22 @@
 """The rows of a benchmark's files as published: parquet (Hugging Face datasets' layout) or JSON lines, each
 row with its 1-based number (the parquet row, or the jsonl line — blank lines are skipped but counted), so that
-every error names `file:row`."""
+every error names `file:row`; and `KeyedLog`, the append-only JSONL file in which long evaluations (answers,
+judgments) keep each result as it arrives."""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import pathlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pyarrow.parquet as pq
 
 from aya_jax.data.sources import DataError
+
+log = logging.getLogger(__name__)
 
 
 def read_rows(path: str | pathlib.Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -40,3 +45,60 @@ def read_rows(path: str | pathlib.Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not isinstance(row, dict):
                 raise DataError(f"{path}:{number}: not a JSON object ({type(row).__name__})")
             yield number, row
+
+
+class KeyedLog:
+    """Records kept as they arrive: a JSONL file, one object per line with a unique "key", appended (flushed
+    and fsynced) batch by batch, so that a long job killed at any point keeps everything it finished and a
+    rerun does only what `key in log` says is missing. A torn last line (a kill mid-write) is cut off on load
+    and its work done again; a damaged line elsewhere is an error naming file:line, and nothing is cut.
+
+    `writer=False` (every process but the first of a multi-host job): records are kept in memory only, so that
+    one process writes the file that all of them read on a rerun (a workdir shared by the hosts)."""
+
+    def __init__(self, path: str | os.PathLike, *, writer: bool = True):
+        self.path = pathlib.Path(path)
+        self.writer = writer
+        self.records: dict[str, dict[str, Any]] = {}
+        if self.path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        data = self.path.read_bytes()
+        lines = data.splitlines(keepends=True)
+        good = 0
+        for number, line in enumerate(lines, start=1):
+            try:
+                record = json.loads(line)
+                if not line.endswith(b"\n") or not isinstance(record, dict) or "key" not in record:
+                    raise ValueError("not a whole keyed record")
+            except ValueError as e:
+                if number < len(lines):
+                    raise DataError(f"{self.path}:{number}: not a record of this log ({e})") from None
+                log.warning(
+                    "%s: a torn last record (%d bytes) is dropped and will be done again",
+                    self.path,
+                    len(line),
+                )
+                with open(self.path, "r+b") as f:
+                    f.truncate(good)
+                return
+            self.records[record["key"]] = record
+            good += len(line)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def append(self, records: Sequence[dict[str, Any]]) -> None:
+        if self.writer:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as f:
+                for record in records:
+                    f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        for record in records:
+            self.records[record["key"]] = record

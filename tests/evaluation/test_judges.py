@@ -11,7 +11,7 @@ import endpoint as endpoint_lib  # the helper module beside this file
 import numpy as np
 import pytest
 
-from aya_jax.evaluation import battles, judges
+from aya_jax.evaluation import battles, judges, rows
 
 pytest.importorskip("openai")
 
@@ -48,7 +48,7 @@ def test_endpoint_judge_retries_rate_limits_and_server_errors_and_never_leaks_th
     judge = judges.EndpointJudge(
         endpoint.url, "judge-model", api_key_env=KEY_VAR, batch_size=4, backoff_s=0.01
     )
-    cache = judges.JudgmentCache(tmp_path / "judgments.jsonl")
+    cache = rows.KeyedLog(tmp_path / "judgments.jsonl")
     with caplog.at_level(logging.DEBUG):
         records, requested = judges.judge_pairs(_items(), judge, cache)
     assert requested == 6
@@ -99,18 +99,18 @@ def test_cache_resumes_an_interrupted_run_and_never_requests_a_judgment_twice(en
 
     dies_after_two_batches.name, dies_after_two_batches.batch_size = judge.name, judge.batch_size
     with pytest.raises(Interrupted):
-        judges.judge_pairs(items, dies_after_two_batches, judges.JudgmentCache(path))
+        judges.judge_pairs(items, dies_after_two_batches, rows.KeyedLog(path))
     assert len(path.read_text().splitlines()) == 4
 
     # A kill in the middle of a write leaves a torn line: it is cut off and that judgment requested again.
     with open(path, "a") as f:
         f.write('{"key": "torn')
-    records, requested = judges.judge_pairs(items, judge, judges.JudgmentCache(path))
+    records, requested = judges.judge_pairs(items, judge, rows.KeyedLog(path))
     assert requested == 6
     assert sum(endpoint.seen.values()) == 10  # every item requested exactly once over both runs
     assert [battles.parse_verdict(r["judgment"]) for r in records] == ["A>B", "B>A"] * 5
 
-    again, requested = judges.judge_pairs(items, judge, judges.JudgmentCache(path))
+    again, requested = judges.judge_pairs(items, judge, rows.KeyedLog(path))
     assert requested == 0 and again == records
     assert sum(endpoint.seen.values()) == 10
     assert all(json.loads(line) for line in path.read_text().splitlines())

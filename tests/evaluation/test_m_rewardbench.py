@@ -15,8 +15,8 @@ import pytest
 
 from aya_jax import plots
 from aya_jax.data.sources import DataError
-from aya_jax.evaluation import judges
 from aya_jax.evaluation import m_rewardbench as mrb
+from aya_jax.evaluation.rows import KeyedLog
 
 # Outcomes: R = chosen scores higher (right), W = rejected higher (wrong), T = a tie (wrong: strict rule).
 SCORES = {"R": (2.0, 1.0), "W": (1.0, 2.0), "T": (1.5, 1.5)}
@@ -408,7 +408,7 @@ _marker_judge.name, _marker_judge.batch_size = "marker-judge", 5
 
 def test_generative_judge_counts_an_unparsed_answer_half(data_dir, tmp_path):
     pairs = mrb.read(data_dir)
-    cache = judges.JudgmentCache(tmp_path / "judgments.jsonl")
+    cache = KeyedLog(tmp_path / "judgments.jsonl")
     got = mrb.evaluate_with_judge(pairs, _marker_judge, cache, rounds=100, seed=3)
     # The judge is right on R, wrong on W and gives no verdict on T (0.5; the strict reward rule counts it 0).
     code = {(p.language, p.prompt): o for lang in LAYOUT for p, o in zip(
@@ -428,7 +428,7 @@ def test_generative_judge_swaps_positions_from_its_seed_and_reuses_its_cache(dat
 
     always_a.name, always_a.batch_size = "always-a", 7
     path = tmp_path / "judgments.jsonl"
-    got = mrb.evaluate_with_judge(pairs, always_a, judges.JudgmentCache(path), rounds=50, seed=11)
+    got = mrb.evaluate_with_judge(pairs, always_a, KeyedLog(path), rounds=50, seed=11)
     swapped = np.random.default_rng(11).random(len(pairs)) < 0.5
     assert [r["chosen_as"] for r in got["pairs"]] == ["B" if s else "A" for s in swapped]
     assert [r["correct"] for r in got["pairs"]] == [0.0 if s else 1.0 for s in swapped]
@@ -438,7 +438,7 @@ def test_generative_judge_swaps_positions_from_its_seed_and_reuses_its_cache(dat
         raise AssertionError("every judgment is cached")
 
     must_not_be_called.name, must_not_be_called.batch_size = "always-a", 7
-    again = mrb.evaluate_with_judge(pairs, must_not_be_called, judges.JudgmentCache(path), rounds=50, seed=11)
+    again = mrb.evaluate_with_judge(pairs, must_not_be_called, KeyedLog(path), rounds=50, seed=11)
     assert again == got
 
 
@@ -465,9 +465,7 @@ def test_the_job_with_an_endpoint_judge_over_http(data_dir, tmp_path, capsys):
         assert sum(server.seen.values()) == asked
     pairs = mrb.read(data_dir)
     assert asked == len(pairs)
-    direct = mrb.evaluate_with_judge(
-        pairs, _marker_judge, judges.JudgmentCache(tmp_path / "j.jsonl"), rounds=100
-    )
+    direct = mrb.evaluate_with_judge(pairs, _marker_judge, KeyedLog(tmp_path / "j.jsonl"), rounds=100)
     assert summary.results["average"] == direct["average"] and rerun.results["average"] == direct["average"]
     assert "answers without a verdict" in summary.results["reward"]
     out = tmp_path / "run" / "m_rewardbench"

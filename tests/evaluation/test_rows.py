@@ -1,0 +1,43 @@
+"""aya_jax.evaluation.rows.KeyedLog: records kept as they arrive — a torn last line is cut and redone, a
+damaged line elsewhere is an error naming file:line (nothing cut), and a non-writing process keeps memory only."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from aya_jax.data.sources import DataError
+from aya_jax.evaluation import rows
+
+
+def test_a_torn_last_line_is_cut_and_a_damaged_middle_line_is_named(tmp_path, caplog):
+    path = tmp_path / "log.jsonl"
+    log = rows.KeyedLog(path)
+    log.append([{"key": "a", "v": 1}, {"key": "b", "v": 2}])
+    log.append([{"key": "c", "v": "ü"}])
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-7])  # killed mid-write
+    again = rows.KeyedLog(path)
+    assert sorted(again.records) == ["a", "b"] and "c" not in again
+    assert "torn last record" in caplog.text
+    assert path.read_bytes() == whole[: whole.index(b'{"key": "c"')]  # cut back to the last whole record
+    again.append([{"key": "c", "v": "ü"}])
+    assert path.read_bytes() == whole
+
+    lines = whole.decode().splitlines(keepends=True)
+    path.write_text(lines[0] + "{not json\n" + lines[2], encoding="utf-8")
+    with pytest.raises(DataError, match=r"log\.jsonl:2: not a record of this log"):
+        rows.KeyedLog(path)
+    assert path.read_text(encoding="utf-8") == lines[0] + "{not json\n" + lines[2]  # nothing cut
+
+
+def test_only_the_writer_writes(tmp_path):
+    path = tmp_path / "log.jsonl"
+    rows.KeyedLog(path, writer=False).append([{"key": "x"}])
+    assert not path.exists()
+    writer = rows.KeyedLog(path)
+    writer.append([{"key": "x", "answer": "1"}])
+    reader = rows.KeyedLog(path, writer=False)
+    assert "x" in reader and reader.records["x"]["answer"] == "1" and len(reader) == 1
+    assert json.loads(path.read_text())["key"] == "x"
