@@ -375,6 +375,36 @@ def token_log_probs_and_entropy(
     return _per_token_chunks(score, hidden, kernel, targets, logit_scale, chunk_size, remat=True)
 
 
+def token_divergences(
+    hidden_p: Array, kernel_p: Array, hidden_q: Array, kernel_q: Array, targets: Array, *,
+    scale_p: float = 1.0, scale_q: float = 1.0, chunk_size: int = 1024,
+) -> tuple[Array, Array, Array]:  # fmt: skip
+    """Two models' next-token distributions p and q at the same positions of the same tokens (their final
+    hidden states [batch, len, embed] and output kernels [vocab, embed], one shared vocabulary) ->
+    (log p(target_t), KL(p_t || q_t) = Σ_v p_v (log p_v - log q_v), cross-entropy H(p_t, q_t) = -Σ_v p_v log q_v),
+    each [batch, len] fp32 (H(p, q) = H(p) + KL(p || q)). What prompt prioritisation reads (aya_jax/evaluation/
+    prompt_priority.py). `chunk_size` tokens at a time: one [chunk, vocab] block of each model's logits exists at
+    once."""
+    batch, length = targets.shape
+    hp = hidden_p.reshape(batch * length, hidden_p.shape[-1])
+    hq = hidden_q.reshape(batch * length, hidden_q.shape[-1])
+    t = targets.reshape(-1).astype(jnp.int32)
+    n = hp.shape[0]
+    chunk = min(int(chunk_size), n)
+
+    def body(_, xs):
+        hpc, hqc, tc = xs
+        log_p = jax.nn.log_softmax(_chunk_logits(hpc, kernel_p, float(scale_p)), axis=-1)
+        log_q = jax.nn.log_softmax(_chunk_logits(hqc, kernel_q, float(scale_q)), axis=-1)
+        probs = jnp.exp(log_p)
+        cross = -jnp.sum(probs * log_q, axis=-1)
+        kl = jnp.sum(probs * (log_p - log_q), axis=-1)
+        return None, (jnp.take_along_axis(log_p, tc[:, None], axis=-1)[:, 0], kl, cross)
+
+    _, out = jax.lax.scan(body, None, (_chunked(hp, chunk), _chunked(hq, chunk), _chunked(t, chunk)))
+    return tuple(x.reshape(-1)[:n].reshape(batch, length) for x in out)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # RLOO
 # ------------------------------------------------------------------------------------------------------------

@@ -393,3 +393,32 @@ def elo_spread(results: Mapping[str, Any], png_path: str | os.PathLike) -> pathl
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, png_path)
+
+
+def prompt_priority(results: Mapping[str, Any], png_path: str | os.PathLike) -> pathlib.Path:
+    """Left: the prompts' divergence scores, the selected ones above the cut; right: the judge's tie rate on the
+    selected prompts against random subsets of the same size (mean and interval over the draws)."""
+    scores = [s[results["metric"]] for s in results["scores"]]
+    cut = results["cut"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
+    left.hist(scores, bins=min(40, max(5, len(scores) // 3)), color="tab:blue", alpha=0.8)
+    left.axvline(cut, color="tab:red", ls="--", lw=1, label=f"top {100 * results['fraction']:g}% from here")
+    left.set_xlabel(f"{results['metric']} (mean of both directions, per token)")
+    left.set_ylabel("prompts")
+    left.legend(fontsize=8)
+    ties = results.get("tie_rates")
+    if ties:
+        names = ["tie_rate", "split_rate"]
+        x = range(len(names))
+        chosen = [ties["selected"][n] for n in names]
+        rand = [ties["random"][n] for n in names]
+        right.bar([i - 0.2 for i in x], chosen, width=0.4, label="selected (top)", color="tab:red")
+        right.bar([i + 0.2 for i in x], [r["mean"] for r in rand], width=0.4, yerr=_interval_errors(rand),
+                  capsize=3, label=f"random ({ties['random']['draws']} draws)", color="tab:gray")  # fmt: skip
+        right.set_xticks(list(x), ["tie verdicts (games)", "undecided prompts"], fontsize=8)
+        right.set_ylabel("share")
+        right.legend(fontsize=8)
+        right.set_title(f"judge: {results.get('judge', '')}", fontsize=8)
+    else:
+        right.axis("off")
+    return _save(fig, png_path)

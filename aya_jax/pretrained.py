@@ -29,6 +29,7 @@ import dataclasses
 import json
 import logging
 import pathlib
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -37,7 +38,7 @@ from flax import linen as nn
 from jax.sharding import Mesh
 
 from aya_jax import checkpoint as ckpt_lib
-from aya_jax import defaults, hf, sharding
+from aya_jax import defaults, hf, sampling, sharding
 from aya_jax.data import chat_template, pipeline, vocab
 from aya_jax.models import cohere, families, reward
 
@@ -342,6 +343,60 @@ def encode_prompts(
         )  # fmt: skip
         for p in prompts
     ]
+
+
+@dataclasses.dataclass
+class ChatModel:
+    """A loaded model as text in, text out: conversations -> replies (the answers of a win-rate run, an
+    in-process judge). Conversations are encoded as `encode_conversation` does, sorted by length (rows of a batch
+    then need little padding), generated `batch_size` at a time by `sampler`, and returned in the given order,
+    stop tokens removed. A prompt longer than the model's positions leave room for (its maximum minus
+    `params.max_new_tokens`) loses its middle: the head (the instruction, the template's opening) and the tail
+    (the question's end, the template's turn markers) are kept; `cut` counts such prompts."""
+
+    loaded: InferenceModel
+    sampler: sampling.Sampler
+    params: sampling.SamplingParams
+    template: str = "auto"
+    batch_size: int = 32
+    seed: int = 0
+    field: str = "config.eval.answer_template"
+    cut: int = 0
+
+    def __call__(self, conversations: Sequence[list[dict[str, str]]]) -> list[str]:
+        loaded = self.loaded
+        family = families.family_of(loaded.model)
+        ids = [
+            encode_conversation(
+                loaded.codec,
+                list(c),
+                template=self.template,
+                encoder_decoder=family.encoder_decoder,
+                field=self.field,
+            )  # fmt: skip
+            for c in conversations
+        ]
+        limit = family.max_positions(loaded.model.cfg)
+        if limit is not None:
+            budget = max(1, limit - self.params.max_new_tokens)
+            for i, row in enumerate(ids):
+                if len(row) > budget:
+                    head = budget // 2
+                    ids[i] = row[:head] + row[len(row) - (budget - head) :]
+                    self.cut += 1
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        replies: list[str] = [""] * len(ids)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            out = self.sampler.generate([ids[i] for i in rows], self.params, seed=self.seed + start)
+            for j, i in enumerate(rows):
+                tokens = out.tokens[j, : int(out.lengths[j])].tolist()
+                replies[i] = loaded.codec.decode([t for t in tokens if t not in loaded.eos_ids])
+        return replies
+
+    def reply(self, prompts: Sequence[str]) -> list[str]:
+        """Single-turn prompts -> replies."""
+        return self([[{"role": "user", "content": p}] for p in prompts])
 
 
 # ============================================================================================================

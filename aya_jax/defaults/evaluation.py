@@ -8,6 +8,8 @@ import ml_collections
 from aya_jax.defaults.checks import Section
 
 CHAT_TEMPLATES = ("none", "cohere")
+JUDGES = ("endpoint", "model", "reward", "none")
+STYLE_FEATURES = ("length", "markdown")  # aya_jax/evaluation/arena_hard.py
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -63,6 +65,29 @@ def defaults() -> ml_collections.ConfigDict:
     e.elo_k = (1, 2, 4, 8, 16, 32, 64)  # K-factors of the Elo sweep
     e.elo_permutations = 100  # random battle orders per K
     e.bt_rounds = 100  # bootstrap refits of the Bradley–Terry ratings
+    # --- win rates (eval_win_rate): answers generated or read, two judged games per question, then as above ---
+    e.questions = ()  # question files / folders: "path" or "language=path" (m-ArenaHard, arena-hard-auto layouts)
+    e.models = ()  # "name=source": a checkpoint (its answers are generated) or an answers file (.jsonl/.parquet)
+    e.every_pair = (
+        False  # judge every two models (model-vs-model Bradley–Terry), not only each vs the baseline
+    )
+    e.judge = (
+        "endpoint"  # endpoint (judge_base_url) | model (judge_checkpoint, in process) | reward (reward_model)
+    )
+    e.judge_checkpoint = ""  # the in-process LLM judge: any checkpoint the project reads
+    e.judge_max_tokens = 1024  # the judgment's length (endpoint and in-process judges)
+    e.judge_tie = 0.1  # reward judge: |r(A) - r(B)| below this is a tie ...
+    e.judge_strong = 1.0  # ... and at or above this a strong verdict (>>)
+    e.style = ()  # style-controlled Bradley–Terry on these features: ("length", "markdown") or either alone
+    e.answer_template = "auto"  # how questions reach an answering model: auto | cohere | none (chat_template)
+    e.max_new_tokens = 512  # answer length
+    e.temperature = 0.0  # 0 = greedy (a rerun reproduces the answers)
+    e.top_k = 0
+    e.top_p = 1.0
+    # --- prompt prioritisation (eval_prompt_priority): the questions, models (two checkpoints, one tokenizer)
+    # and judge fields above; judge "none" ranks without judging ---
+    e.top_fraction = 0.2  # the share of prompts kept (highest divergence first)
+    e.priority_metric = "kl"  # kl | cross_entropy (aya_jax/evaluation/prompt_priority.py)
     return e
 
 
@@ -82,7 +107,11 @@ def validate(e: ml_collections.ConfigDict, config: ml_collections.ConfigDict) ->
             s.fail("reference", "the implicit reward of checkpoint (a DPO policy) needs its reference model")
         if e.judge_base_url and not e.judge_model:
             s.fail("judge_model", "the judge's model name at judge_base_url")
-    elif job.startswith("eval_") and job != "eval_battles" and not e.checkpoint:
+    elif (
+        job.startswith("eval_")
+        and job not in ("eval_battles", "eval_win_rate", "eval_prompt_priority")
+        and not e.checkpoint
+    ):
         s.fail(
             "checkpoint", "no model to evaluate (an HF directory, an aya_jax run or step directory, a merge)"
         )
@@ -98,6 +127,8 @@ def validate(e: ml_collections.ConfigDict, config: ml_collections.ConfigDict) ->
         )
     if job == "eval_battles" and (not e.elo_k or any(not float(k) > 0 for k in e.elo_k)):
         s.fail("elo_k", f"K-factors must be > 0, got {tuple(e.elo_k)}")
+    if job in ("eval_win_rate", "eval_prompt_priority"):
+        _validate_pairwise(s, e, job)
     if job == "eval_harness" and not e.tasks:
         s.fail("tasks", "no harness task to run, e.g. --config.eval.tasks=\"('global_mmlu_full_fr',)\"")
     s.at_least("batch_size", 1)
@@ -118,3 +149,42 @@ def validate(e: ml_collections.ConfigDict, config: ml_collections.ConfigDict) ->
     s.at_least("judge_concurrency", 1)
     s.at_least("elo_permutations", 1)
     s.at_least("bt_rounds", 1)
+    s.one_of("judge", JUDGES)
+    s.at_least("judge_max_tokens", 1)
+    s.at_least("judge_tie", 0.0)
+    s.greater(
+        "judge_strong", e.judge_tie, " (judge_tie: a strong verdict needs a larger score gap than a win)"
+    )
+    s.one_of("answer_template", ("auto", "cohere", "none"))
+    s.sampling()
+    if not 0 < e.top_fraction <= 1:
+        s.fail("top_fraction", f"must be in (0, 1], got {e.top_fraction}")
+    s.one_of("priority_metric", ("kl", "cross_entropy"))
+
+
+def _validate_pairwise(s: Section, e: ml_collections.ConfigDict, job: str) -> None:
+    if not e.questions:
+        s.fail("questions", 'no question files ("path" or "language=path" entries)')
+    names = []
+    for entry in e.models:
+        name, _, source = str(entry).partition("=")
+        if not name or not source:
+            s.fail("models", f"{entry!r} is not name=source (a checkpoint or an answers file)")
+        names.append(name)
+    if len(names) < 2 or len(set(names)) < len(names):
+        s.fail("models", f"need two or more models with distinct names, got {names}")
+    if job == "eval_prompt_priority":
+        if len(names) != 2:
+            s.fail("models", f"prompt prioritisation compares exactly two checkpoints, got {names}")
+    elif e.baseline not in names:
+        s.fail("baseline", f"{e.baseline!r} is none of the models {names}")
+    if e.judge == "none" and job != "eval_prompt_priority":
+        s.fail("judge", "'none' only ranks prompts (eval_prompt_priority); a win rate needs a judge")
+    need = {"endpoint": "judge_base_url", "model": "judge_checkpoint", "reward": "reward_model"}.get(e.judge)
+    if need and not e[need]:
+        s.fail(need, f"judge {e.judge!r} needs it")
+    if e.judge == "endpoint" and not e.judge_model:
+        s.fail("judge_model", "the judge's model name at judge_base_url")
+    bad = [f for f in e.style if f not in STYLE_FEATURES]
+    if bad:
+        s.fail("style", f"unknown feature(s) {bad}; known: {', '.join(STYLE_FEATURES)}")

@@ -502,7 +502,7 @@ def elo_reliability(
 
 
 def read_judgments(path: str | pathlib.Path) -> list[dict[str, Any]]:
-    """Judgment records from a JSONL file (what `judges.JudgmentCache` writes, or any log with question_id,
+    """Judgment records from a JSONL file (what `judges.judge_pairs` writes, or any log with question_id,
     model_a, model_b and verdict or judgment per line); a bad line is an error naming file:line."""
     path = pathlib.Path(path)
     if not path.is_file():
@@ -527,11 +527,13 @@ def evaluate(
     rounds: int = stats.DEFAULT_ROUNDS,
     confidence: float = stats.DEFAULT_CONFIDENCE,
     seed: int = 0,
+    style: Mapping[str, Sequence[float]] | None = None,
 ) -> dict[str, Any]:
     """Everything this module measures on one battle log: per model against `baseline` (when given) the win
     rate per language and overall; Bradley–Terry ratings with bootstrap intervals (anchored at the baseline, or
     mean-centred) and, anchored, the predicted win rate against it; Elo reliability over `ks`; the unparsed
-    games per model pair."""
+    games per model pair. `style` ({feature: one value per record}) adds style-controlled Bradley–Terry ratings
+    and the features' coefficients ("bradley_terry_style")."""
     battles, unparsed = battles_from_judgments(records)
     if not battles:
         raise ValueError(f"no judgment with a verdict among {len(records)} ({len(unparsed)} unparsed)")
@@ -575,9 +577,61 @@ def evaluate(
         }
     except ValueError as e:  # e.g. models that never meet: reported, the rest of the report stands
         results["bradley_terry"] = {"error": str(e)}
+    if style:
+        results["bradley_terry_style"] = _style_controlled(
+            records,
+            battles,
+            style,
+            anchor=baseline or None,
+            rounds=bt_rounds,
+            confidence=confidence,
+            seed=seed,
+        )
     if all(b.weight == int(b.weight) for b in battles):
         results["elo"] = elo_reliability(battles, ks=ks, permutations=permutations, seed=seed)
     return results
+
+
+def _style_controlled(
+    records: Sequence[Mapping[str, Any]],
+    battles: Sequence[Battle],
+    style: Mapping[str, Sequence[float]],
+    **options: Any,
+) -> dict[str, Any]:
+    """Bradley–Terry with the style features as covariates, over the records that have a verdict."""
+    parsed = [i for i, r in enumerate(records) if r.get("verdict") or parse_verdict(r.get("judgment"))]
+    for name, values in style.items():
+        if len(values) != len(records):
+            raise ValueError(f"style feature {name!r} has {len(values)} values for {len(records)} records")
+    columns = {name: [float(values[i]) for i in parsed] for name, values in style.items()}
+    try:
+        point = bradley_terry(battles, anchor=options["anchor"], style=columns, l2=1e-6)
+        bt = bootstrap_bradley_terry(battles, style=columns, l2=1e-6, **options)
+    except ValueError as e:
+        return {"error": str(e)}
+    failed = bt.pop("failed_rounds")
+    return {
+        "features": list(columns),
+        "coefficients": point.style,
+        "ratings": {m: {k: v.as_dict() for k, v in entry.items()} for m, entry in bt.items()},
+        "rounds": options["rounds"],
+        "failed_rounds": failed["count"],
+        "l2": 1e-6,
+    }
+
+
+def _ratings_table(ratings: Mapping[str, Any], anchored: bool, level: str, cell: Any) -> str:
+    """Models by rating, best first: the rating with its interval and, anchored, the win rate it predicts."""
+    rows_ = []
+    for m in sorted(ratings, key=lambda m: -ratings[m]["rating"]["mean"]):
+        r = ratings[m]["rating"]
+        row = [m, f"{r['mean']:.1f} [{r['low']:.1f}, {r['high']:.1f}]"]
+        if anchored:
+            row.append(cell(ratings[m]["win_rate_vs_anchor"]))
+        rows_.append(row)
+    return report.table(
+        ["model", f"rating ({level})"] + (["win rate vs baseline"] if anchored else []), rows_
+    )
 
 
 def markdown(results: Mapping[str, Any]) -> str:
@@ -608,24 +662,21 @@ def markdown(results: Mapping[str, Any]) -> str:
         parts.append(
             report.table(["language", "win rate", "wins", "ties", "losses", "games", "unparsed"], table_rows)
         )
-    bt = results.get("bradley_terry", {})
-    if "error" in bt:
-        parts.append(f"## Bradley–Terry\n\nno ratings: {bt['error']}")
-    elif bt:
-        ratings = bt["ratings"]
-        order = sorted(ratings, key=lambda m: -ratings[m]["rating"]["mean"])
-        headers = ["model", f"rating ({level})"] + (["win rate vs baseline"] if results["baseline"] else [])
-        table_rows = []
-        for m in order:
-            r = ratings[m]["rating"]
-            row = [m, f"{r['mean']:.1f} [{r['low']:.1f}, {r['high']:.1f}]"]
-            if results["baseline"]:
-                row.append(cell(ratings[m]["win_rate_vs_anchor"]))
-            table_rows.append(row)
-        parts.append(
-            f"## Bradley–Terry ({bt['rounds']} bootstrap rounds, {bt['failed_rounds']} without a fit)"
-        )
-        parts.append(report.table(headers, table_rows))
+    for key, title in (
+        ("bradley_terry", "Bradley–Terry"),
+        ("bradley_terry_style", "Bradley–Terry, style-controlled"),
+    ):
+        fit = results.get(key, {})
+        if "error" in fit:
+            parts.append(f"## {title}\n\nno ratings: {fit['error']}")
+        elif fit:
+            note = f"{fit['rounds']} bootstrap rounds, {fit['failed_rounds']} without a fit"
+            if "coefficients" in fit:
+                note += "; style coefficients per unit rms difference: " + ", ".join(
+                    f"{k} {v:+.3f}" for k, v in fit["coefficients"].items()
+                )
+            parts.append(f"## {title} ({note})")
+            parts.append(_ratings_table(fit["ratings"], bool(results["baseline"]), level, cell))
     if "elo" in results:
         elo_results = results["elo"]
         table_rows = []

@@ -158,13 +158,18 @@ class Scorer:
         return batch, k
 
     def _run(self, rows: Sequence[TokenPair], top: int = 0) -> list[tuple[np.ndarray, ...]]:
+        return self.apply(rows, lambda placed, k: self._fn(self.params, placed, k=k, top=top))
+
+    def apply(self, rows: Sequence[TokenPair], compute: Callable[[dict[str, jax.Array], int], Any]):
+        """`compute(batch placed on the mesh, k)` -> per-token arrays [batch, k] on one batch of requests, cut
+        back to each request's continuation tokens: per row a tuple of [len(continuation)] arrays."""
         if self.family.encoder_decoder:
             batch, k = self._encoder_decoder_batch(rows)
         else:
             batch, k = self._decoder_batch(rows)
         with sharding.rules_context(self.mesh, self.rules):
             placed = {name: sharding.put_rows(x, self.mesh, self.rules) for name, x in batch.items()}
-            scores = sharding.to_host(self._fn(self.params, placed, k=k, top=top))
+            scores = sharding.to_host(compute(placed, k))
         out = []
         for i, (_, continuation) in enumerate(rows):
             n = min(len(continuation), self.max_length)
@@ -181,6 +186,15 @@ class Scorer:
         """(log-probs [len(continuation)], greedy flags [len(continuation)]) per request, in request order;
         with `top` > 0 instead (log-probs, the `top` largest log-probs [len, top], their ids [len, top]).
         `progress(n)` is called with the number of requests each batch finished."""
+        return self.batched(requests, lambda rows: self._run(rows, top), progress)
+
+    def batched(
+        self,
+        requests: Sequence[TokenPair],
+        run: Callable[[Sequence[TokenPair]], list[Any]],
+        progress: Callable[[int], None] | None = None,
+    ) -> list[Any]:
+        """`run` on the requests, longest first, `batch_size` at a time; results in request order."""
         for i, (context, continuation) in enumerate(requests):
             if not continuation:
                 raise ValueError(f"request {i}: empty continuation (nothing to score)")
@@ -190,7 +204,7 @@ class Scorer:
         results: list[Any] = [None] * len(requests)
         for begin in range(0, len(order), self.batch_size):
             chunk = order[begin : begin + self.batch_size]
-            for i, scored in zip(chunk, self._run([requests[i] for i in chunk], top), strict=True):
+            for i, scored in zip(chunk, run([requests[i] for i in chunk]), strict=True):
                 results[i] = scored
             if progress is not None:
                 progress(len(chunk))
@@ -209,6 +223,47 @@ class Scorer:
 # ============================================================================================================
 # Text
 # ============================================================================================================
+
+
+def _divergences(model_p: nn.Module, model_q: nn.Module, params_p, params_q, batch, k: int, chunk_size: int):
+    fp, fq = families.family_of(model_p), families.family_of(model_q)
+    return losses.token_divergences(
+        fp.hidden_states(model_p, params_p, batch)[:, -k:], fp.output_kernel(params_p).astype(model_p.dtype),
+        fq.hidden_states(model_q, params_q, batch)[:, -k:], fq.output_kernel(params_q).astype(model_q.dtype),
+        batch["targets"][:, -k:], scale_p=fp.logit_scale(model_p.cfg), scale_q=fq.logit_scale(model_q.cfg),
+        chunk_size=chunk_size,
+    )  # fmt: skip
+
+
+class Divergence:
+    """Two models' next-token distributions compared token by token on the same requests: per continuation
+    token (log p(token), KL(p || q), cross-entropy H(p, q)), p the first scorer's model and q the second's
+    (`losses.token_divergences`). The two must read the same token ids: one tokenizer, one vocabulary size, and
+    both decoders or both encoder-decoders; batches are built and placed as the first scorer does."""
+
+    def __init__(self, p: Scorer, q: Scorer, *, chunk_size: int = 1024):
+        vocab_p = p.family.output_kernel(p.params).shape[0]
+        vocab_q = q.family.output_kernel(q.params).shape[0]
+        if vocab_p != vocab_q or p.family.encoder_decoder != q.family.encoder_decoder:
+            raise ValueError(
+                f"the two models do not read the same tokens (vocabularies {vocab_p} and {vocab_q}, "
+                f"{'encoder-decoder' if p.family.encoder_decoder else 'decoder'} and "
+                f"{'encoder-decoder' if q.family.encoder_decoder else 'decoder'})"
+            )
+        self.p, self.q = p, q
+        self._fn = jax.jit(
+            functools.partial(_divergences, p.model, q.model, chunk_size=int(chunk_size)), static_argnames="k"
+        )
+
+    def token_divergences(
+        self, requests: Sequence[TokenPair], progress: Callable[[int], None] | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(log p [n], KL(p || q) [n], H(p, q) [n]) per request, n = len(continuation), in request order."""
+
+        def run(rows: Sequence[TokenPair]) -> list[Any]:
+            return self.p.apply(rows, lambda placed, k: self._fn(self.p.params, self.q.params, placed, k=k))
+
+        return self.p.batched(requests, run, progress)
 
 
 def rolling_windows(tokens: Sequence[int], prefix_id: int, max_length: int) -> Iterator[TokenPair]:

@@ -25,6 +25,8 @@ JOBS: dict[str, str] = {
     "eval_m_rewardbench": "aya_jax.jobs.evaluate:m_rewardbench",
     "eval_perplexity": "aya_jax.jobs.evaluate:perplexity",
     "eval_battles": "aya_jax.jobs.evaluate:battles",
+    "eval_win_rate": "aya_jax.jobs.evaluate:win_rate",
+    "eval_prompt_priority": "aya_jax.jobs.evaluate:prompt_priority",
     "eval_harness": "aya_jax.jobs.eval_harness:run",
 }
 # What a job needs beyond the core dependencies: the extra that installs it.

@@ -2,6 +2,7 @@
 no batching, NumPy log-softmax), on a sharded 8-device (data 2, fsdp 2, tensor 2) mesh, for both families;
 rolling windows against lm-evaluation-harness's own window function."""
 
+import dataclasses
 import functools
 
 import jax
@@ -155,3 +156,62 @@ def test_empty_requests_are_refused(cohere_model):
     scorer = likelihood.Scorer(model, params)
     with pytest.raises(ValueError, match="request 1: empty continuation"):
         scorer.loglikelihood([([1], [2]), ([1], [])])
+
+
+def _full_log_probs(model, params, context, continuation, family):
+    """[len(continuation), vocab] float64 log-distributions before each continuation token (plain forward)."""
+    if family == "cohere":
+        seq = list(context) + list(continuation)
+        row = np.zeros((1, PLAIN_LEN), np.int32)
+        row[0, : len(seq)] = seq
+        logits = np.asarray(_plain(model)(params, jnp.asarray(row))[0], np.float64)
+        logits = logits[np.arange(len(context) - 1, len(seq) - 1)]
+    else:
+        enc = np.zeros((1, PLAIN_LEN), np.int32)
+        enc[0, : len(context)] = context
+        dec = np.zeros((1, PLAIN_LEN), np.int32)
+        dec[0, : len(continuation)] = [MT5_CFG.decoder_start_id, *continuation[:-1]]
+        logits = np.asarray(_plain(model)(params, jnp.asarray(enc), jnp.asarray(dec))[0], np.float64)
+        logits = logits[: len(continuation)]
+    m = logits.max(-1, keepdims=True)
+    return logits - m - np.log(np.sum(np.exp(logits - m), -1, keepdims=True))
+
+
+@pytest.mark.parametrize("family", ["cohere", "mt5"])
+def test_divergences_of_two_models_equal_numpy_on_their_full_distributions(family, mesh_and_rules):
+    """KL(p || q) and H(p, q) per continuation token of two differently initialised models, batched and sharded,
+    against float64 NumPy sums over the whole vocabulary of each request's plain forward."""
+    mesh, rules = mesh_and_rules
+    if family == "cohere":
+        model = cohere.CohereLM(CFG)
+        init = [nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(s), jnp.zeros((1, 4), jnp.int32))["params"])
+                for s in (0, 5)]  # fmt: skip
+    else:
+        model = mt5.MT5(MT5_CFG)
+        z = jnp.zeros((1, 4), jnp.int32)
+        init = [nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(s), z, z)["params"]) for s in (1, 6)]
+    p, q = (likelihood.Scorer(model, w, mesh=mesh, rules=rules, batch_size=4, length_bucket=16) for w in init)
+    reqs = requests(seed=3, n=6)
+    got = likelihood.Divergence(p, q, chunk_size=16).token_divergences(reqs)
+    for (context, continuation), (log_p, kl, cross) in zip(reqs, got, strict=True):
+        lp = _full_log_probs(model, init[0], context, continuation, family)
+        lq = _full_log_probs(model, init[1], context, continuation, family)
+        probs = np.exp(lp)
+        np.testing.assert_allclose(log_p, lp[np.arange(len(continuation)), continuation], **TOL)
+        np.testing.assert_allclose(kl, (probs * (lp - lq)).sum(-1), **TOL)
+        np.testing.assert_allclose(cross, -(probs * lq).sum(-1), **TOL)
+        assert (kl > 0).all()
+    same = likelihood.Divergence(p, p).token_divergences(reqs[:2])
+    np.testing.assert_allclose(np.concatenate([s[1] for s in same]), 0.0, atol=1e-5)
+
+
+def test_divergence_refuses_models_that_read_different_tokens(cohere_model, mt5_model):
+    model, params = cohere_model
+    other = cohere.CohereLM(dataclasses.replace(CFG, vocab_size=VOCAB + 1))
+    other_params = nn.unbox(
+        jax.jit(other.init)(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"]
+    )
+    with pytest.raises(ValueError, match=r"do not read the same tokens \(vocabularies 211 and 212"):
+        likelihood.Divergence(likelihood.Scorer(model, params), likelihood.Scorer(other, other_params))
+    with pytest.raises(ValueError, match="decoder and encoder-decoder"):
+        likelihood.Divergence(likelihood.Scorer(model, params), likelihood.Scorer(*mt5_model))

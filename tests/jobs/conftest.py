@@ -19,6 +19,12 @@ def sft_run(tmp_path_factory, data_dir):
 
 
 @pytest.fixture(scope="session")
+def early_sft_run(tmp_path_factory, data_dir):
+    """The same recipe stopped at 40 steps (the same vocabulary): a weaker checkpoint to compare `sft_run` with."""
+    return runs.tiny_sft(tmp_path_factory.mktemp("early_sft"), data_dir, steps=40)
+
+
+@pytest.fixture(scope="session")
 def tiny_reward_model(tmp_path_factory, data_dir, sft_run):
     """A reward model trained 4 steps from `sft_run` on a (data=2, fsdp=2, tensor=2) mesh: enough to rank."""
     workdir = tmp_path_factory.mktemp("reward")
