@@ -50,7 +50,7 @@ import numpy as np
 from flax import linen as nn
 from jax.sharding import Mesh
 
-from aya_jax import sampling, sharding
+from aya_jax import losses, sampling, sharding
 from aya_jax.models import families
 
 Array = jax.Array
@@ -278,7 +278,7 @@ class Engine:
         tokens = jnp.where(running, tokens, self.pad_id)
         top = ()
         if n_top:
-            top = jax.lax.top_k(jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), n_top)
+            top = losses.top_k_by_argmax(jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), n_top)
         new_logits, cache = self.family.decode(self.model, params, tokens[:, None], cache)
         return cache, new_logits.astype(jnp.float32), tokens, log_probs, top
 

@@ -284,6 +284,34 @@ def test_token_log_probs_and_entropy_match_numpy_float64():
     np.testing.assert_allclose(np.asarray(logp), np.asarray(greedy_logp), rtol=0, atol=1e-6)
 
 
+
+def test_top_k_by_argmax_equals_a_stable_sort_with_ties_and_on_a_sharded_vocabulary():
+    """Values descending, ties lower id first (numpy's stable argsort of the negated row), on a row with
+    repeated values, with the vocabulary sharded over the 8 devices as the output projection leaves it."""
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 6, (5, 64)).astype(np.float32)  # six distinct values over 64 columns: many ties
+    order = np.argsort(-x, axis=-1, kind="stable")[:, :5]
+    mesh = jax.make_mesh((8,), ("vocab",), axis_types=(jax.sharding.AxisType.Auto,))
+    sharded = jax.device_put(x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "vocab")))
+    for k in (1, 5):
+        values, ids = jax.jit(losses.top_k_by_argmax, static_argnums=1)(sharded, k)
+        assert ids.dtype == jnp.int32
+        np.testing.assert_array_equal(np.asarray(ids), order[:, :k])
+        np.testing.assert_array_equal(np.asarray(values), np.take_along_axis(x, order[:, :k], -1))
+
+
+def test_token_log_probs_and_top_match_numpy_float64():
+    rng = np.random.default_rng(6)
+    h = jnp.asarray(rng.normal(size=(2, 9, 16)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(40, 16)), jnp.float32)
+    t = rng.integers(0, 40, (2, 9))
+    ref = _np_log_softmax(np.einsum("bte,ve->btv", np.asarray(h, np.float64), np.asarray(kernel, np.float64)))
+    order = np.argsort(-ref, axis=-1, kind="stable")[..., :3]
+    logp, top_values, top_ids = losses.token_log_probs_and_top(h, kernel, jnp.asarray(t), k=3, chunk_size=7)
+    np.testing.assert_allclose(np.asarray(logp), np.take_along_axis(ref, t[..., None], -1)[..., 0], atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(top_ids), order)  # random logits: no ties within 1e-5
+    np.testing.assert_allclose(np.asarray(top_values), np.take_along_axis(ref, order, -1), rtol=0, atol=1e-5)
+
 # ------------------------------------------------------------------------------------------------------------
 # RLOO
 # ------------------------------------------------------------------------------------------------------------

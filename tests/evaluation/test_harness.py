@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 from flax import linen as nn
 
-from aya_jax import defaults, hf, pretrained
+from aya_jax import defaults, hf, openai_server, pretrained, serving
 from aya_jax.data import vocab
 
 lm_eval = pytest.importorskip("lm_eval")
@@ -244,3 +244,46 @@ def test_lm_evals_command_line_runs_the_aya_jax_model(setup, both, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     written = json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())
     assert written["results"][task]["acc,none"] == ours["results"][task]["acc,none"]
+
+
+def test_lm_evals_local_completions_through_the_server_equals_the_adapter(setup, both):
+    """The same tasks through lm-eval's `local-completions` model against the `serve` job's HTTP API (the
+    adapter's model behind aya_jax/openai_server.py): the same per-request log-likelihoods (1e-4; the rolling
+    totals as above), the same accuracy and the same greedy text.
+
+    lm-eval's API models keep one position of `max_length` for a generated token and window rolling texts by
+    `max_length - 1`: a request is cut to `max_length - 1` tokens where the `hf` model and the adapter keep
+    `max_length + 1`. So the served run (max_length 96, the model's context) is compared with the adapter at
+    max_length 94: both then score the same tokens of every request, cut or not (most requests here are cut)."""
+    lm, _, _ = both
+    text_model = lm.text_model
+    model, params, codec = text_model.scorer.model, text_model.scorer.params, text_model.codec
+    engine = serving.Engine(
+        model, params, pad_id=codec.pad_id, slots=4, max_len=text_model.max_length
+    ).start()
+    server = openai_server.Server(engine, codec, model_name="tiny", eos_ids=(), scorer=text_model.scorer)
+    host, port = server.listen("127.0.0.1", 0)
+    try:
+        served = _evaluate(
+            "local-completions", setup["tasks"],
+            model_args=(f"model=tiny,base_url=http://{host}:{port}/v1/completions,tokenizer={setup['hf']},"
+                        "tokenizer_backend=huggingface,tokenized_requests=True,add_bos_token=True,"
+                        f"max_length={text_model.max_length},num_concurrent=1,max_retries=1"),
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+    shorter = harness.AyaJaxLM(
+        checkpoint=str(setup["run"]), config=setup["config"], tokenizer=str(setup["tokenizer"]), batch_size=8,
+        max_length=text_model.max_length - 2,
+    )  # fmt: skip
+    ours = _evaluate(shorter, setup["tasks"])
+    for lang in LANGS:
+        task = f"local_global_mmlu_{lang}"
+        a = np.array([[r[0][0] for r in doc] for doc in _responses(ours, task)])
+        b = np.array([[r[0][0] for r in doc] for doc in _responses(served, task)])
+        np.testing.assert_allclose(b, a, atol=LL_TOL, rtol=0)
+        assert served["results"][task]["acc,none"] == ours["results"][task]["acc,none"]
+    a = np.array([doc[0][0] for doc in _responses(ours, "local_rolling")])
+    b = np.array([doc[0][0] for doc in _responses(served, "local_rolling")])
+    np.testing.assert_allclose(b, a, atol=LL_TOL, rtol=ROLLING_RTOL)
+    assert _responses(served, "local_generate") == _responses(ours, "local_generate")
