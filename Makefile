@@ -13,7 +13,7 @@ install: $(VENV)/bin/python
 	$(PIP) install -q -e .
 
 install-test: $(VENV)/bin/python
-	$(PIP) install -q -e '.[test,hf,eval]'
+	$(PIP) install -q -e '.[test,hf,eval,curation]'
 
 quickstart: install
 	$(PY) -m aya_jax.main --config configs/quickstart.py

@@ -284,7 +284,6 @@ def test_token_log_probs_and_entropy_match_numpy_float64():
     np.testing.assert_allclose(np.asarray(logp), np.asarray(greedy_logp), rtol=0, atol=1e-6)
 
 
-
 def test_top_k_by_argmax_equals_a_stable_sort_with_ties_and_on_a_sharded_vocabulary():
     """Values descending, ties lower id first (numpy's stable argsort of the negated row), on a row with
     repeated values, with the vocabulary sharded over the 8 devices as the output projection leaves it."""
@@ -311,6 +310,7 @@ def test_token_log_probs_and_top_match_numpy_float64():
     np.testing.assert_allclose(np.asarray(logp), np.take_along_axis(ref, t[..., None], -1)[..., 0], atol=1e-5)
     np.testing.assert_array_equal(np.asarray(top_ids), order)  # random logits: no ties within 1e-5
     np.testing.assert_allclose(np.asarray(top_values), np.take_along_axis(ref, order, -1), rtol=0, atol=1e-5)
+
 
 # ------------------------------------------------------------------------------------------------------------
 # RLOO
