@@ -13,7 +13,9 @@ Two layers:
   exist at once. Requests are sorted longest first (as the harness does: the first batch is the largest, so
   running out of memory shows at once) and batched `batch_size` rows at a time, the rows sharded over the
   mesh's batch axes (every host builds the same batch and places the rows its devices hold; the results are
-  gathered to every host). Lengths are rounded up to `length_bucket` to bound recompilations.
+  gathered to every host). Lengths are rounded up to `length_bucket` to bound recompilations. The same
+  batches give text embeddings: `mean_hidden_states` averages the final hidden states over each sequence's
+  tokens (an encoder-decoder's encoder output), what data curation clusters and routes prompts by.
 * `TextModel` — text level, with lm-evaluation-harness's `TemplateLM` semantics so that a score here equals the
   harness's on the same checkpoint: `encode_pair` moves the context's trailing whitespace into the
   continuation and, for a decoder, encodes `context + continuation` whole and takes the continuation's ids as
@@ -37,6 +39,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 from jax.sharding import Mesh
@@ -82,6 +85,23 @@ def _scores(
     )
 
 
+def _mean_hidden(model: nn.Module, params: Any, batch: dict[str, jax.Array]) -> jax.Array:
+    """[batch, embed] fp32: the final hidden states averaged over each row's real tokens (a decoder's
+    final-norm states over its input; an encoder-decoder's encoder output over the encoder input)."""
+    family = families.family_of(model)
+    if family.encoder_decoder:
+        segments = batch["encoder_segment_ids"]
+        hidden = model.apply(
+            {"params": params}, batch["encoder_input_tokens"], segments, batch["encoder_positions"],
+            method="encode",
+        )  # fmt: skip
+    else:
+        segments = batch["decoder_segment_ids"]
+        hidden = family.hidden_states(model, params, batch)
+    mask = (segments > 0).astype(jnp.float32)[..., None]
+    return jnp.sum(hidden.astype(jnp.float32) * mask, axis=1) / jnp.maximum(jnp.sum(mask, axis=1), 1.0)
+
+
 class Scorer:
     """Token-level log-likelihoods of a model on a mesh (module docstring)."""
 
@@ -109,6 +129,7 @@ class Scorer:
         self._fn = jax.jit(
             functools.partial(_scores, model, chunk_size=int(chunk_size)), static_argnames=("k", "top")
         )
+        self._mean_fn = jax.jit(functools.partial(_mean_hidden, model))
 
     # -- batches ------------------------------------------------------------------------------------------
     def _decoder_batch(self, rows: Sequence[TokenPair]) -> tuple[dict[str, np.ndarray], int]:
@@ -209,6 +230,25 @@ class Scorer:
             if progress is not None:
                 progress(len(chunk))
         return results
+
+    def mean_hidden_states(
+        self, sequences: Sequence[Sequence[int]], progress: Callable[[int], None] | None = None
+    ) -> np.ndarray:
+        """[len(sequences), embed] float32: each sequence's final hidden states averaged over its tokens (a
+        decoder reads the whole sequence, an encoder-decoder's encoder does); a sequence longer than
+        `max_length` keeps its first `max_length` tokens. Batched and sharded as the log-likelihoods are."""
+
+        def run(rows: Sequence[TokenPair]) -> list[np.ndarray]:
+            build = self._encoder_decoder_batch if self.family.encoder_decoder else self._decoder_batch
+            batch, _ = build(rows)
+            with sharding.rules_context(self.mesh, self.rules):
+                placed = {name: sharding.put_rows(x, self.mesh, self.rules) for name, x in batch.items()}
+                pooled = sharding.to_host(self._mean_fn(self.params, placed))
+            return list(pooled[: len(rows)])
+
+        # (sequence, one placeholder token): the batch builders drop a row's last token from the input
+        rows = [(list(seq)[: self.max_length], [self.pad_id]) for seq in sequences]
+        return np.stack(self.batched(rows, run, progress)).astype(np.float32)
 
     def loglikelihood(
         self, requests: Sequence[TokenPair], progress: Callable[[int], None] | None = None
@@ -323,6 +363,11 @@ class TextModel:
         if self.encoder_decoder and add_special_tokens and seqio_eos is not None:
             ids = ids + [int(seqio_eos)]  # as an HF T5 tokenizer ends encoder inputs (and the SFT rows were)
         return ids
+
+    def embed(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """[len(texts), embed] float32 text embeddings: mean-pooled final hidden states
+        (`Scorer.mean_hidden_states`) of each text encoded with the tokenizer's special tokens."""
+        return self.scorer.mean_hidden_states([self.tok_encode(t) for t in texts], progress)
 
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         if context == "":

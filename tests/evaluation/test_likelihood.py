@@ -107,6 +107,33 @@ def test_scores_equal_the_plain_forward_of_each_request(family, cohere_model, mt
         assert all_greedy == bool(want_greedy.all())
 
 
+@pytest.mark.parametrize("family", ["cohere", "mt5"])
+def test_mean_hidden_states_equal_numpy_means_of_each_unpadded_row(
+    family, cohere_model, mt5_model, mesh_and_rules
+):
+    """Embeddings batched, left- or right-padded and sharded over 8 devices vs one unpadded row's final hidden
+    states (a decoder's over its input; mT5's encoder output) averaged in NumPy; over-long sequences keep their
+    first max_length tokens."""
+    model, params = cohere_model if family == "cohere" else mt5_model
+    mesh, rules = mesh_and_rules
+    scorer = likelihood.Scorer(
+        model, params, mesh=mesh, rules=rules, batch_size=4, length_bucket=16, max_length=24
+    )  # fmt: skip
+    rng = np.random.default_rng(3)
+    seqs = [rng.integers(1, VOCAB, size=int(n)).tolist() for n in (1, 5, 23, 24, 30, 9, 2)]
+    done = []
+    got = scorer.mean_hidden_states(seqs, progress=done.append)
+    assert got.shape == (7, CFG.hidden_size if family == "cohere" else MT5_CFG.d_model) and sum(done) == 7
+    for seq, vector in zip(seqs, got, strict=True):
+        row = jnp.asarray([seq[:24]], jnp.int32)
+        if family == "cohere":
+            positions, segments = jnp.arange(row.shape[1])[None], jnp.ones_like(row)
+            hidden = model.apply({"params": params}, row, positions, segments, return_hidden=True)
+        else:
+            hidden = model.apply({"params": params}, row, method="encode")
+        np.testing.assert_allclose(vector, np.asarray(hidden[0], np.float64).mean(0), **TOL)
+
+
 def test_a_greedy_continuation_is_flagged(cohere_model, mesh_and_rules):
     """The argmax token after a context is greedy; every other token is not."""
     model, params = cohere_model
