@@ -185,8 +185,8 @@ def both(setup):  # one harness run per model for the module
     return ours, _evaluate(ours, setup["tasks"]), theirs
 
 
-def test_loglikelihoods_accuracy_and_greedy_text_equal_lm_evals_hf_model(both):
-    _, ours, theirs = both
+def _assert_same_results(ours, theirs):
+    """Per-request log-likelihoods (LL_TOL; rolling totals also ROLLING_RTOL), accuracy, greedy text."""
     for lang in LANGS:
         task = f"local_global_mmlu_{lang}"
         a = np.array([[r[0][0] for r in doc] for doc in _responses(ours, task)])
@@ -197,6 +197,11 @@ def test_loglikelihoods_accuracy_and_greedy_text_equal_lm_evals_hf_model(both):
     b = np.array([doc[0][0] for doc in _responses(theirs, "local_rolling")])
     np.testing.assert_allclose(a, b, atol=LL_TOL, rtol=ROLLING_RTOL)
     assert _responses(ours, "local_generate") == _responses(theirs, "local_generate")
+
+
+def test_loglikelihoods_accuracy_and_greedy_text_equal_lm_evals_hf_model(both):
+    _, ours, theirs = both
+    _assert_same_results(ours, theirs)
     assert all(doc[0][0] for doc in _responses(ours, "local_generate"))  # something was generated
 
 
@@ -276,14 +281,4 @@ def test_lm_evals_local_completions_through_the_server_equals_the_adapter(setup,
         checkpoint=str(setup["run"]), config=setup["config"], tokenizer=str(setup["tokenizer"]), batch_size=8,
         max_length=text_model.max_length - 2,
     )  # fmt: skip
-    ours = _evaluate(shorter, setup["tasks"])
-    for lang in LANGS:
-        task = f"local_global_mmlu_{lang}"
-        a = np.array([[r[0][0] for r in doc] for doc in _responses(ours, task)])
-        b = np.array([[r[0][0] for r in doc] for doc in _responses(served, task)])
-        np.testing.assert_allclose(b, a, atol=LL_TOL, rtol=0)
-        assert served["results"][task]["acc,none"] == ours["results"][task]["acc,none"]
-    a = np.array([doc[0][0] for doc in _responses(ours, "local_rolling")])
-    b = np.array([doc[0][0] for doc in _responses(served, "local_rolling")])
-    np.testing.assert_allclose(b, a, atol=LL_TOL, rtol=ROLLING_RTOL)
-    assert _responses(served, "local_generate") == _responses(ours, "local_generate")
+    _assert_same_results(_evaluate(shorter, setup["tasks"]), served)
