@@ -422,3 +422,33 @@ def prompt_priority(results: Mapping[str, Any], png_path: str | os.PathLike) -> 
     else:
         right.axis("off")
     return _save(fig, png_path)
+
+
+def cluster_selection(results: Mapping[str, Any], png_path: str | os.PathLike) -> pathlib.Path:
+    """Left: every cluster's pool size (largest first) and how many of its rows were selected — a uniform
+    budget flattens the distribution; right: each language's share of the pool and of the selection."""
+    sizes = results["cluster_size"]
+    order = sorted(range(len(sizes)), key=lambda i: -sizes[i])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), dpi=110)
+    x = range(len(order))
+    left.bar(x, [sizes[i] for i in order], width=1.0, color="tab:gray", alpha=0.6, label="pool")
+    left.bar(
+        x, [results["cluster_selected"][i] for i in order], width=1.0, color="tab:blue", label="selected"
+    )
+    left.set_xlabel(f"cluster (largest first, {len(sizes)})")
+    left.set_ylabel("rows")
+    left.set_yscale("log")
+    left.legend(fontsize=8)
+    langs = sorted(results["per_language"], key=lambda g: -results["per_language"][g]["pool"])
+    pool_total = max(1, results["pool_rows"])
+    chosen_total = max(1, results["selected"])
+    y = range(len(langs))
+    right.barh([i + 0.2 for i in y], [results["per_language"][g]["pool"] / pool_total for g in langs],
+               height=0.4, color="tab:gray", label="pool")  # fmt: skip
+    right.barh([i - 0.2 for i in y], [results["per_language"][g]["selected"] / chosen_total for g in langs],
+               height=0.4, color="tab:blue", label="selected")  # fmt: skip
+    right.set_yticks(list(y), langs, fontsize=7)
+    right.invert_yaxis()
+    right.set_xlabel("share of rows")
+    right.legend(fontsize=8)
+    return _save(fig, png_path)

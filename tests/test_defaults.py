@@ -17,11 +17,23 @@ def _valid_config() -> ml_collections.ConfigDict:
     config.generate.prompt = "Hola"
     config.serve.checkpoint_dir = "workdirs/run"
     config.checkpoint.init_from = "workdirs/sft"  # the reward model's backbone
+    config.curation.pool = ("pool.jsonl",)
+    config.curation.embed_checkpoint = "workdirs/run"
     return config
 
 
 # (dotted field under config, an out-of-range value): the value is just past the bound where there is one.
 OUT_OF_RANGE = [
+    ("curation.batch_size", 0),
+    ("curation.max_length", 0),
+    ("curation.part_rows", 0),
+    ("curation.clusters", 0),
+    ("curation.kmeans_iterations", 0),
+    ("curation.kmeans_restarts", 0),
+    ("curation.sample_per_centroid", -1),
+    ("curation.budget", 0.0),
+    ("curation.budget", 2.5),  # neither a fraction nor a row count
+    ("curation.temperature", 0.0),
     ("evals.every", -1),
     ("evals.max_items", 0),
     ("evals.num_fewshot", -1),

@@ -16,7 +16,9 @@ centroids are replicated. Distances are formed `chunk` rows at a time, so the [N
 - Empty clusters: a centroid left with no vector moves to the vector farthest from its own centroid (the
   largest contributor to inertia), the next empty one to the next farthest: scikit-learn relocates the same way.
 
-Everything is float32 on the device and seeded: the same vectors, K and seed give the same clustering.
+Everything is float32 on the device and seeded: the same vectors, K and seed give the same clustering. Every
+host holds the vectors whole and places the rows its devices hold; the per-iteration [K, d] centroids and the
+relocation's distances come back to every host.
 """
 
 from __future__ import annotations
@@ -158,17 +160,16 @@ def kmeans(
                 centroids = jnp.asarray(train[rng.choice(len(train), k, replace=False)])
             converged, done = False, 0
             for done in range(1, iterations + 1):  # noqa: B007  (`done` reports the iterations run)
-                moved, counts, _, dist = _lloyd_step(xs, ws, centroids, chunk=chunk)
-                moved = _relocate_empty(np.asarray(moved), np.asarray(counts), np.asarray(dist), train)
-                shift = float(np.sum((moved - np.asarray(centroids, np.float64)) ** 2))
+                moved, counts, _, dist = sharding.to_host(_lloyd_step(xs, ws, centroids, chunk=chunk))
+                moved = _relocate_empty(moved, counts, dist, train)
+                shift = float(np.sum((moved - sharding.to_host(centroids).astype(np.float64)) ** 2))
                 centroids = jnp.asarray(moved)
                 if shift <= threshold:
                     converged = True
                     break
-            _, _, inertia, _ = _lloyd_step(xs, ws, centroids, chunk=chunk)
-        inertia = float(inertia)
+            inertia = float(sharding.to_host(_lloyd_step(xs, ws, centroids, chunk=chunk)[2]))
         if best is None or inertia < best[0]:
-            best = (inertia, np.asarray(centroids, np.float32), done, converged)
+            best = (inertia, sharding.to_host(centroids).astype(np.float32), done, converged)
     del xs, ws
 
     _, centroids, done, converged = best
@@ -181,7 +182,7 @@ def kmeans(
             rows = np.concatenate([rows, np.zeros((block - len(rows), x.shape[1]), np.float32)])
         placed, _ = _place(rows, mesh, rules)
         with sharding.rules_context(mesh, rules):
-            index, dist = _assign(placed, jnp.asarray(centroids), chunk=chunk)
+            index, dist = sharding.to_host(_assign(placed, jnp.asarray(centroids), chunk=chunk))
         m = min(block, n - begin)
         assignments[begin : begin + m] = np.asarray(index)[:m]
         distances[begin : begin + m] = np.asarray(dist)[:m]

@@ -21,6 +21,7 @@ import ml_collections
 from aya_jax.defaults import (
     aot,
     checkpoint,
+    curation,
     data,
     data_stats,
     dpo,
@@ -67,6 +68,7 @@ SECTIONS: dict[str, ModuleType] = {
     "train_vocab": train_vocab,
     "eval": evaluation,
     "evals": evals,
+    "curation": curation,
 }
 
 

@@ -28,6 +28,7 @@ JOBS: dict[str, str] = {
     "eval_win_rate": "aya_jax.jobs.evaluate:win_rate",
     "eval_prompt_priority": "aya_jax.jobs.evaluate:prompt_priority",
     "eval_harness": "aya_jax.jobs.eval_harness:run",
+    "select_diverse": "aya_jax.jobs.curate:select_diverse",
 }
 # What a job needs beyond the core dependencies: the extra that installs it.
 EXTRAS = {"eval_harness": "eval"}
