@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")  # before pyplot: files only, no display
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 from aya_jax import metrics  # noqa: E402
 
@@ -451,4 +452,58 @@ def cluster_selection(results: Mapping[str, Any], png_path: str | os.PathLike) -
     right.invert_yaxis()
     right.set_xlabel("share of rows")
     right.legend(fontsize=8)
+    return _save(fig, png_path)
+
+
+def arbitrage(
+    results: Mapping[str, Any], strategy_scores: Mapping[str, Any], png_path: str | os.PathLike
+) -> pathlib.Path:
+    """Left: the share of each language's prompts routed to each teacher; right (when every teacher's reply was
+    scored): the reward-model score each strategy's picks get, as box plots."""
+    names = list(results["teachers"])
+    langs = list(results["choices"])
+    counts = np.array([[results["choices"][g][t] for t in names] for g in langs], dtype=float)
+    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 0.3 * len(langs) + 2.5), dpi=110)
+    image = left.imshow(share, aspect="auto", cmap="Blues", vmin=0, vmax=1)
+    left.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    left.set_yticks(range(len(langs)), langs, fontsize=7)
+    for (r, col), v in np.ndenumerate(counts):
+        left.text(
+            col,
+            r,
+            f"{int(v)}",
+            ha="center",
+            va="center",
+            fontsize=6,
+            color="black" if share[r, col] < 0.6 else "white",
+        )
+    left.set_title(f"prompts routed per language ({results['routing']})", fontsize=9)
+    fig.colorbar(image, ax=left, fraction=0.04, label="share of the language")
+    if strategy_scores:
+        labels = list(strategy_scores)
+        right.boxplot([np.asarray(strategy_scores[s]) for s in labels], vert=False, showmeans=True)
+        right.set_yticks(range(1, len(labels) + 1), labels, fontsize=8)
+        right.set_xlabel("reward-model score of the picked reply")
+        right.set_title("the same prompts, by routing strategy", fontsize=9)
+    else:
+        right.axis("off")
+    return _save(fig, png_path)
+
+
+def attribute_shift(
+    values: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], weights: Mapping[str, float],
+    png_path: str | os.PathLike,
+) -> pathlib.Path:  # fmt: skip
+    """One panel per attribute: the distribution over every candidate, over a random pick per prompt and over
+    the selected replies (active inheritance moves the last one in the direction of the weight's sign)."""
+    fig, axes = plt.subplots(1, len(values), figsize=(4.2 * len(values), 3.4), dpi=110, squeeze=False)
+    for ax, (name, (every, random_pick, selected)) in zip(axes[0], values.items(), strict=True):
+        bins = np.histogram_bin_edges(every, bins=30)
+        for data, label, color in ((every, "all candidates", "tab:gray"), (random_pick, "random pick", "tab:orange"),
+                                   (selected, "selected", "tab:blue")):  # fmt: skip
+            ax.hist(data, bins=bins, density=True, histtype="step", linewidth=1.5, label=label, color=color)
+            ax.axvline(float(np.mean(data)), color=color, linestyle="--", linewidth=1)
+        ax.set_title(f"{name} ({'maximised' if weights[name] > 0 else 'minimised'})", fontsize=9)
+        ax.legend(fontsize=7)
     return _save(fig, png_path)

@@ -29,7 +29,7 @@ import dataclasses
 import json
 import logging
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -362,8 +362,13 @@ class ChatModel:
     seed: int = 0
     field: str = "config.eval.answer_template"
     cut: int = 0
+    new_tokens: int = 0  # tokens generated so far (stop tokens included)
 
-    def __call__(self, conversations: Sequence[list[dict[str, str]]]) -> list[str]:
+    def __call__(
+        self, conversations: Sequence[list[dict[str, str]]], row_ids: Sequence[int] | None = None
+    ) -> list[str]:
+        """Replies in order. `row_ids` (one per conversation) key each one's sampling stream, so that a sampled
+        reply does not depend on which other conversations share its batch (see `Sampler.generate`)."""
         loaded = self.loaded
         family = families.family_of(loaded.model)
         ids = [
@@ -388,15 +393,44 @@ class ChatModel:
         replies: list[str] = [""] * len(ids)
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
-            out = self.sampler.generate([ids[i] for i in rows], self.params, seed=self.seed + start)
+            keys = None if row_ids is None else [int(row_ids[i]) for i in rows]
+            seed = self.seed if row_ids is not None else self.seed + start
+            out = self.sampler.generate([ids[i] for i in rows], self.params, seed=seed, row_ids=keys)
             for j, i in enumerate(rows):
                 tokens = out.tokens[j, : int(out.lengths[j])].tolist()
+                self.new_tokens += len(tokens)
                 replies[i] = loaded.codec.decode([t for t in tokens if t not in loaded.eos_ids])
         return replies
 
     def reply(self, prompts: Sequence[str]) -> list[str]:
         """Single-turn prompts -> replies."""
         return self([[{"role": "user", "content": p}] for p in prompts])
+
+
+def chat_model(
+    source: str,
+    model_config: Any,
+    data_config: Any,
+    mesh: Mesh | None,
+    rules: Any,
+    params: Callable[[tuple[int, ...]], sampling.SamplingParams],
+    *,
+    tokenizer: str = "",
+    field: str = "",
+    template: str = "auto",
+    batch_size: int = 32,
+    seed: int = 0,
+) -> ChatModel:
+    """A ChatModel of any checkpoint the project reads (`load_inference_model`), sampling with
+    `params(its eos ids)`."""
+    loaded = load_inference_model(
+        source, model_config, data_config, mesh, rules, tokenizer=tokenizer, field=field
+    )
+    sampler = sampling.Sampler(
+        loaded.model, loaded.params, mesh=mesh, rules=rules, pad_id=loaded.codec.pad_id
+    )
+    return ChatModel(loaded, sampler, params(loaded.eos_ids), template=template, batch_size=batch_size, seed=seed,
+                     field=field)  # fmt: skip
 
 
 # ============================================================================================================

@@ -423,12 +423,23 @@ class Sampler:
 
     # -- batched --------------------------------------------------------------------------------------------
     def generate(
-        self, prompts: Sequence[Sequence[int]], sampling: SamplingParams, seed: int = 0
+        self,
+        prompts: Sequence[Sequence[int]],
+        sampling: SamplingParams,
+        seed: int = 0,
+        row_ids: Sequence[int] | None = None,
     ) -> Generation:
-        """Token-id prompts -> Generation of NumPy arrays, one row per prompt."""
+        """Token-id prompts -> Generation of NumPy arrays, one row per prompt. `row_ids` (default: the rows'
+        positions) key each row's random stream: a caller that names its rows (a prompt's number in a pool and
+        a sample's number) draws the same sample for a row whichever batch it lands in."""
         self._check_length(prompts, sampling)
         tokens, start, n = left_pad(prompts, self.pad_id, self.prompt_bucket, self.rows_multiple)
-        row_ids = np.arange(tokens.shape[0], dtype=np.int32)
+        ids = np.arange(tokens.shape[0], dtype=np.int32)
+        if row_ids is not None:
+            if len(row_ids) != n:
+                raise ValueError(f"row_ids: {len(row_ids)} ids for {n} prompts")
+            ids[:n] = np.asarray(row_ids, np.int64).astype(np.int32)
+        row_ids = ids
         with self._context():
             out = self._generate(
                 self.params,

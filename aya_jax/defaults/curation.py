@@ -1,9 +1,10 @@
 """config.curation: the data-curation jobs (aya_jax/jobs/curate.py, aya_jax/curation/): diversity-first
-selection from a pool of rows."""
+selection from a pool of rows (select_diverse), replies from a teacher pool routed per prompt (arbitrage) or
+chosen best-of-k for an attribute (active_inheritance). A job checks only the fields it reads."""
 
 import ml_collections
 
-from aya_jax.curation import clustering, diversity
+from aya_jax.curation import arbitrage, attributes, clustering, diversity
 from aya_jax.defaults.checks import Section
 
 
@@ -33,14 +34,63 @@ def defaults() -> ml_collections.ConfigDict:
     c.quality_field = ""  # quality: a numeric field of the rows (e.g. a reward model's score)
     c.temperature = 1.0
     c.plot = True
+    # --- Teachers (arbitrage, active_inheritance; aya_jax/curation/teachers.py): the prompts are the pool's
+    # text_field, their language its language_field ---
+    c.teachers = ()  # "name=source[;option=value...]": a checkpoint path or an http(s):// endpoint (+ model=...)
+    c.language_field = "language_code"
+    # each teacher's generation options unless its entry sets them
+    c.template = "auto"  # auto | cohere | none: how a prompt reaches a local teacher
+    c.system = ""
+    c.max_new_tokens = 256
+    c.sample_temperature = 0.7
+    c.top_k = 0
+    c.top_p = 1.0
+    c.gen_batch = 64  # prompts per generation chunk (each appended to the log before the next starts)
+    # --- Multilingual arbitrage (aya_jax/curation/arbitrage.py) ---
+    c.routing = "reward"  # fixed | reward | learned | single | random
+    c.route_table = ()  # fixed: "language=teacher" entries, "*=teacher" for every other language
+    c.single_teacher = ""  # single: the teacher that answers everything
+    c.reward_model = ""  # a `reward` run's workdir: scores replies (reward / learned routing need it)
+    c.reward_prompt_len = 0  # prompt tokens the reward model keeps; 0 = config.reward.prompt_len's default
+    c.router_fraction = (
+        0.2  # learned: share of the pool reward-routed (every teacher answers) to fit the router
+    )
+    c.router_holdout = 0.2  # ... of which this share is held out to report the router's accuracy
+    c.router_l2 = 1e-2
+    # --- Active inheritance (aya_jax/curation/attributes.py) ---
+    c.samples = 10  # k replies per prompt and teacher; the candidates of a prompt are every teacher's k
+    c.attributes = (
+        "mtld",
+    )  # "name" or "name:weight" (weight < 0 minimises): length, mtld, toxicity, language
+    c.lexicon_dir = ""  # toxicity: the LDNOOBW lexicon folder (<language code>.txt)
+    c.toxicity_scorer = (
+        ""  # "module:function" (texts, languages) -> scores replacing the lexicon; "" = lexicon
+    )
     return c
+
+
+def attribute_weights(entries) -> dict[str, float]:
+    """{attribute: weight} from "name" / "name:weight" entries; ValueError naming the entry otherwise."""
+    out: dict[str, float] = {}
+    for entry in entries:
+        name, _, weight = str(entry).partition(":")
+        if name not in attributes.NAMES:
+            raise ValueError(f"{entry!r}: unknown attribute (known: {', '.join(attributes.NAMES)})")
+        try:
+            out[name] = float(weight) if weight else 1.0
+        except ValueError:
+            raise ValueError(f"{entry!r}: the weight is not a number") from None
+    return out
 
 
 def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict) -> None:
     s = Section(c, "curation")
     if not c.pool:
         s.fail("pool", "no pool files (.jsonl / .parquet rows with a text field)")
-    if bool(c.embed_checkpoint) == bool(c.vectors):
+    job = config.job
+    if job in ("arbitrage", "active_inheritance"):
+        _validate_teachers(s, c, job)
+    elif bool(c.embed_checkpoint) == bool(c.vectors):
         s.fail(
             "embed_checkpoint",
             "set exactly one of embed_checkpoint (a model to embed with) and vectors (.npy)",
@@ -60,3 +110,44 @@ def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict) ->
     if c.within == "quality" and not c.quality_field:
         s.fail("quality_field", "within=quality needs the numeric field of the rows to weight by")
     s.greater("temperature", 0)
+
+
+def _validate_teachers(s: Section, c: ml_collections.ConfigDict, job: str) -> None:
+    if not c.teachers:
+        s.fail("teachers", 'no teacher ("name=checkpoint" or "name=http://host/v1;model=...")')
+    s.one_of("template", ("auto", "cohere", "none"))
+    s.at_least("max_new_tokens", 1)
+    s.at_least("sample_temperature", 0.0)
+    s.at_least("top_k", 0)
+    if not 0 < c.top_p <= 1:
+        s.fail("top_p", f"must be in (0, 1], got {c.top_p}")
+    s.at_least("gen_batch", 1)
+    s.at_least("reward_prompt_len", 0)
+    if job == "arbitrage":
+        s.one_of("routing", arbitrage.STRATEGIES)
+        if c.routing == "fixed" and not c.route_table:
+            s.fail("route_table", "fixed routing needs language=teacher entries")
+        if c.routing == "single" and not c.single_teacher:
+            s.fail("single_teacher", "single routing needs the teacher's name")
+        if c.routing in ("reward", "learned") and not c.reward_model:
+            s.fail("reward_model", f"{c.routing} routing scores every teacher's reply with a reward run")
+        if c.routing == "learned":
+            if not c.embed_checkpoint:
+                s.fail("embed_checkpoint", "the learned router reads a model's mean-pooled prompt states")
+            if not 0 < c.router_fraction < 1:
+                s.fail("router_fraction", f"must be in (0, 1), got {c.router_fraction}")
+            if not 0 < c.router_holdout < 1:
+                s.fail("router_holdout", f"must be in (0, 1), got {c.router_holdout}")
+            s.greater("router_l2", 0.0)
+    else:
+        s.at_least("samples", 1)
+        try:
+            weights = attribute_weights(c.attributes)
+        except ValueError as e:
+            s.fail("attributes", str(e))
+        if not weights:
+            s.fail("attributes", "no attribute to select by")
+        if "toxicity" in weights and not (c.lexicon_dir or c.toxicity_scorer):
+            s.fail("lexicon_dir", "the toxicity attribute needs the LDNOOBW folder (or a toxicity_scorer)")
+        if c.toxicity_scorer and ":" not in c.toxicity_scorer:
+            s.fail("toxicity_scorer", f"{c.toxicity_scorer!r} is not module:function")

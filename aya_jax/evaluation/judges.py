@@ -179,37 +179,45 @@ class EndpointJudge:
             return list(pool.map(self._judge_one, items))
 
     def _judge_one(self, item: PairwiseItem) -> str:
-        openai = self._openai
-        transient = (
-            openai.RateLimitError,
-            openai.InternalServerError,
-            openai.APIConnectionError,  # includes APITimeoutError
-        )
-        for attempt in range(self.max_retries + 1):
-            try:
-                response = self._client.chat.completions.create(
-                    model=self.model,
-                    messages=self.messages(item),
-                    temperature=0.0,
-                    max_tokens=self.max_tokens,
-                )
-                return response.choices[0].message.content or ""
-            except transient as e:
-                if attempt == self.max_retries:
-                    raise JudgeError(
-                        f"judge {self.name}: question {item.question_id} game {item.game}: "
-                        f"{type(e).__name__} after {attempt + 1} attempts"
-                    ) from None
-                delay = min(self.max_backoff_s, self.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
-                log.info("judge %s: %s, retrying in %.1f s", self.name, type(e).__name__, delay)
-                time.sleep(delay)
-            except openai.APIStatusError as e:
-                body = e.body.get("message", "") if isinstance(e.body, dict) else ""
-                raise JudgeError(
-                    f"judge {self.name}: question {item.question_id} game {item.game}: HTTP {e.status_code}"
-                    + (f" ({body})" if body else "")
-                ) from None
-        raise AssertionError("unreachable")
+        response = endpoint_request(
+            self._openai,
+            lambda: self._client.chat.completions.create(
+                model=self.model, messages=self.messages(item), temperature=0.0, max_tokens=self.max_tokens
+            ),
+            f"judge {self.name}: question {item.question_id} game {item.game}",
+            max_retries=self.max_retries, backoff_s=self.backoff_s, max_backoff_s=self.max_backoff_s,
+        )  # fmt: skip
+        return response.choices[0].message.content or ""
+
+
+def endpoint_request(
+    openai: Any,
+    call: Callable[[], Any],
+    what: str,
+    *,
+    max_retries: int,
+    backoff_s: float,
+    max_backoff_s: float,
+    error: type[Exception] | None = None,
+) -> Any:
+    """`call()` (one request of the `openai` client), retried on HTTP 429, 5xx, connection errors and timeouts
+    with exponential backoff (backoff_s x 2^attempt, capped at max_backoff_s, times a jitter in [0.5, 1)); any
+    other error status fails at once. Failures raise `error` (JudgeError) as one line starting with `what`."""
+    error = error or JudgeError
+    transient = (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError)  # + timeouts
+    for attempt in range(max_retries + 1):
+        try:
+            return call()
+        except transient as e:
+            if attempt == max_retries:
+                raise error(f"{what}: {type(e).__name__} after {attempt + 1} attempts") from None
+            delay = min(max_backoff_s, backoff_s * 2**attempt) * (0.5 + random.random() / 2)
+            log.info("%s: %s, retrying in %.1f s", what, type(e).__name__, delay)
+            time.sleep(delay)
+        except openai.APIStatusError as e:
+            body = e.body.get("message", "") if isinstance(e.body, dict) else ""
+            raise error(f"{what}: HTTP {e.status_code}" + (f" ({body})" if body else "")) from None
+    raise AssertionError("unreachable")
 
 
 @dataclasses.dataclass

@@ -215,6 +215,26 @@ class ClassifierReward:
         return scores
 
 
+def classifier_reward_of_run(
+    path: str,
+    field: str,
+    *,
+    mesh: Any,
+    rules: Any,
+    prompt_len: int,
+    seq_len: int,
+    chat: bool,
+    batch_size: int,
+) -> ClassifierReward:
+    """The ClassifierReward of a `reward` run's workdir; a bad path is one line starting with `field`."""
+    try:
+        loaded = pretrained.load_reward_model(str(path), mesh, rules)
+    except (FileNotFoundError, ValueError) as err:
+        raise type(err)(f"{field}: {err}") from None
+    return ClassifierReward(loaded, mesh=mesh, rules=rules, prompt_len=prompt_len, seq_len=seq_len, chat=chat,
+                            batch_size=batch_size)  # fmt: skip
+
+
 class ImplicitReward:
     """β (log π(y|x) - log π_ref(y|x)) of each (prompt x, completion y) (module docstring)."""
 

@@ -29,6 +29,8 @@ JOBS: dict[str, str] = {
     "eval_prompt_priority": "aya_jax.jobs.evaluate:prompt_priority",
     "eval_harness": "aya_jax.jobs.eval_harness:run",
     "select_diverse": "aya_jax.jobs.curate:select_diverse",
+    "arbitrage": "aya_jax.jobs.curate:run_arbitrage",
+    "active_inheritance": "aya_jax.jobs.curate:run_active_inheritance",
 }
 # What a job needs beyond the core dependencies: the extra that installs it.
 EXTRAS = {"eval_harness": "eval"}

@@ -24,7 +24,9 @@ SPMD computation and process 0 writes.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
+import importlib
 import json
 import math
 import os
@@ -35,11 +37,11 @@ from typing import Any
 import jax
 import numpy as np
 
-from aya_jax import defaults, plots, sharding
-from aya_jax.curation import clustering, diversity
+from aya_jax import defaults, plots, pretrained, sampling, sharding
+from aya_jax.curation import arbitrage, attributes, clustering, diversity, teachers
 from aya_jax.data import languages
 from aya_jax.data.sources import DataError
-from aya_jax.evaluation import likelihood, report, rows
+from aya_jax.evaluation import likelihood, report, reward_scores, rows
 
 SECTIONS = ("model", "mesh", "data", "curation")
 DATASET_FILE = "train-00000-of-00001.jsonl"
@@ -268,4 +270,436 @@ def _markdown(results: dict[str, Any]) -> str:
     if "mean_quality" in results:
         q = results["mean_quality"]
         lines += ["", f"Mean {results['quality_field']}: pool {q['pool']:.4g}, selected {q['selected']:.4g}."]
+    return "\n".join(lines) + "\n"
+
+
+# ============================================================================================================
+# Teachers: replies generated once, kept in <out>/generations/<teacher>/samples.jsonl
+# ============================================================================================================
+
+
+def _teacher_specs(c: Any) -> list[teachers.TeacherSpec]:
+    try:
+        return teachers.parse(
+            tuple(c.teachers), "config.curation.teachers", template=str(c.template), system=str(c.system),
+            temperature=float(c.sample_temperature), top_k=int(c.top_k), top_p=float(c.top_p),
+            max_new_tokens=int(c.max_new_tokens),
+        )  # fmt: skip
+    except ValueError as e:
+        raise defaults.ConfigError(str(e)) from None
+
+
+def prompt_languages(pool: Pool, field: str) -> list[str]:
+    """Each prompt's language code (ISO 639-1 where it has one); DataError naming file:row otherwise."""
+    out = []
+    for row, where in zip(pool.rows, pool.where, strict=True):
+        value = row.get(field)
+        known = languages.maybe_resolve(value) if isinstance(value, str) else None
+        if known is None:
+            raise DataError(
+                f"{where}: {field} {value!r} is not a known language (config.curation.language_field)"
+            )
+        out.append(known.code)
+    return out
+
+
+@dataclasses.dataclass
+class Made:
+    """What generating cost: per teacher, prompts generated now / read from the log, tokens, seconds."""
+
+    per_teacher: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+
+    def add(self, teacher: str, generated: int, read: int, tokens: int, seconds: float) -> None:
+        row = self.per_teacher.setdefault(
+            teacher, {"generated": 0, "read": 0, "new_tokens": 0, "seconds": 0.0}
+        )
+        row["generated"] += generated
+        row["read"] += read
+        row["new_tokens"] += tokens
+        row["seconds"] = round(row["seconds"] + seconds, 3)
+
+    @property
+    def generated(self) -> int:
+        return int(sum(v["generated"] for v in self.per_teacher.values()))
+
+
+def _teacher_log(out: pathlib.Path, spec: teachers.TeacherSpec, pool: Pool, k: int) -> rows.KeyedLog:
+    folder = out / "generations" / spec.name
+    _claim_folder(
+        folder, _fingerprint(pool.texts, {**spec.sampling(), "samples": k}), f"teacher {spec.name}'s replies"
+    )
+    return rows.KeyedLog(folder / "samples.jsonl", writer=jax.process_index() == 0)
+
+
+def generate_replies(
+    config: Any, out: pathlib.Path, pool: Pool, specs: list[teachers.TeacherSpec], assigned: dict[int, list[int]],
+    k: int, made: Made, mesh, rules,
+) -> dict[str, rows.KeyedLog]:  # fmt: skip
+    """k replies of teacher t to each prompt of assigned[t] that its log lacks. Teachers are loaded one at a
+    time (a local one freed before the next loads); one whose log is complete is not loaded at all."""
+    c = config.curation
+    logs = {}
+    for t, spec in enumerate(specs):
+        log_ = logs[spec.name] = _teacher_log(out, spec, pool, k)
+        index = assigned.get(t, [])
+        keys = [pool.where[i] for i in index]
+        todo = teachers.missing(log_, keys)
+        if not todo:
+            if index:
+                made.add(spec.name, 0, len(index), 0, 0.0)
+            continue
+        t0 = time.perf_counter()
+        if spec.is_endpoint:
+            client = teachers.EndpointTeacher(spec)
+            generate = lambda p, r, w, client=client: client(p, r, k, w)  # noqa: E731
+        else:
+            client = pretrained.chat_model(
+                spec.source, config.model, config.data, mesh, rules,
+                lambda eos, s=spec: sampling.SamplingParams(
+                    max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
+                    eos_ids=eos,
+                ),
+                field=f"config.curation.teachers ({spec.name})", template=spec.template,
+                batch_size=int(c.gen_batch) * k, seed=int(config.seed),
+            )  # fmt: skip
+            generate = lambda p, r, w, client=client, s=spec: teachers.chat_samples(client, p, r, k, s.system)  # noqa: E731
+        with report.progress(todo, "prompt", f"teacher {spec.name}") as bar:
+            try:
+                generated = teachers.fill(log_, spec.name, keys, [pool.texts[i] for i in index], index, k, generate,
+                                          chunk=int(c.gen_batch), progress=bar.update)  # fmt: skip
+            except teachers.TeacherError as e:
+                raise teachers.TeacherError(
+                    f"{e}; the {len(log_)} prompts answered so far are kept in {log_.path}"
+                ) from None
+        made.add(
+            spec.name, generated, len(index) - generated, int(client.new_tokens), time.perf_counter() - t0
+        )
+        del client, generate
+        gc.collect()  # the next teacher's weights replace this one's
+    return logs
+
+
+def _reward(config: Any, mesh, rules) -> reward_scores.ClassifierReward:
+    c = config.curation
+    prompt_len = int(c.reward_prompt_len) or int(defaults.base_config().reward.prompt_len)
+    return reward_scores.classifier_reward_of_run(
+        str(c.reward_model), "config.curation.reward_model", mesh=mesh, rules=rules, prompt_len=prompt_len,
+        seq_len=int(config.data.seq_len), chat=config.data.format != "raw", batch_size=int(c.batch_size),
+    )  # fmt: skip
+
+
+def score_replies(
+    config: Any, out: pathlib.Path, pool: Pool, pairs: list[tuple[int, str]], logs: dict[str, rows.KeyedLog],
+    mesh, rules,
+) -> dict[tuple[int, str], list[float]]:  # fmt: skip
+    """The reward model's score of every reply of (prompt, teacher) in `pairs`; scores are kept in
+    <out>/scores.jsonl (keyed by reward model, prompt and teacher) and only missing ones computed."""
+    c = config.curation
+    log_ = rows.KeyedLog(out / "scores.jsonl", writer=jax.process_index() == 0)
+
+    def key(i: int, teacher: str) -> str:
+        return json.dumps([str(c.reward_model), pool.where[i], teacher])
+
+    todo = [(i, t) for i, t in pairs if key(i, t) not in log_]
+    if todo:
+        scorer = _reward(config, mesh, rules)
+        step = max(1, int(c.gen_batch))
+        with report.progress(len(todo), "prompt", "reward model") as bar:
+            for start in range(0, len(todo), step):
+                part = todo[start : start + step]
+                prompts, replies = [], []
+                for i, t in part:
+                    samples = logs[t].records[pool.where[i]]["samples"]
+                    prompts += [pool.texts[i]] * len(samples)
+                    replies += samples
+                scores = scorer(prompts, replies).astype(np.float64).tolist()
+                records, at = [], 0
+                for i, t in part:
+                    n = len(logs[t].records[pool.where[i]]["samples"])
+                    records.append({"key": key(i, t), "scores": scores[at : at + n]})
+                    at += n
+                log_.append(records)
+                bar.update(len(part))
+        del scorer
+        gc.collect()
+    return {(i, t): log_.records[key(i, t)]["scores"] for i, t in pairs}
+
+
+def write_dataset(out: pathlib.Path, records: list[dict[str, Any]]) -> pathlib.Path:
+    path = out / "dataset" / DATASET_FILE
+    if jax.process_index() == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        _write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+    return path
+
+
+def aya_row(
+    pool: Pool, i: int, language: str, reply: str, annotation: str, teacher: str, **provenance
+) -> dict:
+    """An Aya Dataset row (inputs, targets, language, language_code, annotation_type, user_id) for prompt i and
+    a teacher's reply, plus provenance (teacher, the pool row it came from, scores / attribute values)."""
+    row = pool.rows[i]
+    lang = languages.maybe_resolve(language)
+    return {
+        "inputs": pool.texts[i], "targets": reply, "language": lang.name if lang else language,
+        "language_code": language, "annotation_type": annotation, "user_id": teacher, "teacher": teacher,
+        "source": pool.where[i], **({"pool_targets": row["targets"]} if isinstance(row.get("targets"), str) else {}),
+        **provenance,
+    }  # fmt: skip
+
+
+# ============================================================================================================
+# Multilingual arbitrage
+# ============================================================================================================
+
+
+def _routes(c: Any, names: list[str], langs: list[str], where: list[str]) -> np.ndarray | None:
+    """The teacher of every prompt for the strategies that know it before generating; None for reward / learned."""
+    n = len(langs)
+    if c.routing == "fixed":
+        try:
+            table = arbitrage.parse_table(tuple(c.route_table), names, "config.curation.route_table")
+        except ValueError as e:
+            raise defaults.ConfigError(str(e)) from None
+        return arbitrage.route_fixed(langs, table, where)
+    if c.routing == "single":
+        if c.single_teacher not in names:
+            raise defaults.ConfigError(
+                f"config.curation.single_teacher: {c.single_teacher!r} is none of the teachers {names}"
+            )
+        return np.full(n, names.index(c.single_teacher))
+    return None
+
+
+def _router_split(n: int, c: Any, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fit, held out, routed) prompt numbers of learned routing: router_fraction of the pool reward-routed (a
+    seeded draw), router_holdout of those kept to measure the router; the rest routed by it."""
+    order = np.random.default_rng(seed).permutation(n)
+    scored = max(2, int(round(float(c.router_fraction) * n)))
+    held = max(1, int(round(float(c.router_holdout) * scored)))
+    return np.sort(order[held:scored]), np.sort(order[:held]), np.sort(order[scored:])
+
+
+def run_arbitrage(config: Any, workdir: str) -> report.EvalSummary:
+    """Multilingual arbitrage: every prompt of the pool answered by the teacher its routing picks
+    (aya_jax/curation/arbitrage.py), written as Aya Dataset rows with the teacher and its score."""
+    defaults.validate(config, SECTIONS)
+    c, t0 = config.curation, time.perf_counter()
+    out = report.output_dir(workdir, "arbitrage")
+    pool = read_pool(tuple(c.pool), str(c.text_field))
+    langs = prompt_languages(pool, str(c.language_field))
+    specs = _teacher_specs(c)
+    names = [s.name for s in specs]
+    n, made = len(pool.rows), Made()
+    route = _routes(c, names, langs, pool.where)
+    if c.routing == "random":
+        route = arbitrage.route_random(n, len(specs), int(config.seed))
+    mesh, rules = sharding.setup(config.mesh)
+    everyone = list(range(n))
+    results: dict[str, Any] = {"routing": str(c.routing), "teachers": names, "prompts": n}
+    router_info: dict[str, Any] = {}
+    if route is not None:  # fixed / single / random: only the routed teacher answers
+        assigned = {t: [i for i in everyone if route[i] == t] for t in range(len(specs))}
+        logs = generate_replies(config, out, pool, specs, assigned, 1, made, mesh, rules)
+        all_scored = np.arange(0)
+    else:
+        if c.routing == "reward":
+            all_scored = np.arange(n)
+        else:
+            fit, held, rest = _router_split(n, c, int(config.seed))
+            all_scored = np.sort(np.concatenate([fit, held]))
+        logs = generate_replies(config, out, pool, specs, {t: all_scored.tolist() for t in range(len(specs))}, 1,
+                                made, mesh, rules)  # fmt: skip
+    pairs = [(int(i), t) for i in all_scored for t in names]
+    scores_of: dict[tuple[int, str], list[float]] = {}
+    if len(all_scored):
+        scores_of = score_replies(config, out, pool, pairs, logs, mesh, rules)
+    matrix = np.array([[scores_of[(int(i), t)][0] for t in names] for i in all_scored]).reshape(
+        -1, len(names)
+    )
+    if route is None:
+        route = np.full(n, -1)
+        route[all_scored] = arbitrage.best(matrix)
+        if c.routing == "learned":
+            vectors, embedded = embeddings(config, pool, out, mesh, rules)
+            router = arbitrage.fit_router(vectors[fit], route[fit], len(specs), l2=float(c.router_l2))
+            held_pred = router.predict(vectors[held])
+            route[rest] = router.predict(vectors[rest])
+            router_info = {
+                "fit_prompts": len(fit), "held_out_prompts": len(held), "routed_prompts": len(rest),
+                "held_out_accuracy": float(np.mean(held_pred == route[held])),
+                "held_out_majority_accuracy": float(np.max(np.bincount(route[held], minlength=len(specs))) / len(held)),
+                "iterations": router.iterations, "grad_norm": router.grad_norm, "embedded_now": embedded,
+            }  # fmt: skip
+            logs = generate_replies(
+                config, out, pool, specs, {t: [int(i) for i in rest if route[i] == t] for t in range(len(specs))},
+                1, made, mesh, rules,
+            )  # fmt: skip
+    # the chosen replies' scores (scored now where a reward model is given and they were not)
+    chosen_pairs = [(i, names[route[i]]) for i in everyone]
+    if c.reward_model:
+        scores_of.update(score_replies(config, out, pool, chosen_pairs, logs, mesh, rules))
+    records = []
+    for i, t in chosen_pairs:
+        extra = {"score": scores_of[(i, t)][0]} if (i, t) in scores_of else {}
+        records.append(aya_row(pool, i, langs[i], logs[t].records[pool.where[i]]["samples"][0],
+                               f"arbitrage-{c.routing}", t, **extra))  # fmt: skip
+    dataset = write_dataset(out, records)
+    results["choices"] = arbitrage.choice_table(langs, route, names)
+    results["generated_now"] = made.generated
+    results["generation"] = made.per_teacher
+    if router_info:
+        results["router"] = router_info
+    if c.reward_model:
+        results["chosen_score"] = arbitrage.describe([scores_of[p][0] for p in chosen_pairs])
+    counterfactual: dict[str, np.ndarray] = {}
+    if len(all_scored):  # every strategy's score on the prompts every teacher answered
+        sub_langs = [langs[i] for i in all_scored]
+        routes = {f"single:{t}": np.full(len(all_scored), j) for j, t in enumerate(names)}
+        routes["random"] = arbitrage.route_random(n, len(specs), int(config.seed))[all_scored]
+        routes["reward"] = arbitrage.best(matrix)
+        if c.route_table:
+            try:
+                routes["fixed"] = arbitrage.route_fixed(
+                    sub_langs, arbitrage.parse_table(tuple(c.route_table), names, "config.curation.route_table"),
+                    [pool.where[i] for i in all_scored],
+                )  # fmt: skip
+            except ValueError as e:
+                raise defaults.ConfigError(str(e)) from None
+        counterfactual = arbitrage.strategy_scores(matrix, routes)
+        results["strategy_scores"] = {s: arbitrage.describe(v) for s, v in counterfactual.items()}
+        results["strategy_scores_by_language"] = {
+            s: {g: float(np.mean(v[[j for j, x in enumerate(sub_langs) if x == g]])) for g in sorted(set(sub_langs))}
+            for s, v in counterfactual.items()
+        }  # fmt: skip
+    results["dataset"] = str(dataset)
+    results["seconds"] = round(time.perf_counter() - t0, 3)
+    headline = (
+        f"{n} prompts routed by {c.routing} to {', '.join(f'{t} {int(np.sum(route == j))}' for j, t in enumerate(names))}"
+        f" -> {dataset}; generated now {made.generated}"
+    )
+    return report.finish(
+        "arbitrage", out, results, _arbitrage_markdown(results), headline, t0,
+        lambda d: {"routing": plots.arbitrage(results, counterfactual, d / "routing.png")}, bool(c.plot),
+    )  # fmt: skip
+
+
+def _arbitrage_markdown(results: dict[str, Any]) -> str:
+    names = results["teachers"]
+    lines = [f"# Multilingual arbitrage ({results['routing']} routing)", "",
+             f"{results['prompts']} prompts; the teacher each was routed to:", "",
+             report.table(["language", *names], [(g, *row.values()) for g, row in results["choices"].items()])]  # fmt: skip
+    if "router" in results:
+        r = results["router"]
+        lines += ["", f"Router: fitted on {r['fit_prompts']} reward-routed prompts; held-out accuracy "
+                  f"{r['held_out_accuracy']:.3f} (always the commonest teacher: {r['held_out_majority_accuracy']:.3f}); "
+                  f"routed {r['routed_prompts']} prompts."]  # fmt: skip
+    if "strategy_scores" in results:
+        lines += ["", "Reward-model score of the reply each strategy picks, on the prompts every teacher answered:",
+                  "", report.table(["strategy", "n", "mean", "q25", "median", "q75"],
+                                   [(s, d["n"], d["mean"], d["q25"], d["median"], d["q75"])
+                                    for s, d in results["strategy_scores"].items()])]  # fmt: skip
+    gen = results["generation"]
+    lines += ["", report.table(["teacher", "generated now", "read", "new tokens", "seconds"],
+                               [(t, v["generated"], v["read"], v["new_tokens"], v["seconds"]) for t, v in gen.items()])]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+# ============================================================================================================
+# Active inheritance
+# ============================================================================================================
+
+
+def _attribute_functions(c: Any, names: list[str]) -> dict[str, Any]:
+    functions = attributes.build([n for n in names if n != "toxicity" or not c.toxicity_scorer],
+                                 lexicon_dir=str(c.lexicon_dir) or None)  # fmt: skip
+    if "toxicity" in names and c.toxicity_scorer:
+        module, _, name = str(c.toxicity_scorer).partition(":")
+        try:
+            functions["toxicity"] = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as e:
+            raise defaults.ConfigError(f"config.curation.toxicity_scorer: {c.toxicity_scorer}: {e}") from None
+    return functions
+
+
+def run_active_inheritance(config: Any, workdir: str) -> report.EvalSummary:
+    """Active inheritance: k replies per prompt from each teacher, the one that best meets the attribute
+    objective kept (aya_jax/curation/attributes.py `objective`), written as Aya Dataset rows with every
+    attribute's value."""
+    defaults.validate(config, SECTIONS)
+    c, t0 = config.curation, time.perf_counter()
+    out = report.output_dir(workdir, "active_inheritance")
+    pool = read_pool(tuple(c.pool), str(c.text_field))
+    langs = prompt_languages(pool, str(c.language_field))
+    specs = _teacher_specs(c)
+    weights = defaults.curation.attribute_weights(tuple(c.attributes))
+    functions = _attribute_functions(c, list(weights))  # a missing lexicon fails before any model loads
+    k, n, made = int(c.samples), len(pool.rows), Made()
+    mesh, rules = sharding.setup(config.mesh)
+    logs = generate_replies(config, out, pool, specs, {t: list(range(n)) for t in range(len(specs))}, k, made,
+                            mesh, rules)  # fmt: skip
+    # every candidate of every prompt, flattened (prompt-major, then teacher, then sample)
+    owner, texts, teacher_of, sample_of = [], [], [], []
+    for i in range(n):
+        for spec in specs:
+            for j, text in enumerate(logs[spec.name].records[pool.where[i]]["samples"]):
+                owner.append(i), texts.append(text), teacher_of.append(spec.name), sample_of.append(j)
+    owner_ = np.asarray(owner)
+    cand_langs = [langs[i] for i in owner]
+    values = {name: np.asarray(fn(texts, cand_langs), np.float64) for name, fn in functions.items()}
+    starts = np.searchsorted(owner_, np.arange(n + 1))
+    rng = np.random.default_rng(int(config.seed))
+    chosen, random_pick, records = [], [], []
+    for i in range(n):
+        lo, hi = int(starts[i]), int(starts[i + 1])
+        best = lo + attributes.best({a: v[lo:hi] for a, v in values.items()}, weights)
+        chosen.append(best)
+        random_pick.append(lo + int(rng.integers(0, hi - lo)))
+        objective = float(attributes.objective({a: v[lo:hi] for a, v in values.items()}, weights)[best - lo])
+        records.append(aya_row(
+            pool, i, langs[i], texts[best], "active-inheritance", teacher_of[best], sample=sample_of[best],
+            candidates=hi - lo, attributes={a: float(v[best]) for a, v in values.items()}, objective=objective,
+        ))  # fmt: skip
+    dataset = write_dataset(out, records)
+    groups = {"all": np.arange(len(texts)), "random": np.asarray(random_pick), "selected": np.asarray(chosen)}
+    results: dict[str, Any] = {
+        "prompts": n, "teachers": [s.name for s in specs], "samples": k, "candidates": len(texts),
+        "attributes": weights,
+        "distributions": {a: {g: arbitrage.describe(v[idx]) for g, idx in groups.items()} for a, v in values.items()},
+        "by_language": {
+            a: {g: {"random": float(np.mean(v[[random_pick[i] for i in range(n) if langs[i] == g]])),
+                    "selected": float(np.mean(v[[chosen[i] for i in range(n) if langs[i] == g]]))}
+                for g in sorted(set(langs))}
+            for a, v in values.items()
+        },
+        "chosen_teacher": {s.name: int(sum(teacher_of[b] == s.name for b in chosen)) for s in specs},
+        "generated_now": made.generated, "generation": made.per_teacher, "dataset": str(dataset),
+    }  # fmt: skip
+    shift = ", ".join(
+        f"{a} {d['random']['mean']:.4g} -> {d['selected']['mean']:.4g}"
+        for a, d in results["distributions"].items()
+    )
+    headline = f"{n} prompts x {len(texts) // n} candidates; mean (random -> selected): {shift} -> {dataset}"
+    draw = {a: (v, v[groups["random"]], v[groups["selected"]]) for a, v in values.items()}
+    return report.finish(
+        "active_inheritance", out, results, _inheritance_markdown(results), headline, t0,
+        lambda d: {"attributes": plots.attribute_shift(draw, weights, d / "attributes.png")}, bool(c.plot),
+    )  # fmt: skip
+
+
+def _inheritance_markdown(results: dict[str, Any]) -> str:
+    lines = ["# Active inheritance", "",
+             f"{results['prompts']} prompts, {results['candidates']} candidates ({results['samples']} per teacher: "
+             f"{', '.join(results['teachers'])}); objective: "
+             + ", ".join(f"{a} x {w:g}" for a, w in results["attributes"].items()), "",
+             report.table(["attribute", "all mean", "random pick mean", "selected mean", "selected median"],
+                          [(a, d["all"]["mean"], d["random"]["mean"], d["selected"]["mean"], d["selected"]["median"])
+                           for a, d in results["distributions"].items()])]  # fmt: skip
+    for a, per in results["by_language"].items():
+        lines += ["", f"{a} by language:", "",
+                  report.table(["language", "random", "selected"], [(g, v["random"], v["selected"]) for g, v in per.items()])]  # fmt: skip
+    gen = results["generation"]
+    lines += ["", report.table(["teacher", "generated now", "read", "new tokens", "seconds"],
+                               [(t, v["generated"], v["read"], v["new_tokens"], v["seconds"]) for t, v in gen.items()])]  # fmt: skip
     return "\n".join(lines) + "\n"

@@ -109,13 +109,9 @@ def _reward_function(config: Any, mesh, rules) -> Any:
     chat = e.data_format == "chat"
     prompt_len = int(e.prompt_len) or int(defaults.base_config().reward.prompt_len)
     if e.reward_model:
-        try:
-            loaded = pretrained.load_reward_model(str(e.reward_model), mesh, rules)
-        except (FileNotFoundError, ValueError) as err:
-            raise type(err)(f"config.eval.reward_model: {err}") from None
-        return reward_scores.ClassifierReward(
-            loaded, mesh=mesh, rules=rules, prompt_len=prompt_len, seq_len=int(config.data.seq_len), chat=chat,
-            batch_size=int(e.batch_size),
+        return reward_scores.classifier_reward_of_run(
+            str(e.reward_model), "config.eval.reward_model", mesh=mesh, rules=rules, prompt_len=prompt_len,
+            seq_len=int(config.data.seq_len), chat=chat, batch_size=int(e.batch_size),
         )  # fmt: skip
     policy = text_model(config, str(e.checkpoint), "config.eval.checkpoint", mesh, rules)
     reference = text_model(config, str(e.reference), "config.eval.reference", mesh, rules)
@@ -301,18 +297,13 @@ def _questions(config: Any) -> list[arena_hard.Question]:
 
 def _chat_model(config: Any, source: str, field: str, mesh, rules, max_new_tokens: int, greedy: bool):
     e = config.eval
-    loaded = pretrained.load_inference_model(
-        source, config.model, config.data, mesh, rules, tokenizer=str(e.tokenizer), field=field
-    )
-    params = sampling.SamplingParams(
-        max_new_tokens=max_new_tokens, temperature=0.0 if greedy else float(e.temperature),
-        top_k=0 if greedy else int(e.top_k), top_p=1.0 if greedy else float(e.top_p), eos_ids=loaded.eos_ids,
-    )  # fmt: skip
-    sampler = sampling.Sampler(
-        loaded.model, loaded.params, mesh=mesh, rules=rules, pad_id=loaded.codec.pad_id
-    )
-    return pretrained.ChatModel(
-        loaded, sampler, params, template=str(e.answer_template), batch_size=int(e.batch_size),
+    return pretrained.chat_model(
+        source, config.model, config.data, mesh, rules,
+        lambda eos: sampling.SamplingParams(
+            max_new_tokens=max_new_tokens, temperature=0.0 if greedy else float(e.temperature),
+            top_k=0 if greedy else int(e.top_k), top_p=1.0 if greedy else float(e.top_p), eos_ids=eos,
+        ),
+        tokenizer=str(e.tokenizer), field=field, template=str(e.answer_template), batch_size=int(e.batch_size),
         seed=int(config.seed),
     )  # fmt: skip
 

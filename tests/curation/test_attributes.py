@@ -131,3 +131,37 @@ def test_objective_standardises_within_the_prompt():
         attributes.objective(values, {})
     with pytest.raises(ValueError, match="unknown"):
         attributes.build(["tone"])
+
+
+def _best_vs_random(values: np.ndarray, k: int, weight: float) -> tuple[float, float]:
+    """Mean of the best-of-k pick and the expected mean of a uniformly random pick (each group's mean), over
+    prompts of k consecutive candidates."""
+    best, rand = [], []
+    for start in range(0, len(values) - k + 1, k):
+        group = values[start : start + k]
+        best.append(group[attributes.best({"a": group}, {"a": weight})])
+        rand.append(group.mean())
+    return float(np.mean(best)), float(np.mean(rand))
+
+
+def test_best_of_k_moves_real_text_the_way_the_weight_says(shared_data):
+    """Active inheritance's selection on real candidates (k = 10 real texts per prompt): maximising MTLD raises
+    the selected set's mean MTLD over a random pick (HPLT prompts in 11 languages); minimising toxicity lowers
+    the lexicon score of MultiJail's harmful prompts (en, zh, ar, ko) below a random pick's."""
+    texts, langs = [], []
+    for lang in HPLT:
+        chunk = _prompts(shared_data, lang, 40)
+        texts += chunk
+        langs += [lang] * len(chunk)
+    mtld = attributes.mtld(texts, langs)
+    best, rand = _best_vs_random(mtld, 10, 1.0)
+    assert best > rand * 1.2, (best, rand)
+    lexicon = attributes.Lexicon(shared_data / "safety/ldnoobw")
+    with (shared_data / "safety/multijail/MultiJail.csv").open(encoding="utf-8-sig") as f:
+        rows = list(csv.DictReader(f))
+    for lang in ("en", "zh", "ar", "ko"):
+        scores = lexicon.score([r[lang] for r in rows], [lang] * len(rows))
+        best, rand = _best_vs_random(scores, 10, -1.0)
+        assert best <= rand, (lang, best, rand)
+        if lang == "en":
+            assert best == 0.0 < rand, (best, rand)  # 22 of 315 flagged: every group has a clean one

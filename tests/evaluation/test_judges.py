@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 
-import endpoint as endpoint_lib  # the helper module beside this file
+import endpoint as endpoint_lib  # tests/endpoint.py
 import numpy as np
 import pytest
 

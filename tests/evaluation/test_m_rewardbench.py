@@ -7,7 +7,7 @@ import json
 import math
 import pathlib
 
-import endpoint as endpoint_lib  # the helper module beside this file
+import endpoint as endpoint_lib  # tests/endpoint.py
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
