@@ -19,12 +19,12 @@ quickstart: install
 	$(PY) -m aya_jax.main --config configs/quickstart.py
 
 lint:
-	$(VENV)/bin/ruff check aya_jax configs tests benchmarks
-	$(VENV)/bin/ruff format --check aya_jax configs tests benchmarks
+	$(VENV)/bin/ruff check aya_jax configs tests benchmarks experiments
+	$(VENV)/bin/ruff format --check aya_jax configs tests benchmarks experiments
 
 format:
-	$(VENV)/bin/ruff check --fix aya_jax configs tests benchmarks
-	$(VENV)/bin/ruff format aya_jax configs tests benchmarks
+	$(VENV)/bin/ruff check --fix aya_jax configs tests benchmarks experiments
+	$(VENV)/bin/ruff format aya_jax configs tests benchmarks experiments
 
 test: install-test lint
 	$(PY) -m pytest -n 2 -q -m "slow or not slow"

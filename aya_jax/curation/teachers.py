@@ -13,8 +13,9 @@ A teacher is one config entry, `"name=source[;option=value...]"`:
   `endpoint_request`), any other failure stops with one line naming the teacher and the prompt.
 
 Options, each defaulting to the section's own field: `template` (how a prompt reaches a local model: auto |
-cohere | none), `system` (a system turn), `temperature`, `top_k`, `top_p`, `max_new_tokens`; endpoints also
-`model`, `api_key_env`, `concurrency`.
+cohere | none), `system` (a system turn), `temperature`, `top_k`, `top_p`, `max_new_tokens`; local teachers also
+`tokenizer` (a tokenizer.json, as the sections' `tokenizer` fields); endpoints also `model`, `api_key_env`,
+`concurrency`.
 
 `fill` asks a teacher for k samples of every prompt its log lacks. The prompts are cut into fixed chunks (by
 their order in the pool), and each sample's random stream is keyed by (prompt number, sample number): a rerun
@@ -38,11 +39,11 @@ from aya_jax.evaluation import judges, rows
 log = logging.getLogger(__name__)
 
 TEMPLATES = ("auto", "cohere", "none")
-OPTIONS = ("template", "system", "temperature", "top_k", "top_p", "max_new_tokens", "model", "api_key_env",
-           "concurrency")  # fmt: skip
+OPTIONS = ("template", "system", "temperature", "top_k", "top_p", "max_new_tokens", "tokenizer", "model",
+           "api_key_env", "concurrency")  # fmt: skip
 
 
-class TeacherError(RuntimeError):
+class TeacherError(ValueError):
     """A teacher could not be loaded or could not answer (the message names it)."""
 
 
@@ -56,6 +57,7 @@ class TeacherSpec:
     top_k: int = 0
     top_p: float = 1.0
     max_new_tokens: int = 256
+    tokenizer: str = ""  # local teachers: a tokenizer.json overriding the checkpoint's own
     model: str = ""  # endpoints: the served model's name
     api_key_env: str = ""
     concurrency: int = 8
@@ -69,7 +71,7 @@ class TeacherSpec:
         return {
             "source": self.source, "template": self.template, "system": self.system,
             "temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p,
-            "max_new_tokens": self.max_new_tokens, "model": self.model,
+            "max_new_tokens": self.max_new_tokens, "tokenizer": self.tokenizer, "model": self.model,
         }  # fmt: skip
 
 

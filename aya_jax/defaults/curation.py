@@ -33,6 +33,14 @@ def defaults() -> ml_collections.ConfigDict:
     c.within = "uniform"  # uniform | quality: softmax(quality / temperature) inside each cluster
     c.quality_field = ""  # quality: a numeric field of the rows (e.g. a reward model's score)
     c.temperature = 1.0
+    # The iterative variant (rounds > 1; the paper's K = 512, 3 rounds): after each round but the last, the model
+    # finetune_from is fine-tuned (the sft job, finetune_steps) on everything selected so far, answers the round's
+    # prompts, and the reward model's gap r(gold) - r(generated) per cluster weights the next round's budget
+    c.rounds = 1
+    c.finetune_from = ""  # "" = embed_checkpoint
+    c.finetune_steps = 100
+    c.gold_field = "targets"  # the rows' gold answers
+    c.weight_temperature = 1.0  # cluster weights = softmax(mean gap / weight_temperature)
     c.plot = True
     # --- Teachers (arbitrage, active_inheritance; aya_jax/curation/teachers.py): the prompts are the pool's
     # text_field, their language its language_field ---
@@ -88,13 +96,30 @@ def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict) ->
     if not c.pool:
         s.fail("pool", "no pool files (.jsonl / .parquet rows with a text field)")
     job = config.job
+    # what each job needs
     if job in ("arbitrage", "active_inheritance"):
-        _validate_teachers(s, c, job)
+        if not c.teachers:
+            s.fail("teachers", 'no teacher ("name=checkpoint" or "name=http://host/v1;model=...")')
     elif bool(c.embed_checkpoint) == bool(c.vectors):
         s.fail(
             "embed_checkpoint",
             "set exactly one of embed_checkpoint (a model to embed with) and vectors (.npy)",
         )
+    if job == "arbitrage":
+        _needs_of_routing(s, c)
+    if job == "active_inheritance":
+        _needs_of_attributes(s, c)
+    if job == "select_diverse" and c.rounds > 1:
+        if not c.reward_model:
+            s.fail(
+                "reward_model", "the iterative variant (rounds > 1) scores gold vs generated answers with it"
+            )
+        if not (c.finetune_from or c.embed_checkpoint):
+            s.fail(
+                "finetune_from",
+                "the iterative variant fine-tunes a model each round (or set embed_checkpoint)",
+            )
+    # every field's range, whichever job reads it
     s.at_least("batch_size", 1)
     s.at_least("max_length", 1)
     s.at_least("part_rows", 1)
@@ -110,11 +135,9 @@ def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict) ->
     if c.within == "quality" and not c.quality_field:
         s.fail("quality_field", "within=quality needs the numeric field of the rows to weight by")
     s.greater("temperature", 0)
-
-
-def _validate_teachers(s: Section, c: ml_collections.ConfigDict, job: str) -> None:
-    if not c.teachers:
-        s.fail("teachers", 'no teacher ("name=checkpoint" or "name=http://host/v1;model=...")')
+    s.at_least("rounds", 1)
+    s.at_least("finetune_steps", 1)
+    s.greater("weight_temperature", 0)
     s.one_of("template", ("auto", "cohere", "none"))
     s.at_least("max_new_tokens", 1)
     s.at_least("sample_temperature", 0.0)
@@ -123,31 +146,34 @@ def _validate_teachers(s: Section, c: ml_collections.ConfigDict, job: str) -> No
         s.fail("top_p", f"must be in (0, 1], got {c.top_p}")
     s.at_least("gen_batch", 1)
     s.at_least("reward_prompt_len", 0)
-    if job == "arbitrage":
-        s.one_of("routing", arbitrage.STRATEGIES)
-        if c.routing == "fixed" and not c.route_table:
-            s.fail("route_table", "fixed routing needs language=teacher entries")
-        if c.routing == "single" and not c.single_teacher:
-            s.fail("single_teacher", "single routing needs the teacher's name")
-        if c.routing in ("reward", "learned") and not c.reward_model:
-            s.fail("reward_model", f"{c.routing} routing scores every teacher's reply with a reward run")
-        if c.routing == "learned":
-            if not c.embed_checkpoint:
-                s.fail("embed_checkpoint", "the learned router reads a model's mean-pooled prompt states")
-            if not 0 < c.router_fraction < 1:
-                s.fail("router_fraction", f"must be in (0, 1), got {c.router_fraction}")
-            if not 0 < c.router_holdout < 1:
-                s.fail("router_holdout", f"must be in (0, 1), got {c.router_holdout}")
-            s.greater("router_l2", 0.0)
-    else:
-        s.at_least("samples", 1)
-        try:
-            weights = attribute_weights(c.attributes)
-        except ValueError as e:
-            s.fail("attributes", str(e))
-        if not weights:
-            s.fail("attributes", "no attribute to select by")
-        if "toxicity" in weights and not (c.lexicon_dir or c.toxicity_scorer):
-            s.fail("lexicon_dir", "the toxicity attribute needs the LDNOOBW folder (or a toxicity_scorer)")
-        if c.toxicity_scorer and ":" not in c.toxicity_scorer:
-            s.fail("toxicity_scorer", f"{c.toxicity_scorer!r} is not module:function")
+    s.one_of("routing", arbitrage.STRATEGIES)
+    if not 0 < c.router_fraction < 1:
+        s.fail("router_fraction", f"must be in (0, 1), got {c.router_fraction}")
+    if not 0 < c.router_holdout < 1:
+        s.fail("router_holdout", f"must be in (0, 1), got {c.router_holdout}")
+    s.greater("router_l2", 0.0)
+    s.at_least("samples", 1)
+    if c.toxicity_scorer and ":" not in c.toxicity_scorer:
+        s.fail("toxicity_scorer", f"{c.toxicity_scorer!r} is not module:function")
+
+
+def _needs_of_routing(s: Section, c: ml_collections.ConfigDict) -> None:
+    if c.routing == "fixed" and not c.route_table:
+        s.fail("route_table", "fixed routing needs language=teacher entries")
+    if c.routing == "single" and not c.single_teacher:
+        s.fail("single_teacher", "single routing needs the teacher's name")
+    if c.routing in ("reward", "learned") and not c.reward_model:
+        s.fail("reward_model", f"{c.routing} routing scores every teacher's reply with a reward run")
+    if c.routing == "learned" and not c.embed_checkpoint:
+        s.fail("embed_checkpoint", "the learned router reads a model's mean-pooled prompt states")
+
+
+def _needs_of_attributes(s: Section, c: ml_collections.ConfigDict) -> None:
+    try:
+        weights = attribute_weights(c.attributes)
+    except ValueError as e:
+        s.fail("attributes", str(e))
+    if not weights:
+        s.fail("attributes", "no attribute to select by")
+    if "toxicity" in weights and not (c.lexicon_dir or c.toxicity_scorer):
+        s.fail("lexicon_dir", "the toxicity attribute needs the LDNOOBW folder (or a toxicity_scorer)")

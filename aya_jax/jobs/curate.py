@@ -1,4 +1,6 @@
-"""The data-curation jobs (aya_jax/curation/): results in `<workdir>/<job>/`.
+"""The data-curation jobs (aya_jax/curation/): results in `<workdir>/<job>/`, the chosen rows as the Aya Dataset
+in `dataset/train-00000-of-00001.jsonl` (SFT reads it with `--config.data.task=aya_dataset
+--config.data.aya_dataset_dir=<that folder>`), results.json / results.md and PNGs beside it.
 
     python -m aya_jax.main --config configs/select_diverse.py --config.curation.pool="('/data/pool.jsonl',)" \\
         --config.curation.embed_checkpoint=/ckpt/aya-expanse-8b --config.curation.clusters=1024 \\
@@ -7,23 +9,31 @@
 `select_diverse` (diversity-first selection, arXiv 2409.11378; aya_jax/curation/diversity.py): the pool's rows
 are embedded (a model's mean-pooled final hidden states, or vectors from a .npy file), clustered by k-means on
 the mesh, and the budget is spent across the clusters — uniformly inside each, or by softmax of a quality field.
-Outputs in `<workdir>/select_diverse/`: `dataset/train-00000-of-00001.jsonl` (the chosen rows, every field kept,
-plus `cluster` and `source`: the pool file and row), which SFT reads as the Aya Dataset
-(`--config.data.task=aya_dataset --config.data.aya_dataset_dir=<that folder>`); `selected_ids.json` (file:row of
-each); `clusters.json` (centroids' sizes, what was taken from each, inertia); results.json / results.md and a PNG.
+The chosen rows keep every field plus `cluster` and `source` (the pool file and row); `selected_ids.json` lists
+them. Embeddings are written `part_rows` rows per file as they are made (`embeddings/part-*.npy`, each written
+whole or not at all) and the clustering is kept (`kmeans.npz`); `embeddings/source.json` records which pool texts
+and which model made them, so that another pool or model in the same workdir stops with one line rather than
+mixing the two. With `rounds > 1` (the iterative variant) each round but the last fine-tunes a model on the rows
+selected so far (the sft job, through the job registry, in `round_<r>/sft`), has it answer the round's prompts,
+scores gold and generated answers with a reward model and weights the next round's clusters by the gaps.
 
-Resumable: embeddings are written `part_rows` rows per file as they are made (`embeddings/part-*.npy`, each
-written whole or not at all), and the clustering is kept (`kmeans.npz`); a rerun loads what is there and makes
-only what is missing. `embeddings/source.json` records which pool texts and which model made them: a rerun with
-another pool or model in the same workdir stops with one line rather than mixing the two.
+`arbitrage` (arXiv 2408.14960; aya_jax/curation/arbitrage.py) and `active_inheritance` (arXiv 2407.01490;
+aya_jax/curation/attributes.py) ask a teacher pool (aya_jax/curation/teachers.py) for replies to the pool's
+prompts: the teacher each prompt is routed to, or k replies per teacher of which the best by an attribute
+objective is kept. Replies are logged per teacher (`generations/<teacher>/samples.jsonl`, with the options and
+pool they belong to in `source.json`), scores in `scores.jsonl`; teachers are loaded one at a time, and one whose
+log is complete is not loaded at all. The rows written: the prompt, the chosen reply as `targets`, the prompt's
+language, `annotation_type` (arbitrage-<routing> / active-inheritance), the teacher as `user_id` and `teacher`,
+`source`, the pool row's own targets as `pool_targets`, and the reply's score or attribute values.
 
-The pool is read and checked (every file, every row's text) before any model is loaded; every host runs the same
-SPMD computation and process 0 writes.
-"""
+The pool is read and checked (every file, every row's text and language) before any model is loaded; every host
+runs the same SPMD computation and process 0 writes. An endpoint teacher is not yet split between hosts: every
+host would send every request, so pools with endpoints are for one-host runs."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import hashlib
 import importlib
@@ -32,14 +42,16 @@ import math
 import os
 import pathlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 
-from aya_jax import defaults, plots, pretrained, sampling, sharding
+from aya_jax import defaults, jobs, plots, pretrained, sampling, sharding
 from aya_jax.curation import arbitrage, attributes, clustering, diversity, teachers
-from aya_jax.data import languages
+from aya_jax.data import languages, pipeline
 from aya_jax.data.sources import DataError
 from aya_jax.evaluation import likelihood, report, reward_scores, rows
 
@@ -212,8 +224,13 @@ def select_diverse(config: Any, workdir: str) -> report.EvalSummary:
         raise DataError(f"{pool.where[bad]}: its vector is not finite")
     km, clustered = _clusters(config, vectors, out, mesh, rules)
     k = len(km.centroids)
-    picked = diversity.select(km.assignments, budget, k=k, scores=scores, temperature=float(c.temperature),
-                              seed=int(config.seed))  # fmt: skip
+    rounds: list[dict[str, Any]] = []
+    made = Made()
+    if int(c.rounds) > 1:
+        picked = _iterate(config, out, pool, km.assignments, k, scores, budget, rounds, made, mesh, rules)
+    else:
+        picked = diversity.select(km.assignments, budget, k=k, scores=scores, temperature=float(c.temperature),
+                                  seed=int(config.seed))  # fmt: skip
     stats = diversity.cluster_stats(km.assignments, picked, k, scores)
     per_language: dict[str, dict[str, int]] = {}
     chosen = set(picked.tolist())
@@ -242,6 +259,10 @@ def select_diverse(config: Any, workdir: str) -> report.EvalSummary:
     }  # fmt: skip
     if scores is not None:
         results["mean_quality"] = {"pool": float(scores.mean()), "selected": float(scores[picked].mean())}
+    if rounds:
+        results["rounds"] = rounds
+        results["generated_now"] = made.generated
+        results["generation"] = made.per_teacher
     headline = (
         f"{len(picked)} of {len(pool.rows)} rows from {k} clusters (sizes {int(stats.size.min())}-"
         f"{int(stats.size.max())}) -> {dataset / DATASET_FILE}; embedded now {embedded}"
@@ -250,6 +271,88 @@ def select_diverse(config: Any, workdir: str) -> report.EvalSummary:
         "select_diverse", out, results, _markdown(results), headline, t0,
         lambda d: {"clusters": plots.cluster_selection(results, d / "clusters.png")}, bool(c.plot),
     )  # fmt: skip
+
+
+def _gold(pool: Pool, field: str) -> list[str]:
+    out = []
+    for row, where in zip(pool.rows, pool.where, strict=True):
+        text = row.get(field)
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{where}: {field!r} (config.curation.gold_field) is missing or empty")
+        out.append(text)
+    return out
+
+
+def _gold_or_generated(
+    gold: list[str], samples: Callable[[int, str], list[str]], i: int, teacher: str
+) -> list[str]:
+    return [gold[i]] if teacher == "gold" else samples(i, teacher)
+
+
+def _finetune(config: Any, folder: pathlib.Path, dataset: pathlib.Path) -> pathlib.Path:
+    """The sft job on `dataset` (Aya Dataset rows) from config.curation.finetune_from for finetune_steps, in
+    `folder`; a finished run is not trained again (the sft job resumes from its checkpoints). The vocabulary is
+    the starting model's: its path is pinned so that the new data does not train another one."""
+    c = config.curation
+    sft = ml_collections.ConfigDict(config.to_dict())
+    sft.job = "sft"
+    if sft.data.vocab.kind == "sentencepiece" and not sft.data.vocab.path:
+        sft.data.vocab.path = str(pipeline.prepare(config.data).vocab.sentencepiece_model_file)
+    sft.data.task = "aya_dataset"
+    sft.data.aya_dataset_dir = str(dataset.parent)
+    sft.data.eval_split = "train"  # the selection is one train file
+    sft.train.steps = int(c.finetune_steps)
+    sft.checkpoint.init_from = str(c.finetune_from or c.embed_checkpoint)
+    jobs.get_job("sft")(sft, str(folder))
+    return folder
+
+
+def _iterate(
+    config: Any, out: pathlib.Path, pool: Pool, assignments: np.ndarray, k: int, scores: np.ndarray | None,
+    budget: int, rounds: list[dict[str, Any]], made: Made, mesh, rules,
+) -> np.ndarray:  # fmt: skip
+    """The iterative variant (aya_jax/curation/diversity.py): round r selects its share of the budget by the
+    cluster weights (uniform in round 1); after every round but the last, the model fine-tuned on all rows
+    selected so far answers the round's prompts, the reward model scores gold and generated answers, and the
+    clusters' mean gaps weight the next round. Each round's files are in <out>/round_<r>/; a rerun redoes
+    nothing finished (the sft run resumes, the replies and scores are logs)."""
+    c = config.curation
+    gold = _gold(pool, str(c.gold_field))
+    taken = np.zeros(len(pool.rows), bool)
+    weights = None
+    budgets = diversity.round_budgets(budget, int(c.rounds))
+    for r, share in enumerate(budgets, start=1):
+        picked = diversity.select(assignments, share, k=k, weights=weights, scores=scores,
+                                  temperature=float(c.temperature), exclude=taken, seed=int(config.seed) + r - 1)  # fmt: skip
+        taken[picked] = True
+        record: dict[str, Any] = {"round": r, "budget": share, "selected": len(picked),
+                                  "weights": None if weights is None else weights.tolist()}  # fmt: skip
+        rounds.append(record)
+        if r == len(budgets):
+            break
+        folder = out / f"round_{r}"
+        so_far = np.flatnonzero(taken)
+        dataset = write_dataset(folder, [{**pool.rows[i], "cluster": int(assignments[i]), "source": pool.where[i]}
+                                         for i in so_far])  # fmt: skip
+        model = _finetune(config, folder / "sft", dataset)
+        spec = teachers.TeacherSpec(
+            name=f"round_{r}", source=str(model), template=str(c.template), system=str(c.system),
+            temperature=float(c.sample_temperature), top_k=int(c.top_k), top_p=float(c.top_p),
+            max_new_tokens=int(c.max_new_tokens),
+        )  # fmt: skip
+        logs = generate_replies(config, folder, pool, [spec], {0: picked.tolist()}, 1, made, mesh, rules)
+        samples = _samples(pool, logs)
+        pairs = [(int(i), t) for i in picked for t in ("gold", spec.name)]
+        answer = functools.partial(_gold_or_generated, gold, samples)
+        rewards = score_replies(config, folder, pool, pairs, answer, mesh, rules)
+        r_gold = np.array([rewards[(int(i), "gold")][0] for i in picked])
+        r_gen = np.array([rewards[(int(i), spec.name)][0] for i in picked])
+        weights, gaps = diversity.cluster_weights(assignments[picked], r_gold, r_gen, k,
+                                                  temperature=float(c.weight_temperature))  # fmt: skip
+        record.update({"sft": str(model), "mean_reward_gold": float(r_gold.mean()),
+                       "mean_reward_generated": float(r_gen.mean()), "mean_gap": float((r_gold - r_gen).mean()),
+                       "cluster_gaps": gaps.tolist()})  # fmt: skip
+    return np.flatnonzero(taken)
 
 
 def _markdown(results: dict[str, Any]) -> str:
@@ -270,6 +373,16 @@ def _markdown(results: dict[str, Any]) -> str:
     if "mean_quality" in results:
         q = results["mean_quality"]
         lines += ["", f"Mean {results['quality_field']}: pool {q['pool']:.4g}, selected {q['selected']:.4g}."]
+    if "rounds" in results:
+        table = [
+            (r["round"], r["budget"], r["selected"], "uniform" if r["weights"] is None else f"{min(r['weights']):.3f}",
+             "uniform" if r["weights"] is None else f"{max(r['weights']):.3f}", r.get("mean_reward_gold"),
+             r.get("mean_reward_generated"), r.get("mean_gap"))
+            for r in results["rounds"]
+        ]  # fmt: skip
+        lines += ["", "Rounds (weights of this round's clusters; rewards of the model fine-tuned after it):", "",
+                  report.table(["round", "budget", "selected", "min weight", "max weight", "r(gold)",
+                                "r(generated)", "mean gap"], table)]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -287,6 +400,16 @@ def _teacher_specs(c: Any) -> list[teachers.TeacherSpec]:
         )  # fmt: skip
     except ValueError as e:
         raise defaults.ConfigError(str(e)) from None
+
+
+def _teacher_job(config: Any, workdir: str, name: str):
+    """(config.curation, the output folder, the pool, its languages, the teachers) of a job asking teachers,
+    every input checked before any model loads."""
+    defaults.validate(config, SECTIONS)
+    c = config.curation
+    out = report.output_dir(workdir, name)
+    pool = read_pool(tuple(c.pool), str(c.text_field))
+    return c, out, pool, prompt_languages(pool, str(c.language_field)), _teacher_specs(c)
 
 
 def prompt_languages(pool: Pool, field: str) -> list[str]:
@@ -359,7 +482,7 @@ def generate_replies(
                     max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
                     eos_ids=eos,
                 ),
-                field=f"config.curation.teachers ({spec.name})", template=spec.template,
+                tokenizer=spec.tokenizer, field=f"config.curation.teachers ({spec.name})", template=spec.template,
                 batch_size=int(c.gen_batch) * k, seed=int(config.seed),
             )  # fmt: skip
             generate = lambda p, r, w, client=client, s=spec: teachers.chat_samples(client, p, r, k, s.system)  # noqa: E731
@@ -389,11 +512,12 @@ def _reward(config: Any, mesh, rules) -> reward_scores.ClassifierReward:
 
 
 def score_replies(
-    config: Any, out: pathlib.Path, pool: Pool, pairs: list[tuple[int, str]], logs: dict[str, rows.KeyedLog],
-    mesh, rules,
+    config: Any, out: pathlib.Path, pool: Pool, pairs: list[tuple[int, str]],
+    replies: Callable[[int, str], list[str]], mesh, rules,
 ) -> dict[tuple[int, str], list[float]]:  # fmt: skip
-    """The reward model's score of every reply of (prompt, teacher) in `pairs`; scores are kept in
-    <out>/scores.jsonl (keyed by reward model, prompt and teacher) and only missing ones computed."""
+    """The reward model's score of every reply `replies(prompt number, teacher)` for the (prompt, teacher) pairs;
+    scores are kept in <out>/scores.jsonl (keyed by reward model, prompt and teacher) and only missing ones
+    computed."""
     c = config.curation
     log_ = rows.KeyedLog(out / "scores.jsonl", writer=jax.process_index() == 0)
 
@@ -407,22 +531,22 @@ def score_replies(
         with report.progress(len(todo), "prompt", "reward model") as bar:
             for start in range(0, len(todo), step):
                 part = todo[start : start + step]
-                prompts, replies = [], []
-                for i, t in part:
-                    samples = logs[t].records[pool.where[i]]["samples"]
-                    prompts += [pool.texts[i]] * len(samples)
-                    replies += samples
-                scores = scorer(prompts, replies).astype(np.float64).tolist()
+                texts = [replies(i, t) for i, t in part]
+                prompts = [pool.texts[i] for (i, _), r in zip(part, texts, strict=True) for _ in r]
+                scores = scorer(prompts, [x for r in texts for x in r]).astype(np.float64).tolist()
                 records, at = [], 0
-                for i, t in part:
-                    n = len(logs[t].records[pool.where[i]]["samples"])
-                    records.append({"key": key(i, t), "scores": scores[at : at + n]})
-                    at += n
+                for (i, t), r in zip(part, texts, strict=True):
+                    records.append({"key": key(i, t), "scores": scores[at : at + len(r)]})
+                    at += len(r)
                 log_.append(records)
                 bar.update(len(part))
         del scorer
         gc.collect()
     return {(i, t): log_.records[key(i, t)]["scores"] for i, t in pairs}
+
+
+def _samples(pool: Pool, logs: dict[str, rows.KeyedLog]) -> Callable[[int, str], list[str]]:
+    return lambda i, t: logs[t].records[pool.where[i]]["samples"]
 
 
 def write_dataset(out: pathlib.Path, records: list[dict[str, Any]]) -> pathlib.Path:
@@ -484,12 +608,8 @@ def _router_split(n: int, c: Any, seed: int) -> tuple[np.ndarray, np.ndarray, np
 def run_arbitrage(config: Any, workdir: str) -> report.EvalSummary:
     """Multilingual arbitrage: every prompt of the pool answered by the teacher its routing picks
     (aya_jax/curation/arbitrage.py), written as Aya Dataset rows with the teacher and its score."""
-    defaults.validate(config, SECTIONS)
-    c, t0 = config.curation, time.perf_counter()
-    out = report.output_dir(workdir, "arbitrage")
-    pool = read_pool(tuple(c.pool), str(c.text_field))
-    langs = prompt_languages(pool, str(c.language_field))
-    specs = _teacher_specs(c)
+    t0 = time.perf_counter()
+    c, out, pool, langs, specs = _teacher_job(config, workdir, "arbitrage")
     names = [s.name for s in specs]
     n, made = len(pool.rows), Made()
     route = _routes(c, names, langs, pool.where)
@@ -514,7 +634,7 @@ def run_arbitrage(config: Any, workdir: str) -> report.EvalSummary:
     pairs = [(int(i), t) for i in all_scored for t in names]
     scores_of: dict[tuple[int, str], list[float]] = {}
     if len(all_scored):
-        scores_of = score_replies(config, out, pool, pairs, logs, mesh, rules)
+        scores_of = score_replies(config, out, pool, pairs, _samples(pool, logs), mesh, rules)
     matrix = np.array([[scores_of[(int(i), t)][0] for t in names] for i in all_scored]).reshape(
         -1, len(names)
     )
@@ -529,7 +649,8 @@ def run_arbitrage(config: Any, workdir: str) -> report.EvalSummary:
             router_info = {
                 "fit_prompts": len(fit), "held_out_prompts": len(held), "routed_prompts": len(rest),
                 "held_out_accuracy": float(np.mean(held_pred == route[held])),
-                "held_out_majority_accuracy": float(np.max(np.bincount(route[held], minlength=len(specs))) / len(held)),
+                # the baseline: always the teacher reward routing chose most often on the fitted prompts
+                "held_out_majority_accuracy": float(np.mean(route[held] == np.argmax(np.bincount(route[fit])))),
                 "iterations": router.iterations, "grad_norm": router.grad_norm, "embedded_now": embedded,
             }  # fmt: skip
             logs = generate_replies(
@@ -539,7 +660,7 @@ def run_arbitrage(config: Any, workdir: str) -> report.EvalSummary:
     # the chosen replies' scores (scored now where a reward model is given and they were not)
     chosen_pairs = [(i, names[route[i]]) for i in everyone]
     if c.reward_model:
-        scores_of.update(score_replies(config, out, pool, chosen_pairs, logs, mesh, rules))
+        scores_of.update(score_replies(config, out, pool, chosen_pairs, _samples(pool, logs), mesh, rules))
     records = []
     for i, t in chosen_pairs:
         extra = {"score": scores_of[(i, t)][0]} if (i, t) in scores_of else {}
@@ -627,12 +748,8 @@ def run_active_inheritance(config: Any, workdir: str) -> report.EvalSummary:
     """Active inheritance: k replies per prompt from each teacher, the one that best meets the attribute
     objective kept (aya_jax/curation/attributes.py `objective`), written as Aya Dataset rows with every
     attribute's value."""
-    defaults.validate(config, SECTIONS)
-    c, t0 = config.curation, time.perf_counter()
-    out = report.output_dir(workdir, "active_inheritance")
-    pool = read_pool(tuple(c.pool), str(c.text_field))
-    langs = prompt_languages(pool, str(c.language_field))
-    specs = _teacher_specs(c)
+    t0 = time.perf_counter()
+    c, out, pool, langs, specs = _teacher_job(config, workdir, "active_inheritance")
     weights = defaults.curation.attribute_weights(tuple(c.attributes))
     functions = _attribute_functions(c, list(weights))  # a missing lexicon fails before any model loads
     k, n, made = int(c.samples), len(pool.rows), Made()

@@ -5,9 +5,11 @@ from one."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
@@ -98,20 +100,25 @@ def metrics(workdir: pathlib.Path, kind: str = "train") -> dict[int, dict]:
     return {r["step"]: r for r in metric_rows(workdir, kind)}
 
 
+def wait_for(done, proc: subprocess.Popen, timeout: int) -> None:
+    """Until `done()` is true; fails if `proc` ends first or the time runs out."""
+    deadline = time.time() + timeout
+    while not done():
+        if proc.poll() is not None:
+            pytest.fail(f"the process ended first: {proc.stderr.read()[-2000:] if proc.stderr else ''}")
+        if time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"not reached within {timeout} s")
+        time.sleep(0.05)
+
+
 def start_and_wait(config: str, workdir, data_dir, args, done, timeout: int = 600) -> subprocess.Popen:
     """Start a run in the background; return once `done(workdir)` is true (the run still going)."""
     proc = subprocess.Popen(
         command(config, workdir, *args), env=env(data_dir), cwd=REPO,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    deadline = time.time() + timeout
-    while not done(workdir):
-        if proc.poll() is not None:
-            pytest.fail(f"the run ended before it could be interrupted: {proc.stderr.read()[-2000:]}")
-        if time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"not reached within {timeout} s")
-        time.sleep(0.05)
+    wait_for(lambda: done(workdir), proc, timeout)
     return proc
 
 
@@ -210,3 +217,45 @@ def kill_during_an_async_save(config: str, workdir: pathlib.Path, data_dir: path
 
 def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def prompt_pool(path: pathlib.Path, shared_data: pathlib.Path, langs, per_language: int) -> list[dict]:
+    """Aya Dataset rows of real prompts (HPLT OASST test prompts, the first `per_language` of each language, cut
+    to 160 characters) written to `path`: the pool of the curation jobs' tests."""
+    rows = []
+    for lang in langs:
+        taken = 0
+        with (shared_data / f"instruct/hplt_oasst_test_prompts/test_{lang}.jsonl").open(
+            encoding="utf-8"
+        ) as f:
+            for line in f:
+                try:  # the published test_hi.jsonl has one malformed line
+                    prompt = json.loads(line)["prompt"]
+                except json.JSONDecodeError:
+                    continue
+                rows.append({"inputs": prompt[:160], "targets": "gold", "language": lang, "language_code": lang,
+                             "annotation_type": "original", "user_id": "hplt"})  # fmt: skip
+                taken += 1
+                if taken == per_language:
+                    break
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return rows
+
+
+@contextlib.contextmanager
+def served(checkpoint: pathlib.Path, workdir: pathlib.Path, data_dir: pathlib.Path, name: str, max_len: int,
+           *flags: str, slots: int = 4):  # fmt: skip
+    """The `serve` job on `checkpoint` (a run of the shrunk quickstart, one device) while the block runs; yields
+    its base URL (from <workdir>/server.json); SIGTERM at the end."""
+    server = subprocess.Popen(
+        command("configs/serve.py", workdir, *flags, f"--config.serve.checkpoint_dir={checkpoint}",
+                "--config.serve.port=0", f"--config.serve.model_name={name}", f"--config.serve.slots={slots}",
+                f"--config.serve.max_len={max_len}"),
+        env=env(data_dir, devices=1), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: (workdir / "server.json").exists(), server, 600)
+        yield json.loads((workdir / "server.json").read_text())["url"]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=120)

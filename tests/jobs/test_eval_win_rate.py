@@ -9,8 +9,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import time
 
 import pytest
 import runs  # the helper module beside this file
@@ -101,22 +99,8 @@ def test_a_served_judge_over_http_killed_midway_then_rerun(setup, data_dir, tmp_
     """The 120-step model behind the `serve` job as the judge: most of its verdicts do not parse — counted and
     reported, the run finishes. Killed after some judgments, the rerun asks only for the rest."""
     common, models, _ = setup
-    serve_dir = tmp_path / "serve"
-    server = subprocess.Popen(
-        # A row holds 2048 tokens (configs/serve.py's 512 is too few: the judge's prompt alone has ~1,000).
-        runs.command("configs/serve.py", serve_dir, *SFT, f"--config.serve.checkpoint_dir={sft_run}",
-                     "--config.serve.port=0", "--config.serve.model_name=judge", "--config.serve.slots=4",
-                     "--config.serve.max_len=2048"),
-        env=runs.env(data_dir, devices=1), cwd=runs.REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.time() + 600
-        while not (serve_dir / "server.json").exists():
-            assert server.poll() is None, server.stderr.read()[-3000:]
-            assert time.time() < deadline, "the server did not start"
-            time.sleep(0.5)
-        url = json.loads((serve_dir / "server.json").read_text())["url"]
+    # A row holds 2048 tokens (configs/serve.py's 512 is too few: the judge's prompt alone has ~1,000).
+    with runs.served(sft_run, tmp_path / "serve", data_dir, "judge", 2048, *SFT) as url:
         endpoint = ("--config.eval.judge=endpoint", f"--config.eval.judge_base_url={url}",
                     "--config.eval.judge_model=judge", "--config.eval.judge_max_tokens=12",
                     "--config.eval.judge_concurrency=2")  # fmt: skip
@@ -142,9 +126,6 @@ def test_a_served_judge_over_http_killed_midway_then_rerun(setup, data_dir, tmp_
         kept = {json.loads(line)["key"] for line in judgments.read_text().splitlines() if line.endswith("}")}
         rerun = runs.run("configs/eval_win_rate.py", workdir, data_dir, *common, *models, *endpoint)
         assert rerun.returncode == 0, rerun.stderr[-3000:]
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=120)
     results = _results(workdir)
     games = 2 * len(LANGUAGES) * PER_LANGUAGE  # late vs early only: the GPT-4 answers are English
     assert results["games"] == games and results["parsed"] + results["unparsed"] == games

@@ -150,3 +150,48 @@ def test_bad_input_is_one_line_naming_the_culprit(tmp_path, data_dir, shared_dat
         and "holds embeddings of other inputs (texts_sha256 differ)" in lines[0]
     )
     assert sorted((tmp_path / "w/select_diverse/embeddings").glob("part-*.npy")) == held
+
+
+def test_iterative_rounds_weight_the_budget_by_reward_gaps(tmp_path, data_dir, sft_run, tiny_reward_model):
+    """Three rounds over 90 rows of the default data (gold answers): after rounds 1 and 2 the sft job fine-tunes
+    the tiny run on everything selected so far, it answers the round's prompts, the tiny reward model scores
+    gold and generated answers; the next round's weights equal softmax over clusters of the mean gap,
+    re-derived here in NumPy from the kept scores, and every round spends its budget. A rerun trains, generates
+    and scores nothing again."""
+    pool = tmp_path / "pool.jsonl"
+    lines = (data_dir / "aya_default/train.jsonl").read_text(encoding="utf-8").splitlines()[:90]
+    pool.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    args = (
+        *SFT, f"--config.curation.pool=('{pool}',)", f"--config.curation.embed_checkpoint={sft_run}",
+        "--config.curation.clusters=5", "--config.curation.budget=30", "--config.curation.rounds=3",
+        "--config.curation.finetune_steps=3", f"--config.curation.reward_model={tiny_reward_model}",
+        "--config.curation.max_new_tokens=12", "--config.curation.gen_batch=8", "--config.curation.batch_size=8",
+        "--config.curation.max_length=64", "--config.train.eval_every=1000", "--config.train.plot=False",
+    )  # fmt: skip
+    work = tmp_path / "iter"
+    proc = runs.run("configs/select_diverse.py", work, data_dir, *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = work / "select_diverse"
+    results = json.loads((out / "results.json").read_text())
+    assert [r["selected"] for r in results["rounds"]] == diversity.round_budgets(30, 3) == [10, 10, 10]
+    assert results["selected"] == 30 and results["generated_now"] == 20
+    assignments = np.load(out / "kmeans.npz")["assignments"]
+    for r in (1, 2):
+        scores = {}
+        for line in (out / f"round_{r}/scores.jsonl").read_text().splitlines():
+            record = json.loads(line)
+            _, where, who = json.loads(record["key"])
+            scores.setdefault(int(where.rsplit(":", 1)[1]) - 1, {})[who] = record["scores"][0]
+        rows_ = sorted(scores)
+        gap = np.array([scores[i]["gold"] - scores[i][f"round_{r}"] for i in rows_])
+        owner = assignments[rows_]
+        means = np.array([gap[owner == c].mean() if np.any(owner == c) else np.nan for c in range(5)])
+        means[np.isnan(means)] = np.nanmean(means)
+        expected = np.exp(means - means.max()) / np.exp(means - means.max()).sum()
+        np.testing.assert_allclose(results["rounds"][r]["weights"], expected, rtol=1e-9, atol=1e-12)
+        assert (out / f"round_{r}/sft/checkpoints").is_dir()
+    again = runs.run("configs/select_diverse.py", work, data_dir, *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    rerun = json.loads((out / "results.json").read_text())
+    assert rerun["generated_now"] == 0 and rerun["rounds"] == results["rounds"]
+    assert "started at 3" in again.stderr and "rounds" in (out / "results.md").read_text().lower()
