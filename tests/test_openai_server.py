@@ -13,9 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tiny_models  # tests/tiny_models.py
 from flax import linen as nn
 
-from aya_jax import defaults, openai_server, pretrained, sampling, serving
+from aya_jax import openai_server, pretrained, sampling, serving
 from aya_jax.data import vocab
 from aya_jax.evaluation import likelihood
 
@@ -28,13 +29,7 @@ LOGPROB_TOL = 2e-5  # fp32: the same model in differently shaped computations (b
 
 
 def model_config():
-    config = defaults.base_config()
-    config.model.preset = "cohere-tiny"
-    for name, value in dict(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2,
-                            max_position_embeddings=256, initializer_range=0.3).items():  # fmt: skip
-        config.model.overrides[name] = value
-    config.model.dtype = "float32"
-    return config
+    return tiny_models.cohere_config(max_positions=256)
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,11 @@ cohere | none), `system` (a system turn), `temperature`, `top_k`, `top_p`, `max_
 
 `fill` asks a teacher for k samples of every prompt its log lacks. The prompts are cut into fixed chunks (by
 their order in the pool), and each sample's random stream is keyed by (prompt number, sample number): a rerun
-after a kill regenerates only chunks with a missing record, draws the same samples an uninterrupted run drew,
-and appends only what is missing. Each chunk is appended (flushed, fsynced) before the next starts, so an
-endpoint that fails mid-run loses none of the generations already made.
+after a kill regenerates only chunks with a missing record (a local teacher is asked for the whole chunk, so
+that every row meets the batch it met in an uninterrupted run; an endpoint only for the missing prompts), draws
+the same samples, and appends only what is missing. Each chunk is appended (flushed, fsynced) before the next
+starts, and the prompts an endpoint did answer in a chunk where another failed are appended before the error
+stops the run: a failing endpoint loses none of the generations already made.
 """
 
 from __future__ import annotations
@@ -45,6 +47,15 @@ OPTIONS = ("template", "system", "temperature", "top_k", "top_p", "max_new_token
 
 class TeacherError(ValueError):
     """A teacher could not be loaded or could not answer (the message names it)."""
+
+
+class PartlyAnswered(TeacherError):
+    """Some prompts of a call failed: `samples` holds the others' replies (None where it failed), so that
+    nothing already generated is lost."""
+
+    def __init__(self, error: TeacherError, samples: list[list[str] | None]):
+        super().__init__(str(error))
+        self.samples = samples
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,7 +194,17 @@ class EndpointTeacher:
             futures = [
                 pool.submit(self._one, p, r, k, w) for p, r, w in zip(prompts, row_ids, where, strict=True)
             ]
-            return [f.result() for f in futures]
+        out: list[list[str] | None] = []
+        failed = None
+        for future in futures:
+            try:
+                out.append(future.result())
+            except TeacherError as e:
+                out.append(None)
+                failed = failed or e
+        if failed is not None:
+            raise PartlyAnswered(failed, out)
+        return out
 
 
 def chat_samples(
@@ -212,23 +233,35 @@ def fill(
     generate: Callable[[Sequence[str], Sequence[int], Sequence[str]], list[list[str]]],
     *,
     chunk: int,
+    whole_chunks: bool = True,
     progress: Callable[[int], None] | None = None,
 ) -> int:
     """Ask `generate(prompts, row_ids, keys)` for k samples of each prompt whose key `log_` lacks, `chunk`
     prompts at a time (fixed chunks of the given order: module docstring); returns how many prompts were
-    generated now. Records: {key, teacher, samples}."""
+    generated now. Records: {key, teacher, samples}. `whole_chunks`: a chunk with a missing prompt is asked
+    whole (a local model: a row's numerics then match its batch's in an uninterrupted run); False (an endpoint,
+    whose requests are independent): only the missing prompts. A call that fails part-way (`PartlyAnswered`)
+    keeps the replies it got before the error goes on."""
     made = 0
     for start in range(0, len(keys), chunk):
-        part = range(start, min(start + chunk, len(keys)))
+        part = list(range(start, min(start + chunk, len(keys))))
         todo = [i for i in part if keys[i] not in log_]
         if not todo:
             continue
-        samples = generate([prompts[i] for i in part], [row_ids[i] for i in part], [keys[i] for i in part])
-        if len(samples) != len(part) or any(len(s) != k for s in samples):
-            raise TeacherError(
-                f"teacher {teacher}: {len(samples)} sample lists for {len(part)} prompts (k={k})"
+        asked = part if whole_chunks else todo
+        try:
+            samples = generate(
+                [prompts[i] for i in asked], [row_ids[i] for i in asked], [keys[i] for i in asked]
             )
-        by_index = dict(zip(part, samples, strict=True))
+        except PartlyAnswered as e:
+            done = [(i, s) for i, s in zip(asked, e.samples, strict=True) if s is not None and i in todo]
+            log_.append([{"key": keys[i], "teacher": teacher, "samples": s} for i, s in done])
+            raise
+        if len(samples) != len(asked) or any(len(s) != k for s in samples):
+            raise TeacherError(
+                f"teacher {teacher}: {len(samples)} sample lists for {len(asked)} prompts (k={k})"
+            )
+        by_index = dict(zip(asked, samples, strict=True))
         log_.append([{"key": keys[i], "teacher": teacher, "samples": by_index[i]} for i in todo])
         made += len(todo)
         if progress is not None:

@@ -489,7 +489,8 @@ def generate_replies(
         with report.progress(todo, "prompt", f"teacher {spec.name}") as bar:
             try:
                 generated = teachers.fill(log_, spec.name, keys, [pool.texts[i] for i in index], index, k, generate,
-                                          chunk=int(c.gen_batch), progress=bar.update)  # fmt: skip
+                                          chunk=int(c.gen_batch), whole_chunks=not spec.is_endpoint,
+                                          progress=bar.update)  # fmt: skip
             except teachers.TeacherError as e:
                 raise teachers.TeacherError(
                     f"{e}; the {len(log_)} prompts answered so far are kept in {log_.path}"

@@ -21,9 +21,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import tiny_models  # tests/tiny_models.py
 from flax import linen as nn
 
-from aya_jax import defaults, hf, openai_server, pretrained, serving
+from aya_jax import hf, openai_server, pretrained, serving
 from aya_jax.data import vocab
 
 lm_eval = pytest.importorskip("lm_eval")
@@ -38,12 +39,7 @@ LANGS = {"fr": "fra", "sw": "swa", "ja": "jpn"}  # Global-MMLU code -> NTREX col
 
 
 def _config():
-    config = defaults.base_config()
-    config.model.preset = "cohere-tiny"
-    for name, value in dict(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2,
-                            max_position_embeddings=96, initializer_range=0.3).items():  # fmt: skip
-        config.model.overrides[name] = value
-    config.model.dtype = "float32"
+    config = tiny_models.cohere_config(max_positions=96)
     config.mesh.shape = (2, 2, 2)
     return config
 

@@ -172,8 +172,9 @@ def test_bad_input_is_one_line_and_a_failing_endpoint_keeps_its_replies(
         proc = runs.run("configs/arbitrage.py", tmp_path / "w", data_dir, *args)
         lines = runs.error_lines(proc.stderr)
         assert proc.returncode != 0 and len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
-    # An endpoint teacher that fails on the fifth prompt: the error names the teacher and the prompt; the
-    # prompts answered before it stay in its log, and a rerun asks only for the rest.
+    # An endpoint teacher that fails on the fifth prompt: the error names the teacher and the prompt; every
+    # other prompt it answered stays in its log (the sixth too, asked in the failing one's chunk), and a rerun
+    # asks only for the fifth.
     failing = rows[4]["inputs"]
     with endpoint_lib.Endpoint(lambda m: f"reply: {m[:20]}", fail_on={failing}) as server:
         args = (*SFT, f"--config.curation.pool=('{pool}',)", "--config.curation.routing=single",
@@ -183,13 +184,13 @@ def test_bad_input_is_one_line_and_a_failing_endpoint_keeps_its_replies(
         lines = runs.error_lines(proc.stderr)
         assert proc.returncode != 0 and len(lines) == 1, proc.stderr[-2000:]
         assert f"teacher api ({server.url}): prompt {pool}:5: HTTP 400" in lines[0]
-        assert "the 4 prompts answered so far are kept in" in lines[0]
+        assert "the 5 prompts answered so far are kept in" in lines[0]
         log_ = tmp_path / "api/arbitrage/generations/api/samples.jsonl"
-        assert [r["key"] for r in _lines(log_)] == [f"{pool}:{i}" for i in range(1, 5)]
+        assert [r["key"] for r in _lines(log_)] == [f"{pool}:{i}" for i in (1, 2, 3, 4, 6)]
         asked = dict(server.seen)
         server.fail_on.clear()
         proc = runs.run("configs/arbitrage.py", tmp_path / "api", data_dir, *args)
         assert proc.returncode == 0, proc.stderr[-2000:]
-        assert all(server.seen[r["inputs"]] == asked[r["inputs"]] for r in rows[:4])
+        assert all(server.seen[r["inputs"]] == asked[r["inputs"]] for r in rows if r["inputs"] != failing)
         results = json.loads((tmp_path / "api/arbitrage/results.json").read_text())
-        assert results["generation"]["api"]["generated"] == 2 and results["generation"]["api"]["read"] == 4
+        assert results["generation"]["api"]["generated"] == 1 and results["generation"]["api"]["read"] == 5
