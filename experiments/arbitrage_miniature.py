@@ -73,8 +73,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--root", default="workdirs/arbitrage_miniature")
-    parser.add_argument("--base-steps", type=int, default=200)
-    parser.add_argument("--steps", type=int, default=100, help="teacher and student fine-tuning steps")
+    parser.add_argument("--base-steps", type=int, default=500)
+    parser.add_argument("--steps", type=int, default=150, help="teacher and student fine-tuning steps")
     parser.add_argument("--prompts-per-language", type=int, default=24)
     parser.add_argument("--new-tokens", type=int, default=48)
     args = parser.parse_args()
@@ -85,8 +85,9 @@ def main() -> None:
         "--config.train.eval_every=1000000",
         "--config.train.eval_batches=0",
     ]
-    generation = [f"--config.curation.max_new_tokens={args.new_tokens}", "--config.curation.gen_batch=32",
-                  "--config.curation.sample_temperature=0"]  # fmt: skip
+    # teachers sample (temperature 0.7, as synthetic data is made); students are scored on greedy replies
+    generation = [f"--config.curation.max_new_tokens={args.new_tokens}", "--config.curation.gen_batch=32"]
+    greedy = ["--config.curation.sample_temperature=0"]
     print(f"arbitrage in miniature under {root}")
 
     # 1. the base model (it also writes the embedded default data and trains the vocabulary)
@@ -116,7 +117,7 @@ def main() -> None:
         teachers[group] = sft(f"teacher_{group}", dataset)
     # 3. the reward model
     reward = root / "reward"
-    run(root, "configs/reward.py", reward, "--config.train.steps=60", "--config.reward.prompt_len=48",
+    run(root, "configs/reward.py", reward, "--config.train.steps=120", "--config.reward.prompt_len=48",
         f"--config.checkpoint.init_from={base}", "--config.train.eval_every=1000000")  # fmt: skip
 
     # 4. the prompt pool, reward-routed and single-teacher datasets
@@ -147,7 +148,7 @@ def main() -> None:
     prompts = write(root / "held_out_prompts.jsonl", held_out)
     scored = root / "student_scores"
     run(root, "configs/arbitrage.py", scored, f"--config.curation.pool=('{prompts}',)",
-        f"--config.curation.reward_model={reward}", "--config.curation.reward_prompt_len=48", *generation,
+        f"--config.curation.reward_model={reward}", "--config.curation.reward_prompt_len=48", *generation, *greedy,
         "--config.curation.teachers=(" + ", ".join(f"'{s}={p}'" for s, p in students.items()) + ",)",
         "--config.curation.routing=reward")  # fmt: skip
     scores = json.loads((scored / "arbitrage/results.json").read_text())
@@ -179,8 +180,15 @@ def main() -> None:
             cells.append(f"{sum(v) / len(v):.3f}" if v else "—")
         lines.append(f"| {group} | " + " | ".join(cells) + " |")
     overall = scores["strategy_scores"]
+    replies = {
+        s: [r["samples"][0] for r in rows_of(scored / f"arbitrage/generations/{s}/samples.jsonl")]
+        for s in names
+    }
     lines += ["", "Overall reward score of each student's replies: "
-              + ", ".join(f"{s} {overall[f'single:{s}']['mean']:.3f}" for s in names) + "."]  # fmt: skip
+              + ", ".join(f"{s} {overall[f'single:{s}']['mean']:.3f}" for s in names) + "; mean reply length "
+              + ", ".join(f"{s} {sum(map(len, r)) / len(r):.0f}" for s, r in replies.items())
+              + " characters; distinct replies "
+              + ", ".join(f"{s} {len(set(r))}/{len(r)}" for s, r in replies.items()) + "."]  # fmt: skip
     report = "\n".join(lines) + "\n"
     (root / "report.md").write_text(report, encoding="utf-8")
     print(report)
