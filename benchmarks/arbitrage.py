@@ -39,6 +39,7 @@ SHARED = REPO.parent / "shared" / "data"
 TOKENIZER = SHARED / "tokenizers/command_r/tokenizer.json.gz"
 LANGS = ("bg", "bn", "cs", "en", "es", "fi", "fr", "hi", "no", "ru", "zh")
 MODEL_FLAGS = {"preset": "cohere-tiny", "dtype": "float32"}
+ONE_CPU = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
 OVERRIDES = {"hidden_size": 256, "intermediate_size": 768, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2}
 
 
@@ -113,8 +114,7 @@ def job(run: pathlib.Path, pool: pathlib.Path, workdir: pathlib.Path, new_tokens
         "--config.curation.sample_temperature=0", f"--config.curation.gen_batch={batch}",
         "--config.curation.plot=False", "--config.mesh.shape=(1,1,1)",
     ]  # fmt: skip
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=ONE_CPU, check=False)
     if proc.returncode:
         sys.exit(f"the arbitrage job failed:\n{proc.stderr[-3000:]}")
     generation = json.loads((workdir / "arbitrage/results.json").read_text())["generation"]["t"]
@@ -147,8 +147,7 @@ def main() -> None:
               f"Cohere hidden {OVERRIDES['hidden_size']}, {OVERRIDES['num_layers']} layers, Command-R vocabulary")  # fmt: skip
         cmd = [sys.executable, __file__, "--side", "sampler", f"--run={root / 'run'}", f"--pool={root / 'pool.jsonl'}",
                f"--new-tokens={args.new_tokens}", f"--batch={args.batch}"]  # fmt: skip
-        env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=ONE_CPU, check=False)
         if proc.returncode:
             sys.exit(f"sampler: exit {proc.returncode}\n{proc.stderr[-3000:]}")
         alone = json.loads(proc.stdout.strip().splitlines()[-1])

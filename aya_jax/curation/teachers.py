@@ -164,7 +164,7 @@ class EndpointTeacher:
         self.max_retries, self.backoff_s = int(max_retries), float(backoff_s)
         self.new_tokens = 0
 
-    def _one(self, prompt: str, row_id: int, k: int, where: str) -> list[str]:
+    def _one(self, prompt: str, row_id: int, k: int, where: str) -> tuple[list[str], int]:
         s = self.spec
         messages = ([{"role": "system", "content": s.system}] if s.system else []) + [
             {"role": "user", "content": prompt}
@@ -182,9 +182,8 @@ class EndpointTeacher:
         )  # fmt: skip
         if len(response.choices) != k:
             raise TeacherError(f"teacher {s.name}: prompt {where}: {len(response.choices)} choices for n={k}")
-        if response.usage is not None:
-            self.new_tokens += int(response.usage.completion_tokens or 0)
-        return [c.message.content or "" for c in sorted(response.choices, key=lambda c: c.index)]
+        tokens = int(response.usage.completion_tokens or 0) if response.usage is not None else 0
+        return [c.message.content or "" for c in sorted(response.choices, key=lambda c: c.index)], tokens
 
     def __call__(
         self, prompts: Sequence[str], row_ids: Sequence[int], k: int, where: Sequence[str] = ()
@@ -196,9 +195,11 @@ class EndpointTeacher:
             ]
         out: list[list[str] | None] = []
         failed = None
-        for future in futures:
+        for future in futures:  # counted here, in one thread
             try:
-                out.append(future.result())
+                samples, tokens = future.result()
+                out.append(samples)
+                self.new_tokens += tokens
             except TeacherError as e:
                 out.append(None)
                 failed = failed or e

@@ -238,14 +238,10 @@ def select_diverse(config: Any, workdir: str) -> report.EvalSummary:
         counts = per_language.setdefault(_language(row), {"pool": 0, "selected": 0})
         counts["pool"] += 1
         counts["selected"] += i in chosen
-    dataset = out / "dataset"
+    dataset = write_dataset(
+        out, [{**pool.rows[i], "cluster": int(km.assignments[i]), "source": pool.where[i]} for i in picked]
+    ).parent
     if jax.process_index() == 0:
-        dataset.mkdir(parents=True, exist_ok=True)
-        lines = []
-        for i in picked:
-            record = {**pool.rows[i], "cluster": int(km.assignments[i]), "source": pool.where[i]}
-            lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-        _write_atomic(dataset / DATASET_FILE, lambda f: f.write("".join(lines).encode("utf-8")))
         (out / "selected_ids.json").write_text(json.dumps([pool.where[i] for i in picked], indent=0))
     results: dict[str, Any] = {
         "pool_rows": len(pool.rows), "budget": budget, "selected": len(picked), "clusters": k,
@@ -579,21 +575,35 @@ def aya_row(
 # ============================================================================================================
 
 
-def _routes(c: Any, names: list[str], langs: list[str], where: list[str]) -> np.ndarray | None:
+def _route_table(c: Any, names: list[str]) -> dict[str, int] | None:
+    """config.curation.route_table parsed (None when empty): fixed routing's table, reported for any strategy."""
+    if not c.route_table:
+        return None
+    try:
+        return arbitrage.parse_table(tuple(c.route_table), names, "config.curation.route_table")
+    except ValueError as e:
+        raise defaults.ConfigError(str(e)) from None
+
+
+def _routes(
+    c: Any,
+    names: list[str],
+    langs: list[str],
+    where: list[str],
+    table: dict[str, int] | None,
+    random: np.ndarray,
+) -> np.ndarray | None:
     """The teacher of every prompt for the strategies that know it before generating; None for reward / learned."""
-    n = len(langs)
     if c.routing == "fixed":
-        try:
-            table = arbitrage.parse_table(tuple(c.route_table), names, "config.curation.route_table")
-        except ValueError as e:
-            raise defaults.ConfigError(str(e)) from None
         return arbitrage.route_fixed(langs, table, where)
+    if c.routing == "random":
+        return random
     if c.routing == "single":
         if c.single_teacher not in names:
             raise defaults.ConfigError(
                 f"config.curation.single_teacher: {c.single_teacher!r} is none of the teachers {names}"
             )
-        return np.full(n, names.index(c.single_teacher))
+        return np.full(len(langs), names.index(c.single_teacher))
     return None
 
 
@@ -613,9 +623,9 @@ def run_arbitrage(config: Any, workdir: str) -> report.EvalSummary:
     c, out, pool, langs, specs = _teacher_job(config, workdir, "arbitrage")
     names = [s.name for s in specs]
     n, made = len(pool.rows), Made()
-    route = _routes(c, names, langs, pool.where)
-    if c.routing == "random":
-        route = arbitrage.route_random(n, len(specs), int(config.seed))
+    table = _route_table(c, names)
+    random_route = arbitrage.route_random(n, len(specs), int(config.seed))
+    route = _routes(c, names, langs, pool.where, table, random_route)
     mesh, rules = sharding.setup(config.mesh)
     everyone = list(range(n))
     results: dict[str, Any] = {"routing": str(c.routing), "teachers": names, "prompts": n}
@@ -679,16 +689,10 @@ def run_arbitrage(config: Any, workdir: str) -> report.EvalSummary:
     if len(all_scored):  # every strategy's score on the prompts every teacher answered
         sub_langs = [langs[i] for i in all_scored]
         routes = {f"single:{t}": np.full(len(all_scored), j) for j, t in enumerate(names)}
-        routes["random"] = arbitrage.route_random(n, len(specs), int(config.seed))[all_scored]
+        routes["random"] = random_route[all_scored]
         routes["reward"] = arbitrage.best(matrix)
-        if c.route_table:
-            try:
-                routes["fixed"] = arbitrage.route_fixed(
-                    sub_langs, arbitrage.parse_table(tuple(c.route_table), names, "config.curation.route_table"),
-                    [pool.where[i] for i in all_scored],
-                )  # fmt: skip
-            except ValueError as e:
-                raise defaults.ConfigError(str(e)) from None
+        if table is not None:
+            routes["fixed"] = arbitrage.route_fixed(sub_langs, table, [pool.where[i] for i in all_scored])
         counterfactual = arbitrage.strategy_scores(matrix, routes)
         results["strategy_scores"] = {s: arbitrage.describe(v) for s, v in counterfactual.items()}
         results["strategy_scores_by_language"] = {
