@@ -459,7 +459,8 @@ def arbitrage(
     results: Mapping[str, Any], strategy_scores: Mapping[str, Any], png_path: str | os.PathLike
 ) -> pathlib.Path:
     """Left: the share of each language's prompts routed to each teacher; right (when every teacher's reply was
-    scored): the reward-model score each strategy's picks get, as box plots."""
+    scored): the score each strategy's picks get — the reward model's, or the judge's round-robin points when
+    results["scorer"] names a judge — as box plots."""
     names = list(results["teachers"])
     langs = list(results["choices"])
     counts = np.array([[results["choices"][g][t] for t in names] for g in langs], dtype=float)
@@ -484,7 +485,12 @@ def arbitrage(
         labels = list(strategy_scores)
         right.boxplot([np.asarray(strategy_scores[s]) for s in labels], vert=False, showmeans=True)
         right.set_yticks(range(1, len(labels) + 1), labels, fontsize=8)
-        right.set_xlabel("reward-model score of the picked reply")
+        judged = str(results.get("scorer", "")).startswith("judge")
+        right.set_xlabel(
+            "judge's round-robin points of the picked reply"
+            if judged
+            else "reward-model score of the picked reply"
+        )
         right.set_title("the same prompts, by routing strategy", fontsize=9)
     else:
         right.axis("off")

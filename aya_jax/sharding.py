@@ -8,10 +8,11 @@ parallel layouts are all just rules + mesh shape.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -256,6 +257,24 @@ def to_host(tree: Any) -> Any:
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
     return jax.tree.map(get, tree)
+
+
+def on_first_process(compute: Callable[[], Any]) -> Any:
+    """compute() run by process 0 alone, its result (JSON-serialisable) handed to every process: for work whose
+    side effects must happen once however many hosts run the job — requests to an HTTP endpoint (a teacher, a
+    judge) — while every host needs the answer to stay in step. One process: just compute(). compute() should
+    return its failures as values (every process then raises alike); an exception escaping it ends process 0,
+    and jax.distributed's heartbeat ends the others."""
+    if jax.process_count() == 1:
+        return compute()
+    payload = np.zeros(0, np.uint8)
+    if jax.process_index() == 0:
+        payload = np.frombuffer(json.dumps(compute()).encode("utf-8"), np.uint8)
+    size = int(multihost_utils.broadcast_one_to_all(np.int32(payload.size)))
+    buffer = np.zeros(size, np.uint8)
+    buffer[: payload.size] = payload
+    shared = np.asarray(multihost_utils.broadcast_one_to_all(buffer))
+    return json.loads(shared.tobytes().decode("utf-8"))
 
 
 def process_batch_rows(mesh: Mesh, rules: Rules, global_batch_size: int) -> range:

@@ -7,7 +7,12 @@ Strategies (`STRATEGIES`), for prompts p_1..p_n and teachers t_1..t_T:
   what it was trained on); `*` names the teacher of every language the table lacks, and without it an unlisted
   language is an error naming the prompt.
 * `reward` — every teacher answers, a reward model scores the T replies and the best is kept:
-  choice(p) = argmax_t r(p, y_t(p)), the lowest-numbered teacher of equal scores (deterministic).
+  choice(p) = argmax_t r(p, y_t(p)), the lowest-numbered teacher of equal scores (deterministic). Or a pairwise
+  judge (aya_jax/evaluation/judges.py) plays a round robin instead: every ordered pair of distinct teachers is
+  one game, so each pair is judged in both orders and a judge's preference for the first (or second) answer
+  cancels; a game's winner scores 1 and a tie 0.5 each, slight and strong verdicts alike, an unparsed judgment
+  nothing; choice(p) = argmax_t points(p, t) with the same tie-break. The paper scores with reward models; the
+  round robin is this project's pairwise form of the same argmax (T (T - 1) judgments a prompt).
 * `learned` — a router predicts reward routing's choice from the prompt alone, so that only one teacher answers.
   The paper's router is a fine-tuned mT5 classifier; here it is a multinomial logistic regression on a model's
   mean-pooled hidden states of the prompt (the features of aya_jax/evaluation/likelihood.py
@@ -34,6 +39,7 @@ import numpy as np
 import optax
 
 from aya_jax.data import languages
+from aya_jax.evaluation import battles, judges
 
 STRATEGIES = ("fixed", "reward", "learned", "single", "random")
 ANY_LANGUAGE = "*"
@@ -90,6 +96,42 @@ def best(scores: np.ndarray) -> np.ndarray:
         row = int(np.flatnonzero(~np.all(np.isfinite(scores), axis=1))[0])
         raise ValueError(f"reward routing: prompt {row} has a non-finite score {scores[row].tolist()}")
     return np.argmax(scores, axis=1)
+
+
+def round_robin(
+    question_ids: Sequence[str],
+    prompts: Sequence[str],
+    replies: Sequence[Sequence[str]],
+    teachers: Sequence[str],
+    languages: Sequence[str] = (),
+) -> list[judges.PairwiseItem]:
+    """The judged games of pairwise routing: for each prompt (replies[i][t] is teacher t's reply) every ordered
+    pair of distinct teachers — game 1 with the lower-numbered teacher first, game 2 the same pair swapped."""
+    items = []
+    for i, (qid, prompt) in enumerate(zip(question_ids, prompts, strict=True)):
+        language = languages[i] if languages else ""
+        for a in range(len(teachers)):
+            for b in range(a + 1, len(teachers)):
+                ya, yb = replies[i][a], replies[i][b]
+                items.append(judges.PairwiseItem(qid, prompt, ya, yb, teachers[a], teachers[b], 1, language))
+                items.append(judges.PairwiseItem(qid, prompt, yb, ya, teachers[b], teachers[a], 2, language))
+    return items
+
+
+def round_robin_points(
+    records: Sequence[Mapping], question_ids: Sequence[str], teachers: Sequence[str]
+) -> np.ndarray:
+    """[prompts, teachers] round-robin points from judgment records (`judges.judge_pairs`' output): per game
+    the winner 1, a tie 0.5 to each, an unparsed judgment nothing."""
+    row = {q: i for i, q in enumerate(question_ids)}
+    column = {t: j for j, t in enumerate(teachers)}
+    points = np.zeros((len(question_ids), len(teachers)))
+    played, _ = battles.battles_from_judgments(records)
+    for game in played:
+        i = row[game.question_id]
+        points[i, column[game.model_a]] += game.score_a
+        points[i, column[game.model_b]] += 1.0 - game.score_a
+    return points
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -168,13 +210,6 @@ def choice_table(
         row = out.setdefault(language, dict.fromkeys(teachers, 0))
         row[teachers[t]] += 1
     return dict(sorted(out.items()))
-
-
-def describe(values: np.ndarray) -> dict[str, float]:
-    v = np.asarray(values, np.float64)
-    q = np.quantile(v, [0.0, 0.25, 0.5, 0.75, 1.0]) if len(v) else [float("nan")] * 5
-    return {"n": int(len(v)), "mean": float(v.mean()) if len(v) else float("nan"), "min": float(q[0]),
-            "q25": float(q[1]), "median": float(q[2]), "q75": float(q[3]), "max": float(q[4])}  # fmt: skip
 
 
 def strategy_scores(scores: np.ndarray, routes: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -10,7 +10,9 @@ A teacher is one config entry, `"name=source[;option=value...]"`:
   a hosted API) called with the official `openai` client; `model=` names the served model and `api_key_env=` the
   *name* of the environment variable holding its key (never the key itself). Requests run `concurrency` at a
   time; 429, 5xx, connection errors and timeouts are retried with backoff (aya_jax/evaluation/judges.py
-  `endpoint_request`), any other failure stops with one line naming the teacher and the prompt.
+  `endpoint_request`), any other failure stops with one line naming the teacher and the prompt. On several
+  hosts, process 0 alone sends the requests and shares the replies with the others (`sharding.on_first_process`):
+  an endpoint is asked once per prompt however many hosts run the job.
 
 Options, each defaulting to the section's own field: `template` (how a prompt reaches a local model: auto |
 cohere | none), `system` (a system turn), `temperature`, `top_k`, `top_p`, `max_new_tokens`; local teachers also
@@ -36,6 +38,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from aya_jax import sharding
 from aya_jax.evaluation import judges, rows
 
 log = logging.getLogger(__name__)
@@ -189,23 +192,29 @@ class EndpointTeacher:
         self, prompts: Sequence[str], row_ids: Sequence[int], k: int, where: Sequence[str] = ()
     ) -> list[list[str]]:
         where = list(where) or [str(r) for r in row_ids]
+        got = sharding.on_first_process(lambda: self._ask(prompts, row_ids, k, where))
+        self.new_tokens += got["tokens"]
+        if got["error"] is not None:
+            raise PartlyAnswered(TeacherError(got["error"]), got["samples"])
+        return got["samples"]
+
+    def _ask(self, prompts: Sequence[str], row_ids: Sequence[int], k: int, where: Sequence[str]) -> dict:
+        """The replies (None where a prompt failed), their tokens and the first failure, as one JSON value."""
         with concurrent.futures.ThreadPoolExecutor(max_workers=self.spec.concurrency) as pool:
             futures = [
                 pool.submit(self._one, p, r, k, w) for p, r, w in zip(prompts, row_ids, where, strict=True)
             ]
         out: list[list[str] | None] = []
-        failed = None
+        failed, tokens = None, 0
         for future in futures:  # counted here, in one thread
             try:
-                samples, tokens = future.result()
+                samples, n = future.result()
                 out.append(samples)
-                self.new_tokens += tokens
+                tokens += n
             except TeacherError as e:
                 out.append(None)
-                failed = failed or e
-        if failed is not None:
-            raise PartlyAnswered(failed, out)
-        return out
+                failed = failed or str(e)
+        return {"samples": out, "tokens": tokens, "error": failed}
 
 
 def chat_samples(

@@ -58,7 +58,12 @@ def defaults() -> ml_collections.ConfigDict:
     c.routing = "reward"  # fixed | reward | learned | single | random
     c.route_table = ()  # fixed: "language=teacher" entries, "*=teacher" for every other language
     c.single_teacher = ""  # single: the teacher that answers everything
-    c.reward_model = ""  # a `reward` run's workdir: scores replies (reward / learned routing need it)
+    c.reward_model = ""  # a `reward` run's workdir: scores replies (reward / learned routing: it or a judge)
+    # ... or a pairwise judge plays a round robin of the teachers' replies instead (both orders; the most points
+    # wins), in the teacher entry form: "name=http(s)://host/v1;model=...[;api_key_env=...;concurrency=...]" or
+    # "name=<checkpoint>" (in process, greedy); option max_new_tokens is the judgment's length (default 1024).
+    # The reward model, when also given, still scores the chosen replies for the report
+    c.judge = ""
     c.reward_prompt_len = 0  # prompt tokens the reward model keeps; 0 = config.reward.prompt_len's default
     c.router_fraction = (
         0.2  # learned: share of the pool reward-routed (every teacher answers) to fit the router
@@ -162,8 +167,10 @@ def _needs_of_routing(s: Section, c: ml_collections.ConfigDict) -> None:
         s.fail("route_table", "fixed routing needs language=teacher entries")
     if c.routing == "single" and not c.single_teacher:
         s.fail("single_teacher", "single routing needs the teacher's name")
-    if c.routing in ("reward", "learned") and not c.reward_model:
-        s.fail("reward_model", f"{c.routing} routing scores every teacher's reply with a reward run")
+    if c.routing in ("reward", "learned") and not (c.reward_model or c.judge):
+        s.fail(
+            "reward_model", f"{c.routing} routing scores every teacher's reply with a reward run (or a judge)"
+        )
     if c.routing == "learned" and not c.embed_checkpoint:
         s.fail("embed_checkpoint", "the learned router reads a model's mean-pooled prompt states")
 

@@ -10,6 +10,7 @@ prompt, answer A, answer B) the judgment text, which should end in a verdict lab
   logged, printed, written, or shown in the judge's repr. A batch's requests run concurrently (`batch_size` at
   a time); HTTP 429, 5xx, connection errors and timeouts are retried with exponential backoff (base x 2^attempt,
   capped, times a jitter in [0.5, 1)), any other error status fails at once with its code and the item named.
+  On several hosts process 0 alone sends the requests and shares the judgments (`sharding.on_first_process`).
   The prompt follows Arena-Hard-Auto's pairwise judge (Li et al. 2024, arXiv 2406.11939) in our own words: the
   judge first answers the prompt itself, then weighs both answers against its own for correctness,
   helpfulness, relevance and concision, then ends with exactly one label. Temperature 0. With
@@ -46,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from aya_jax import sharding
 from aya_jax.evaluation import rows
 
 log = logging.getLogger(__name__)
@@ -175,8 +177,17 @@ class EndpointJudge:
         )
 
     def __call__(self, items: Sequence[PairwiseItem]) -> list[str]:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=self.batch_size) as pool:
-            return list(pool.map(self._judge_one, items))
+        got = sharding.on_first_process(lambda: self._ask(items))  # one request per item, whatever the hosts
+        if got["error"] is not None:
+            raise JudgeError(got["error"])
+        return got["judgments"]
+
+    def _ask(self, items: Sequence[PairwiseItem]) -> dict[str, Any]:
+        try:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=self.batch_size) as pool:
+                return {"judgments": list(pool.map(self._judge_one, items)), "error": None}
+        except JudgeError as e:
+            return {"judgments": None, "error": str(e)}
 
     def _judge_one(self, item: PairwiseItem) -> str:
         response = endpoint_request(

@@ -153,3 +153,11 @@ def bootstrap_ratio(
         d = den[idx].sum(axis=1)
         replicates.append(np.where(d > 0, num[idx].sum(axis=1) / np.where(d > 0, d, 1.0), np.nan))
     return interval(num.sum() / den.sum(), np.concatenate(replicates), confidence, num.size)
+
+
+def describe(values: np.ndarray) -> dict[str, float]:
+    """n, mean and the five quartile points (min, q25, median, q75, max) of `values` (NaN when empty)."""
+    v = np.asarray(values, np.float64)
+    q = np.quantile(v, [0.0, 0.25, 0.5, 0.75, 1.0]) if len(v) else [float("nan")] * 5
+    return {"n": int(len(v)), "mean": float(v.mean()) if len(v) else float("nan"), "min": float(q[0]),
+            "q25": float(q[1]), "median": float(q[2]), "q75": float(q[3]), "max": float(q[4])}  # fmt: skip

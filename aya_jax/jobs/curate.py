@@ -26,9 +26,13 @@ log is complete is not loaded at all. The rows written: the prompt, the chosen r
 language, `annotation_type` (arbitrage-<routing> / active-inheritance), the teacher as `user_id` and `teacher`,
 `source`, the pool row's own targets as `pool_targets`, and the reply's score or attribute values.
 
+With `config.curation.judge` set, reward and learned routing pick each prompt's teacher by a pairwise judge's
+round robin of the replies (judgments kept in `judgments.jsonl`, asked only for what it lacks) instead of a
+reward model's scores.
+
 The pool is read and checked (every file, every row's text and language) before any model is loaded; every host
-runs the same SPMD computation and process 0 writes. An endpoint teacher is not yet split between hosts: every
-host would send every request, so pools with endpoints are for one-host runs."""
+runs the same SPMD computation (in-process teachers, embeddings, reward scores) and process 0 writes. Endpoint
+teachers and judges are asked by process 0 alone, which shares their replies with the other hosts."""
 
 from __future__ import annotations
 
@@ -53,7 +57,7 @@ from aya_jax import defaults, jobs, plots, pretrained, sampling, sharding
 from aya_jax.curation import arbitrage, attributes, clustering, diversity, teachers
 from aya_jax.data import languages, pipeline
 from aya_jax.data.sources import DataError
-from aya_jax.evaluation import likelihood, report, reward_scores, rows
+from aya_jax.evaluation import judges, likelihood, report, reward_scores, rows, stats
 
 SECTIONS = ("model", "mesh", "data", "curation")
 DATASET_FILE = "train-00000-of-00001.jsonl"
@@ -68,19 +72,27 @@ class Pool:
 
 def read_pool(files: Any, text_field: str) -> Pool:
     """Every row of the pool files with a non-empty text; DataError naming file:row otherwise."""
-    out = Pool([], [], [])
+    found: list[dict[str, Any]] = []
+    where: list[str] = []
     for path in files:
         if not pathlib.Path(path).is_file():
             raise DataError(f"config.curation.pool: {path} is not a file")
         for number, row in rows.read_rows(path):
-            text = row.get(text_field)
-            if not isinstance(text, str) or not text.strip():
-                raise DataError(f"{path}:{number}: {text_field!r} is missing or empty")
-            out.rows.append(row)
-            out.where.append(f"{path}:{number}")
-            out.texts.append(text)
-    if not out.rows:
+            found.append(row)
+            where.append(f"{path}:{number}")
+    if not found:
         raise DataError(f"config.curation.pool: no rows in {', '.join(map(str, files))}")
+    return Pool(found, where, texts_of(found, where, text_field, "config.curation.text_field"))
+
+
+def texts_of(found: list[dict[str, Any]], where: list[str], field: str, config_field: str) -> list[str]:
+    """Every row's text `field`; DataError naming the row's file:row and the config field otherwise."""
+    out = []
+    for row, at in zip(found, where, strict=True):
+        text = row.get(field)
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{at}: {field!r} ({config_field}) is missing or empty")
+        out.append(text)
     return out
 
 
@@ -269,16 +281,6 @@ def select_diverse(config: Any, workdir: str) -> report.EvalSummary:
     )  # fmt: skip
 
 
-def _gold(pool: Pool, field: str) -> list[str]:
-    out = []
-    for row, where in zip(pool.rows, pool.where, strict=True):
-        text = row.get(field)
-        if not isinstance(text, str) or not text.strip():
-            raise DataError(f"{where}: {field!r} (config.curation.gold_field) is missing or empty")
-        out.append(text)
-    return out
-
-
 def _gold_or_generated(
     gold: list[str], samples: Callable[[int, str], list[str]], i: int, teacher: str
 ) -> list[str]:
@@ -313,7 +315,7 @@ def _iterate(
     clusters' mean gaps weight the next round. Each round's files are in <out>/round_<r>/; a rerun redoes
     nothing finished (the sft run resumes, the replies and scores are logs)."""
     c = config.curation
-    gold = _gold(pool, str(c.gold_field))
+    gold = texts_of(pool.rows, pool.where, str(c.gold_field), "config.curation.gold_field")
     taken = np.zeros(len(pool.rows), bool)
     weights = None
     budgets = diversity.round_budgets(budget, int(c.rounds))
@@ -570,6 +572,69 @@ def aya_row(
     }  # fmt: skip
 
 
+def _judge_spec(c: Any) -> teachers.TeacherSpec:
+    try:
+        (spec,) = teachers.parse(
+            (str(c.judge),), "config.curation.judge", max_new_tokens=1024, temperature=0.0
+        )
+    except ValueError as e:
+        raise defaults.ConfigError(str(e)) from None
+    return spec
+
+
+def _judge_name(spec: teachers.TeacherSpec) -> str:
+    """The judge as its judgments are keyed: another model or address under the same name is another judge."""
+    return f"{spec.name}:{spec.model}@{spec.source}" if spec.is_endpoint else f"{spec.name}:{spec.source}"
+
+
+def _judge(config: Any, spec: teachers.TeacherSpec, mesh, rules) -> Any:
+    """config.curation.judge as a pairwise judge (aya_jax/evaluation/judges.py): an endpoint, or a checkpoint
+    in this process answering greedily."""
+    name = _judge_name(spec)
+    if spec.is_endpoint:
+        try:
+            return judges.EndpointJudge(spec.source, spec.model, api_key_env=spec.api_key_env,
+                                        batch_size=spec.concurrency, max_tokens=spec.max_new_tokens, name=name)  # fmt: skip
+        except ValueError as e:
+            raise defaults.ConfigError(f"config.curation.judge: {spec.name}: {e}") from None
+    chat = pretrained.chat_model(
+        spec.source, config.model, config.data, mesh, rules,
+        lambda eos: sampling.SamplingParams(max_new_tokens=spec.max_new_tokens, temperature=0.0, eos_ids=eos),
+        tokenizer=spec.tokenizer, field=f"config.curation.judge ({spec.name})", template=spec.template,
+        batch_size=int(config.curation.gen_batch), seed=int(config.seed),
+    )  # fmt: skip
+    return judges.ModelJudge(chat, name=name, batch_size=int(config.curation.gen_batch))
+
+
+def judge_replies(
+    config: Any, out: pathlib.Path, pool: Pool, index: np.ndarray, names: list[str], langs: list[str],
+    replies: Callable[[int, str], list[str]], mesh, rules,
+) -> np.ndarray:  # fmt: skip
+    """[len(index), teachers] round-robin points of config.curation.judge over the teachers' first replies to
+    the prompts numbered `index` (aya_jax/curation/arbitrage.py `round_robin`); judgments are kept in
+    <out>/judgments.jsonl and only missing ones asked for (the judge is not even loaded when none is)."""
+    spec = _judge_spec(config.curation)
+    where = [pool.where[i] for i in index]
+    items = arbitrage.round_robin(where, [pool.texts[i] for i in index],
+                                  [[replies(int(i), t)[0] for t in names] for i in index], names,
+                                  [langs[i] for i in index])  # fmt: skip
+    cache = rows.KeyedLog(out / "judgments.jsonl", writer=jax.process_index() == 0)
+    name = _judge_name(spec)
+    if any(it.key(name) not in cache for it in items):
+        judge = _judge(config, spec, mesh, rules)
+        with report.progress(len(items), "game", f"judging ({spec.name})") as bar:
+            try:
+                judges.judge_pairs(items, judge, cache, progress=bar.update)
+            except judges.JudgeError as e:
+                raise ValueError(
+                    f"config.curation.judge: {e}; the {len(cache)} judgments so far are kept in {cache.path}"
+                ) from None
+        del judge
+        gc.collect()
+    records = [cache.records[it.key(name)] for it in items]
+    return arbitrage.round_robin_points(records, where, names)
+
+
 # ============================================================================================================
 # Multilingual arbitrage
 # ============================================================================================================
@@ -629,6 +694,8 @@ def run_arbitrage(config: Any, workdir: str) -> report.EvalSummary:
     mesh, rules = sharding.setup(config.mesh)
     everyone = list(range(n))
     results: dict[str, Any] = {"routing": str(c.routing), "teachers": names, "prompts": n}
+    if c.routing in ("reward", "learned"):
+        results["scorer"] = f"judge {_judge_spec(c).name}" if c.judge else f"reward model {c.reward_model}"
     router_info: dict[str, Any] = {}
     if route is not None:  # fixed / single / random: only the routed teacher answers
         assigned = {t: [i for i in everyone if route[i] == t] for t in range(len(specs))}
@@ -642,13 +709,16 @@ def run_arbitrage(config: Any, workdir: str) -> report.EvalSummary:
             all_scored = np.sort(np.concatenate([fit, held]))
         logs = generate_replies(config, out, pool, specs, {t: all_scored.tolist() for t in range(len(specs))}, 1,
                                 made, mesh, rules)  # fmt: skip
-    pairs = [(int(i), t) for i in all_scored for t in names]
     scores_of: dict[tuple[int, str], list[float]] = {}
-    if len(all_scored):
-        scores_of = score_replies(config, out, pool, pairs, _samples(pool, logs), mesh, rules)
-    matrix = np.array([[scores_of[(int(i), t)][0] for t in names] for i in all_scored]).reshape(
-        -1, len(names)
-    )
+    if c.judge:  # the round robin's points
+        matrix = judge_replies(config, out, pool, all_scored, names, langs, _samples(pool, logs), mesh, rules)
+    else:
+        pairs = [(int(i), t) for i in all_scored for t in names]
+        if len(all_scored):
+            scores_of = score_replies(config, out, pool, pairs, _samples(pool, logs), mesh, rules)
+        matrix = np.array([[scores_of[(int(i), t)][0] for t in names] for i in all_scored])
+    matrix = matrix.reshape(-1, len(names))
+    points = {int(i): matrix[r] for r, i in enumerate(all_scored)} if c.judge else {}
     if route is None:
         route = np.full(n, -1)
         route[all_scored] = arbitrage.best(matrix)
@@ -675,6 +745,8 @@ def run_arbitrage(config: Any, workdir: str) -> report.EvalSummary:
     records = []
     for i, t in chosen_pairs:
         extra = {"score": scores_of[(i, t)][0]} if (i, t) in scores_of else {}
+        if i in points:
+            extra["judge_points"] = float(points[i][route[i]])
         records.append(aya_row(pool, i, langs[i], logs[t].records[pool.where[i]]["samples"][0],
                                f"arbitrage-{c.routing}", t, **extra))  # fmt: skip
     dataset = write_dataset(out, records)
@@ -684,7 +756,7 @@ def run_arbitrage(config: Any, workdir: str) -> report.EvalSummary:
     if router_info:
         results["router"] = router_info
     if c.reward_model:
-        results["chosen_score"] = arbitrage.describe([scores_of[p][0] for p in chosen_pairs])
+        results["chosen_score"] = stats.describe([scores_of[p][0] for p in chosen_pairs])
     counterfactual: dict[str, np.ndarray] = {}
     if len(all_scored):  # every strategy's score on the prompts every teacher answered
         sub_langs = [langs[i] for i in all_scored]
@@ -694,7 +766,7 @@ def run_arbitrage(config: Any, workdir: str) -> report.EvalSummary:
         if table is not None:
             routes["fixed"] = arbitrage.route_fixed(sub_langs, table, [pool.where[i] for i in all_scored])
         counterfactual = arbitrage.strategy_scores(matrix, routes)
-        results["strategy_scores"] = {s: arbitrage.describe(v) for s, v in counterfactual.items()}
+        results["strategy_scores"] = {s: stats.describe(v) for s, v in counterfactual.items()}
         results["strategy_scores_by_language"] = {
             s: {g: float(np.mean(v[[j for j, x in enumerate(sub_langs) if x == g]])) for g in sorted(set(sub_langs))}
             for s, v in counterfactual.items()
@@ -711,6 +783,10 @@ def run_arbitrage(config: Any, workdir: str) -> report.EvalSummary:
     )  # fmt: skip
 
 
+def _judged_by_pairs(results: dict[str, Any]) -> bool:
+    return str(results.get("scorer", "")).startswith("judge")
+
+
 def _arbitrage_markdown(results: dict[str, Any]) -> str:
     names = results["teachers"]
     lines = [f"# Multilingual arbitrage ({results['routing']} routing)", "",
@@ -722,7 +798,8 @@ def _arbitrage_markdown(results: dict[str, Any]) -> str:
                   f"{r['held_out_accuracy']:.3f} (always the commonest teacher: {r['held_out_majority_accuracy']:.3f}); "
                   f"routed {r['routed_prompts']} prompts."]  # fmt: skip
     if "strategy_scores" in results:
-        lines += ["", "Reward-model score of the reply each strategy picks, on the prompts every teacher answered:",
+        scored_by = "Judge's round-robin points" if _judged_by_pairs(results) else "Reward-model score"
+        lines += ["", f"{scored_by} of the reply each strategy picks, on the prompts every teacher answered:",
                   "", report.table(["strategy", "n", "mean", "q25", "median", "q75"],
                                    [(s, d["n"], d["mean"], d["q25"], d["median"], d["q75"])
                                     for s, d in results["strategy_scores"].items()])]  # fmt: skip
@@ -788,7 +865,7 @@ def run_active_inheritance(config: Any, workdir: str) -> report.EvalSummary:
     results: dict[str, Any] = {
         "prompts": n, "teachers": [s.name for s in specs], "samples": k, "candidates": len(texts),
         "attributes": weights,
-        "distributions": {a: {g: arbitrage.describe(v[idx]) for g, idx in groups.items()} for a, v in values.items()},
+        "distributions": {a: {g: stats.describe(v[idx]) for g, idx in groups.items()} for a, v in values.items()},
         "by_language": {
             a: {g: {"random": float(np.mean(v[[random_pick[i] for i in range(n) if langs[i] == g]])),
                     "selected": float(np.mean(v[[chosen[i] for i in range(n) if langs[i] == g]]))}

@@ -47,8 +47,30 @@ def test_choice_table_and_strategy_scores_by_hand():
     out = arbitrage.strategy_scores(scores, {"single": np.zeros(5, int), "mixed": np.array([2, 1, 0, 1, 2])})
     assert out["single"].tolist() == [0.0, 3.0, 6.0, 9.0, 12.0]
     assert out["mixed"].tolist() == [2.0, 4.0, 6.0, 10.0, 14.0]
-    d = arbitrage.describe(np.array([1.0, 2.0, 3.0, 4.0]))
-    assert d["n"] == 4 and d["mean"] == 2.5 and d["median"] == 2.5 and d["min"] == 1.0 and d["max"] == 4.0
+
+
+def test_round_robin_plays_both_orders_and_points_follow_the_verdicts():
+    items = arbitrage.round_robin(["q1", "q2"], ["p1", "p2"], [["e1", "i1", "c1"], ["e2", "i2", "c2"]], TEACHERS,
+                                  ["fr", "hi"])  # fmt: skip
+    assert len(items) == 2 * 3 * 2  # T (T - 1) games per prompt
+    assert [(it.model_a, it.model_b, it.game) for it in items[:2]] == [
+        ("euro", "indic", 1),
+        ("indic", "euro", 2),
+    ]
+    assert (items[1].answer_a, items[1].answer_b, items[1].language) == ("i1", "e1", "fr")
+    pairs = {(it.question_id, it.model_a, it.model_b) for it in items}
+    assert len(pairs) == len(items)  # every ordered pair once
+    # q1: indic beats euro in both orders (one strong), cjk ties euro, cjk and indic each win as A (position
+    # bias: 1 point each); q2: every judgment unparsed but one tie
+    verdicts = {("q1", "euro", "indic"): "[[B>A]]", ("q1", "indic", "euro"): "[[A>>B]]",
+                ("q1", "euro", "cjk"): "[[A=B]]", ("q1", "cjk", "euro"): "[[B=A]]",
+                ("q1", "indic", "cjk"): "[[A>B]]", ("q1", "cjk", "indic"): "[[A>B]]",
+                ("q2", "cjk", "indic"): "[[A=B]]"}  # fmt: skip
+    records = [{"question_id": it.question_id, "model_a": it.model_a, "model_b": it.model_b,
+                "judgment": verdicts.get((it.question_id, it.model_a, it.model_b), "no label")} for it in items]  # fmt: skip
+    points = arbitrage.round_robin_points(records, ["q1", "q2"], TEACHERS)
+    assert points.tolist() == [[1.0, 3.0, 2.0], [0.0, 0.5, 0.5]]
+    assert arbitrage.best(points).tolist() == [1, 1]  # q2: indic and cjk tie, the first of them wins
 
 
 def test_router_matches_scikit_learns_logistic_regression():

@@ -64,3 +64,9 @@ def test_interval_ignores_non_finite_replicates():
     np.testing.assert_allclose([got.low, got.high], np.quantile([0.1, 0.9, 0.5], [0.25, 0.75]))
     assert math.isnan(stats.interval(0.5, [float("nan")], 0.9, 1).low)
     assert str(stats.Interval(0.6123, 0.58, 0.644, 10)) == "0.612 [0.580, 0.644]"
+
+
+def test_describe_is_the_mean_and_quartiles():
+    d = stats.describe(np.array([4.0, 1.0, 3.0, 2.0]))
+    assert d == {"n": 4, "mean": 2.5, "min": 1.0, "q25": 1.75, "median": 2.5, "q75": 3.25, "max": 4.0}
+    assert stats.describe(np.array([]))["n"] == 0 and math.isnan(stats.describe(np.array([]))["mean"])

@@ -136,7 +136,10 @@ def test_bad_input_is_one_line_and_a_failing_endpoint_keeps_its_replies(
     not_a_run.mkdir()
     single = ("--config.curation.routing=single", "--config.curation.single_teacher=strong")
     cases = [
-        (teacher_args(empty, sft_run, sft_run, *single), f"{empty}:3: 'inputs' is missing or empty"),
+        (
+            teacher_args(empty, sft_run, sft_run, *single),
+            f"{empty}:3: 'inputs' (config.curation.text_field) is missing or empty",
+        ),
         (
             teacher_args(unknown, sft_run, sft_run, *single),
             f"{unknown}:2: language_code 'xx' is not a known language",

@@ -119,7 +119,7 @@ def test_bad_input_is_one_line_naming_the_culprit(tmp_path, data_dir, shared_dat
     vectors = tmp_path / "vectors.npy"
     np.save(vectors, np.zeros((5, 4), np.float32))
     cases = [
-        (_args(broken, sft_run), f"{broken}:5: 'inputs' is missing or empty"),
+        (_args(broken, sft_run), f"{broken}:5: 'inputs' (config.curation.text_field) is missing or empty"),
         (_args(tmp_path / "nowhere.jsonl", sft_run), "config.curation.pool: "),
         (
             _args(pool, sft_run, "--config.curation.clusters=100"),
