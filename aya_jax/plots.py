@@ -513,3 +513,47 @@ def attribute_shift(
         ax.set_title(f"{name} ({'maximised' if weights[name] > 0 else 'minimised'})", fontsize=9)
         ax.legend(fontsize=7)
     return _save(fig, png_path)
+
+
+def recipe_stages(results: Mapping[str, Any], png_path: str | os.PathLike) -> pathlib.Path | None:
+    """The recipe's models (aya_jax/jobs/recipe.py) in stage order: held-out loss with its interval; win rate
+    against the baseline and against the previous stage with their intervals; loss per language."""
+    models = {n: m for n, m in results["models"].items() if m.get("loss")}
+    if not models:
+        return None
+    names = list(models)
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4), dpi=110)
+
+    def bars(ax, values, offset, label):
+        present = [(i, v) for i, v in enumerate(values) if v and v.get("n")]
+        if not present:
+            return
+        x = np.array([i for i, _ in present]) + offset
+        mean = np.array([v["mean"] for _, v in present])
+        low = np.array([v["low"] for _, v in present])
+        high = np.array([v["high"] for _, v in present])
+        ax.errorbar(x, mean, yerr=[mean - low, high - mean], fmt="o", capsize=3, label=label)
+
+    bars(left, [models[n]["loss"]["nll"] for n in names], 0.0, "held-out loss")
+    left.set_ylabel("held-out loss (nats/token)")
+    left.set_title("each stage's model, 95% interval", fontsize=9)
+    wins = [models[n].get("win_rate", {}) for n in names]
+    bars(middle, [w.get("vs_baseline", {}).get("win_rate") for w in wins], -0.1,
+         f"vs {results.get('baseline', 'baseline')}")  # fmt: skip
+    bars(middle, [w.get("vs_previous", {}).get("win_rate") for w in wins], 0.1, "vs the previous stage")
+    middle.axhline(0.5, color="grey", lw=0.8, ls="--")
+    middle.set_ylabel("win rate (judge, both orders)")
+    middle.set_title("win rates, 95% interval", fontsize=9)
+    if middle.get_legend_handles_labels()[0]:
+        middle.legend(fontsize=7)
+    for ax in (left, middle):
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    langs = sorted({g for m in models.values() for g in m["loss"]["languages"]})
+    for n in names:
+        right.plot(range(len(langs)), [models[n]["loss"]["languages"].get(g, {}).get("mean", np.nan) for g in langs],
+                   marker=".", label=n)  # fmt: skip
+    right.set_xticks(range(len(langs)), langs, rotation=90, fontsize=7)
+    right.set_ylabel("held-out loss (nats/token)")
+    right.set_title("per language", fontsize=9)
+    right.legend(fontsize=7)
+    return _save(fig, png_path)

@@ -47,6 +47,14 @@ OUT_OF_RANGE = [
     ("curation.router_holdout", 0.0),
     ("curation.router_l2", 0.0),
     ("curation.samples", 0),
+    ("pipeline.base_steps", 0),
+    ("pipeline.teacher_steps", 0),
+    ("pipeline.reward_steps", 0),
+    ("pipeline.sft_steps", 0),
+    ("pipeline.pool_per_language", 0),
+    ("pipeline.eval_rows_per_language", 0),
+    ("pipeline.dpo_offline_steps", -1),
+    ("pipeline.dpo_iterations", -1),
     ("evals.every", -1),
     ("evals.max_items", 0),
     ("evals.num_fewshot", -1),
@@ -265,3 +273,23 @@ def test_documented_special_values_are_accepted(path, value):
     with config.unlocked():
         _set(config, path, value)
     defaults.validate(config, [path.split(".")[0]])
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("teachers", ("no-equals",), "'no-equals' is not name=value"),
+        ("sft_runs", ("a=*", "a=fr"), "names repeat: ['a', 'a']"),
+        ("merge_weights", (1.0,), "1 weights for 2 SFT runs"),
+        ("final_merge_weights", (1.0,), "two weights"),
+        ("routing", "best", "routing"),
+    ],
+)
+def test_pipeline_entries_are_checked_before_anything_runs(field, value, message):
+    config = _valid_config()
+    config.pipeline.sft_runs = ("a=*", "b=fr")
+    config.pipeline[field] = value
+    with pytest.raises(ConfigError) as info:
+        defaults.validate(config, ["pipeline"])
+    assert str(info.value).startswith(f"config.pipeline.{field}: ") and message in str(info.value)

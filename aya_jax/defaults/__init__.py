@@ -35,6 +35,7 @@ from aya_jax.defaults import (
     model,
     model_info,
     optimizer,
+    pipeline,
     reward,
     rloo,
     serve,
@@ -69,6 +70,7 @@ SECTIONS: dict[str, ModuleType] = {
     "eval": evaluation,
     "evals": evals,
     "curation": curation,
+    "pipeline": pipeline,
 }
 
 

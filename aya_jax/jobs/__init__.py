@@ -31,6 +31,7 @@ JOBS: dict[str, str] = {
     "select_diverse": "aya_jax.jobs.curate:select_diverse",
     "arbitrage": "aya_jax.jobs.curate:run_arbitrage",
     "active_inheritance": "aya_jax.jobs.curate:run_active_inheritance",
+    "aya_expanse": "aya_jax.jobs.recipe:run",
 }
 # What a job needs beyond the core dependencies: the extra that installs it.
 EXTRAS = {"eval_harness": "eval"}

@@ -35,3 +35,9 @@ def tiny_reward_model(tmp_path_factory, data_dir, sft_run):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     return workdir
+
+
+@pytest.fixture(scope="session")
+def global_mmlu_dir(tmp_path_factory):
+    """A small Global-MMLU folder in the published layout (runs.write_global_mmlu)."""
+    return runs.write_global_mmlu(tmp_path_factory.mktemp("global_mmlu"))

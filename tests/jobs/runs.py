@@ -16,6 +16,8 @@ import sys
 import time
 
 import faults  # tests/faults.py
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -112,10 +114,12 @@ def wait_for(done, proc: subprocess.Popen, timeout: int) -> None:
         time.sleep(0.05)
 
 
-def start_and_wait(config: str, workdir, data_dir, args, done, timeout: int = 600) -> subprocess.Popen:
+def start_and_wait(
+    config: str, workdir, data_dir, args, done, timeout: int = 600, devices: int = 8
+) -> subprocess.Popen:
     """Start a run in the background; return once `done(workdir)` is true (the run still going)."""
     proc = subprocess.Popen(
-        command(config, workdir, *args), env=env(data_dir), cwd=REPO,
+        command(config, workdir, *args), env=env(data_dir, devices), cwd=REPO,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     wait_for(lambda: done(workdir), proc, timeout)
@@ -259,3 +263,41 @@ def served(checkpoint: pathlib.Path, workdir: pathlib.Path, data_dir: pathlib.Pa
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=120)
+
+
+# ---- benchmark files in the published layouts -----------------------------------------------------------------
+
+GLOBAL_MMLU_QUESTIONS = {
+    "fr": ("Quelle est la capitale de la France ?", ["Paris", "Lyon", "Marseille", "Nice"]),
+    "sw": ("Mji mkuu wa Kenya ni upi?", ["Mombasa", "Nairobi", "Kisumu", "Nakuru"]),
+    "hi": ("भारत की राजधानी क्या है?", ["मुंबई", "कोलकाता", "नई दिल्ली", "चेन्नई"]),
+}
+
+
+def global_mmlu_row(lang: str, i: int, answer_index: int, label: str) -> dict:
+    question, options = GLOBAL_MMLU_QUESTIONS[lang]
+    return {
+        "sample_id": f"{lang}/{i}", "subject": "geography", "subject_category": "Humanities",
+        "question": f"{question} ({i})", "option_a": options[0], "option_b": options[1], "option_c": options[2],
+        "option_d": options[3], "answer": "ABCD"[answer_index], "required_knowledge": "", "time_sensitive": "No",
+        "reference": "", "culture": "", "region": "", "country": "", "cultural_sensitivity_label": label,
+        "is_annotated": label != "-",
+    }  # fmt: skip
+
+
+def write_global_mmlu(root: pathlib.Path) -> pathlib.Path:
+    """A small Global-MMLU folder in the published Hugging Face layout (parquet; sw as jsonl): 6 test items per
+    language (CS, CA and unannotated) and 2 dev items."""
+    for lang in GLOBAL_MMLU_QUESTIONS:
+        (root / lang).mkdir(parents=True)
+        test = [global_mmlu_row(lang, i, i % 4, ["CS", "CA", "-"][i % 3]) for i in range(6)]
+        dev = [global_mmlu_row(lang, 100 + i, 2, "-") for i in range(2)]
+        if lang == "sw":  # the jsonl form of the layout
+            for split, items in (("test", test), ("dev", dev)):
+                (root / lang / f"{split}.jsonl").write_text(
+                    "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in items), encoding="utf-8"
+                )
+        else:
+            pq.write_table(pa.Table.from_pylist(test), root / lang / "test-00000-of-00001.parquet")
+            pq.write_table(pa.Table.from_pylist(dev), root / lang / "dev-00000-of-00001.parquet")
+    return root

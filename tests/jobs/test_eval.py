@@ -16,42 +16,6 @@ MESH = "--config.mesh.shape=(2,2,2)"
 SFT = (
     "--config.data.seq_len=64",
 )  # runs.tiny_sft's data flags (the vocabulary is the same whatever seq_len)
-QUESTIONS = {
-    "fr": ("Quelle est la capitale de la France ?", ["Paris", "Lyon", "Marseille", "Nice"]),
-    "sw": ("Mji mkuu wa Kenya ni upi?", ["Mombasa", "Nairobi", "Kisumu", "Nakuru"]),
-    "hi": ("भारत की राजधानी क्या है?", ["मुंबई", "कोलकाता", "नई दिल्ली", "चेन्नई"]),
-}
-
-
-def _row(lang, i, answer_index, label):
-    question, options = QUESTIONS[lang]
-    return {
-        "sample_id": f"{lang}/{i}", "subject": "geography", "subject_category": "Humanities",
-        "question": f"{question} ({i})", "option_a": options[0], "option_b": options[1], "option_c": options[2],
-        "option_d": options[3], "answer": "ABCD"[answer_index], "required_knowledge": "", "time_sensitive": "No",
-        "reference": "", "culture": "", "region": "", "country": "", "cultural_sensitivity_label": label,
-        "is_annotated": label != "-",
-    }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def global_mmlu_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("global_mmlu")
-    for lang in QUESTIONS:
-        (root / lang).mkdir()
-        test = [_row(lang, i, i % 4, ["CS", "CA", "-"][i % 3]) for i in range(6)]
-        dev = [_row(lang, 100 + i, 2, "-") for i in range(2)]
-        if lang == "sw":  # the jsonl form of the layout
-            (root / lang / "test.jsonl").write_text(
-                "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in test)
-            )
-            (root / lang / "dev.jsonl").write_text(
-                "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in dev)
-            )
-        else:
-            pq.write_table(pa.Table.from_pylist(test), root / lang / "test-00000-of-00001.parquet")
-            pq.write_table(pa.Table.from_pylist(dev), root / lang / "dev-00000-of-00001.parquet")
-    return root
 
 
 def test_global_mmlu_job_writes_results_table_and_plot(tmp_path, data_dir, sft_run, global_mmlu_dir):
@@ -63,7 +27,7 @@ def test_global_mmlu_job_writes_results_table_and_plot(tmp_path, data_dir, sft_r
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "global_mmlu"
     results = json.loads((out / "results.json").read_text())
-    assert set(results["per_language"]) == set(QUESTIONS)
+    assert set(results["per_language"]) == set(runs.GLOBAL_MMLU_QUESTIONS)
     assert len(results["predictions"]) == 18
     for p in results["predictions"]:
         assert len(p["loglikelihoods"]) == 4 and all(x < 0 for x in p["loglikelihoods"])
@@ -107,7 +71,7 @@ def test_perplexity_job_on_ntrex_and_a_comparison(tmp_path, data_dir, sft_run, s
 def test_global_mmlu_bad_input_is_one_line(tmp_path, data_dir, sft_run, global_mmlu_dir, flags, culprit):
     data = tmp_path / "data"
     (data / "fr").mkdir(parents=True)
-    rows = [_row("fr", i, 0, "CA") for i in range(3)]
+    rows = [runs.global_mmlu_row("fr", i, 0, "CA") for i in range(3)]
     if "BAD_ANSWER" in flags:
         rows[1]["answer"] = "E"
     pq.write_table(pa.Table.from_pylist(rows), data / "fr" / "test-00000-of-00001.parquet")
