@@ -53,6 +53,7 @@ OUT_OF_RANGE = [
     ("pipeline.sft_steps", 0),
     ("pipeline.pool_per_language", 0),
     ("pipeline.eval_rows_per_language", 0),
+    ("pipeline.eval_questions_per_language", 0),
     ("pipeline.dpo_offline_steps", -1),
     ("pipeline.dpo_iterations", -1),
     ("evals.every", -1),

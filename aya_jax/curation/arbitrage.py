@@ -25,7 +25,8 @@ Strategies (`STRATEGIES`), for prompts p_1..p_n and teachers t_1..t_T:
 
 With reward routing every teacher's reply to every prompt is scored, so what each other strategy *would* have
 scored on the same prompts costs nothing more: `strategy_scores` reports it, per strategy, beside the choice
-counts per language x teacher (`choice_table`).
+counts per language x teacher (`choice_table`); and the best and worst reply of each prompt are a preference
+pair ranked by the scorer (`ranked_pairs`), the offline preference data of the Aya Expanse recipe.
 """
 
 from __future__ import annotations
@@ -132,6 +133,16 @@ def round_robin_points(
         points[i, column[game.model_a]] += game.score_a
         points[i, column[game.model_b]] += 1.0 - game.score_a
     return points
+
+
+def ranked_pairs(scores: np.ndarray) -> list[tuple[int, int, int]]:
+    """(prompt row, best teacher, worst teacher) of every prompt whose best score beats its worst (the first of
+    equals on either side): a reward model's (or judge's) ranking of the teachers' replies as preference pairs,
+    the offline DPO data of the Aya Expanse recipe."""
+    scores = np.asarray(scores, np.float64)
+    best, worst = np.argmax(scores, axis=1), np.argmin(scores, axis=1)
+    rows = np.arange(len(scores))
+    return [(int(i), int(best[i]), int(worst[i])) for i in rows if scores[i, best[i]] > scores[i, worst[i]]]
 
 
 # ------------------------------------------------------------------------------------------------------------

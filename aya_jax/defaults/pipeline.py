@@ -51,8 +51,9 @@ def defaults() -> ml_collections.ConfigDict:
     p.sft_steps = 200
     p.merge_method = "linear"
     p.merge_weights = ()  # one per SFT run; () = uniform
-    # Preference training from the SFT merge: offline DPO (config.dpo's pairs), then online iterative DPO
-    # ranked by the reward model (Aya Expanse: 3 iterations)
+    # Preference training from the SFT merge: offline DPO on the arbitrage replies ranked by the reward model
+    # (reward / learned routing; otherwise config.dpo's pairs), then online iterative DPO ranked by it (Aya
+    # Expanse: 3 iterations)
     p.dpo_offline_steps = 40
     p.dpo_iterations = 3
     # The final merge: the online DPO model and the SFT merge, linearly

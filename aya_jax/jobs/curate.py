@@ -24,7 +24,10 @@ objective is kept. Replies are logged per teacher (`generations/<teacher>/sample
 pool they belong to in `source.json`), scores in `scores.jsonl`; teachers are loaded one at a time, and one whose
 log is complete is not loaded at all. The rows written: the prompt, the chosen reply as `targets`, the prompt's
 language, `annotation_type` (arbitrage-<routing> / active-inheritance), the teacher as `user_id` and `teacher`,
-`source`, the pool row's own targets as `pool_targets`, and the reply's score or attribute values.
+`source`, the pool row's own targets as `pool_targets`, and the reply's score or attribute values. Where every
+teacher answered and was scored (reward / learned routing), each prompt's best and worst replies are also written
+as preference pairs (`preference/`: prompt, chosen, rejected, language_code, the two teachers and the margin),
+which DPO reads with `--config.dpo.default_pairs=False --config.data.preference_dir=<that folder>`.
 
 With `config.curation.judge` set, reward and learned routing pick each prompt's teacher by a pairwise judge's
 round robin of the replies (judgments kept in `judgments.jsonl`, asked only for what it lacks) instead of a
@@ -60,6 +63,9 @@ from aya_jax.data.sources import DataError
 from aya_jax.evaluation import judges, likelihood, report, reward_scores, rows, stats
 
 SECTIONS = ("model", "mesh", "data", "curation")
+PAIRS = (
+    "preference"  # <out>/preference/: the ranked pairs (preference_pairs rows) of reward / learned routing
+)
 DATASET_FILE = "train-00000-of-00001.jsonl"
 
 
@@ -548,8 +554,9 @@ def _samples(pool: Pool, logs: dict[str, rows.KeyedLog]) -> Callable[[int, str],
     return lambda i, t: logs[t].records[pool.where[i]]["samples"]
 
 
-def write_dataset(out: pathlib.Path, records: list[dict[str, Any]]) -> pathlib.Path:
-    path = out / "dataset" / DATASET_FILE
+def write_dataset(out: pathlib.Path, records: list[dict[str, Any]], folder: str = "dataset") -> pathlib.Path:
+    """The rows as <out>/<folder>/train-00000-of-00001.jsonl (process 0 writes, whole or not at all)."""
+    path = out / folder / DATASET_FILE
     if jax.process_index() == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
@@ -750,6 +757,15 @@ def run_arbitrage(config: Any, workdir: str) -> report.EvalSummary:
         records.append(aya_row(pool, i, langs[i], logs[t].records[pool.where[i]]["samples"][0],
                                f"arbitrage-{c.routing}", t, **extra))  # fmt: skip
     dataset = write_dataset(out, records)
+    if len(all_scored):  # the scored replies ranked: each prompt's best vs worst, offline preference pairs
+        pairs = []
+        for r, best, worst in arbitrage.ranked_pairs(matrix):
+            i = int(all_scored[r])
+            reply = {t: logs[t].records[pool.where[i]]["samples"][0] for t in (names[best], names[worst])}
+            pairs.append({"id": pool.where[i], "prompt": pool.texts[i], "chosen": reply[names[best]],
+                          "rejected": reply[names[worst]], "language_code": langs[i], "chosen_teacher": names[best],
+                          "rejected_teacher": names[worst], "margin": float(matrix[r, best] - matrix[r, worst])})  # fmt: skip
+        results["preference_pairs"] = {"pairs": len(pairs), "path": str(write_dataset(out, pairs, PAIRS))}
     results["choices"] = arbitrage.choice_table(langs, route, names)
     results["generated_now"] = made.generated
     results["generation"] = made.per_teacher

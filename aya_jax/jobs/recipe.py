@@ -13,7 +13,9 @@ Stages, in order (config.pipeline sets their wiring; every other field of the co
 4. `arbitrage`: synthetic SFT data, every pool prompt answered by the teacher the routing picks;
 5. `sft_<name>`: SFT runs from the base on the arbitrage rows of the run's languages;
 6. `merge_sft`: the SFT runs merged (pipeline.merge_method, weights);
-7. `dpo_offline`: offline DPO from the SFT merge (config.dpo's pairs, dpo_offline_steps);
+7. `dpo_offline`: offline DPO from the SFT merge on reward-model-ranked pairs — with reward or learned routing
+   every teacher answered the arbitrage prompts and was scored, and each prompt's best and worst replies are a
+   pair (other routings: config.dpo's pairs) — for dpo_offline_steps;
 8. `dpo_online`: online iterative DPO from the offline model, ranked by the reward model (dpo_iterations);
 9. `merge_final`: the online DPO model merged linearly with the SFT merge (final_merge_weights);
 10. `eval_<model>`: each model's per-language loss on held-out rows (the eval_perplexity job, with bootstrap
@@ -50,6 +52,7 @@ from aya_jax.defaults.pipeline import parse_entries
 from aya_jax.evaluation import battles, report, rows
 
 DATASET = "arbitrage/dataset/train-00000-of-00001.jsonl"
+PAIRS = "preference"  # the arbitrage job's ranked pairs, in its output folder
 CHECKPOINTS = "checkpoints"
 MERGED = "merge_report.json"
 PERPLEXITY = "perplexity/results.json"
@@ -268,7 +271,13 @@ class Plan:
             cfg.dpo.offline_steps, cfg.dpo.iterations = offline, iterations
             cfg.dpo.reward_model = reward
             cfg.checkpoint.init_from = previous
-            self.add(stage, "dpo", cfg, (previous_stage, *reward_inputs), CHECKPOINTS)
+            inputs = (previous_stage, *reward_inputs)
+            if offline and p.routing in ("reward", "learned"):  # the arbitrage replies ranked by the scorer
+                cfg.dpo.default_pairs = False
+                cfg.data.preference_dir = str(self.folder("arbitrage") / "arbitrage" / PAIRS)
+                cfg.data.eval_split = "train"  # one file of pairs; DPO evaluates on its own held-out prompts
+                inputs = (*inputs, "arbitrage")
+            self.add(stage, "dpo", cfg, inputs, CHECKPOINTS)
             self.previous[stage] = previous_stage
             previous, previous_stage = str(self.folder(stage)), stage
             self.models[stage] = previous

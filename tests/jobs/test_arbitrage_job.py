@@ -65,6 +65,24 @@ def test_reward_routing_resumes_and_other_strategies_reuse_the_replies(
         assert row["annotation_type"] == "arbitrage-reward" and row["user_id"] == row["teacher"]
         assert row["language_code"] == languages.lookup(rows[i]["language_code"]).code
         assert row["targets"] == _lines(out / f"generations/{row['teacher']}/samples.jsonl")[i]["samples"][0]
+    # the preference pairs: each prompt's higher-scored reply chosen, the other rejected (none on a tie)
+    pairs = {p["id"]: p for p in _lines(out / "preference/train-00000-of-00001.jsonl")}
+    for i, row in enumerate(rows):
+        where = f"{pool}:{i + 1}"
+        s = {t: scores[(where, t)] for t in ("strong", "weak")}
+        if s["strong"] == s["weak"]:
+            assert where not in pairs
+            continue
+        best, worst = sorted(s, key=s.get, reverse=True)
+        pair = pairs[where]
+        assert (pair["chosen_teacher"], pair["rejected_teacher"], pair["prompt"]) == (
+            best,
+            worst,
+            row["inputs"],
+        )
+        assert pair["margin"] == pytest.approx(s[best] - s[worst], abs=1e-9) and pair["margin"] > 0
+        assert pair["chosen"] == _lines(out / f"generations/{best}/samples.jsonl")[i]["samples"][0]
+    assert results["preference_pairs"]["pairs"] == len(pairs)
     counts = collections.Counter((r["language_code"], r["teacher"]) for r in chosen)
     assert {(g, t): c for g, row in results["choices"].items() for t, c in row.items() if c} == dict(counts)
     assert set(results["strategy_scores"]) == {"single:strong", "single:weak", "random", "reward"}
