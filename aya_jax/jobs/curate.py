@@ -63,9 +63,8 @@ from aya_jax.data.sources import DataError
 from aya_jax.evaluation import judges, likelihood, report, reward_scores, rows, stats
 
 SECTIONS = ("model", "mesh", "data", "curation")
-PAIRS = (
-    "preference"  # <out>/preference/: the ranked pairs (preference_pairs rows) of reward / learned routing
-)
+# <out>/preference/: the ranked pairs (preference_pairs rows) of reward / learned routing
+PAIRS = "preference"
 DATASET_FILE = "train-00000-of-00001.jsonl"
 
 
