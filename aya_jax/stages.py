@@ -58,7 +58,7 @@ class Stage:
     settings: Mapping[str, Any]  # JSON-able: everything the stage's output depends on besides its inputs
     inputs: tuple[str, ...]  # the earlier stages whose outputs it reads
     artefact: str  # what it makes, relative to its folder (checked after it runs and before it is read)
-    run: Callable[[pathlib.Path], Any]  # runs the job in the given folder; returns its summary (or None)
+    run: Callable[[pathlib.Path], Any]  # runs the job in the given folder (what it returns is not used)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +76,6 @@ class Outcome:
     folder: pathlib.Path
     artefact: pathlib.Path
     seconds: float = 0.0
-    summary: Any = None
 
 
 def canonical(value: Any) -> str:
@@ -267,7 +266,7 @@ def run_stages(
         if decision.action != "skip":
             t0 = time.perf_counter()
             try:
-                outcome.summary = stage.run(folder)
+                stage.run(folder)
             except StageError:
                 raise
             except (ValueError, OSError) as e:

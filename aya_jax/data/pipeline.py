@@ -86,6 +86,16 @@ def prepare(data_config) -> DataSpec:
     )
 
 
+def trained_vocab(data_config) -> str | None:
+    """The SentencePiece model file config.data trains (trained now if it is not yet), or None when the config
+    names a vocabulary file or another kind. A job started from another on other data pins it (see
+    `jobs.config_for`), so that its data never trains a different vocabulary."""
+    vocab = data_config.vocab
+    if vocab.kind != "sentencepiece" or vocab.path:
+        return None
+    return str(prepare(data_config).vocab.sentencepiece_model_file)
+
+
 def _options() -> tf.data.Options:
     options = tf.data.Options()
     options.deterministic = True

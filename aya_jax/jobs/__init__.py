@@ -6,6 +6,8 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+import ml_collections
+
 # name -> "module:function"; imported lazily so that `main --help` stays fast.
 JOBS: dict[str, str] = {
     "sft": "aya_jax.jobs.sft:train",
@@ -49,3 +51,17 @@ def get_job(name: str) -> Callable[[Any, str], Any]:
         raise ValueError(
             f"config.job: {name!r} needs the package {e.name!r}: pip install -e '.[{EXTRAS[name]}]'"
         ) from None
+
+
+def config_for(
+    config: ml_collections.ConfigDict, job: str, vocab_path: str | None = None
+) -> ml_collections.ConfigDict:
+    """An unlocked copy of `config` that runs `job` from inside another job (which may then change its fields).
+
+    `vocab_path` (`data.pipeline.trained_vocab` of the first job's data) pins the SentencePiece vocabulary when
+    the copy would train one: a model fine-tuned on other data keeps its starting model's vocabulary."""
+    copy = ml_collections.ConfigDict(config.to_dict())
+    copy.job = job
+    if vocab_path and copy.data.vocab.kind == "sentencepiece" and not copy.data.vocab.path:
+        copy.data.vocab.path = vocab_path
+    return copy

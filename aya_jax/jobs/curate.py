@@ -53,19 +53,15 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 
-from aya_jax import defaults, jobs, plots, pretrained, sampling, sharding
+from aya_jax import curation, defaults, jobs, plots, pretrained, sampling, sharding
 from aya_jax.curation import arbitrage, attributes, clustering, diversity, teachers
 from aya_jax.data import languages, pipeline
 from aya_jax.data.sources import DataError
 from aya_jax.evaluation import judges, likelihood, report, reward_scores, rows, stats
 
 SECTIONS = ("model", "mesh", "data", "curation")
-# <out>/preference/: the ranked pairs (preference_pairs rows) of reward / learned routing
-PAIRS = "preference"
-DATASET_FILE = "train-00000-of-00001.jsonl"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,7 +264,7 @@ def select_diverse(config: Any, workdir: str) -> report.EvalSummary:
         "per_language": per_language,
         "cluster_size": stats.size.tolist(), "cluster_selected": stats.selected.tolist(),
         "empty_clusters": int(np.sum(stats.size == 0)),
-        "dataset": str(dataset / DATASET_FILE),
+        "dataset": str(dataset / curation.ROWS),
     }  # fmt: skip
     if scores is not None:
         results["mean_quality"] = {"pool": float(scores.mean()), "selected": float(scores[picked].mean())}
@@ -278,7 +274,7 @@ def select_diverse(config: Any, workdir: str) -> report.EvalSummary:
         results["generation"] = made.per_teacher
     headline = (
         f"{len(picked)} of {len(pool.rows)} rows from {k} clusters (sizes {int(stats.size.min())}-"
-        f"{int(stats.size.max())}) -> {dataset / DATASET_FILE}; embedded now {embedded}"
+        f"{int(stats.size.max())}) -> {dataset / curation.ROWS}; embedded now {embedded}"
     )
     return report.finish(
         "select_diverse", out, results, _markdown(results), headline, t0,
@@ -297,10 +293,7 @@ def _finetune(config: Any, folder: pathlib.Path, dataset: pathlib.Path) -> pathl
     `folder`; a finished run is not trained again (the sft job resumes from its checkpoints). The vocabulary is
     the starting model's: its path is pinned so that the new data does not train another one."""
     c = config.curation
-    sft = ml_collections.ConfigDict(config.to_dict())
-    sft.job = "sft"
-    if sft.data.vocab.kind == "sentencepiece" and not sft.data.vocab.path:
-        sft.data.vocab.path = str(pipeline.prepare(config.data).vocab.sentencepiece_model_file)
+    sft = jobs.config_for(config, "sft", pipeline.trained_vocab(config.data))
     sft.data.task = "aya_dataset"
     sft.data.aya_dataset_dir = str(dataset.parent)
     sft.data.eval_split = "train"  # the selection is one train file
@@ -553,9 +546,11 @@ def _samples(pool: Pool, logs: dict[str, rows.KeyedLog]) -> Callable[[int, str],
     return lambda i, t: logs[t].records[pool.where[i]]["samples"]
 
 
-def write_dataset(out: pathlib.Path, records: list[dict[str, Any]], folder: str = "dataset") -> pathlib.Path:
+def write_dataset(
+    out: pathlib.Path, records: list[dict[str, Any]], folder: str = curation.DATASET
+) -> pathlib.Path:
     """The rows as <out>/<folder>/train-00000-of-00001.jsonl (process 0 writes, whole or not at all)."""
-    path = out / folder / DATASET_FILE
+    path = out / folder / curation.ROWS
     if jax.process_index() == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
@@ -764,7 +759,10 @@ def run_arbitrage(config: Any, workdir: str) -> report.EvalSummary:
             pairs.append({"id": pool.where[i], "prompt": pool.texts[i], "chosen": reply[names[best]],
                           "rejected": reply[names[worst]], "language_code": langs[i], "chosen_teacher": names[best],
                           "rejected_teacher": names[worst], "margin": float(matrix[r, best] - matrix[r, worst])})  # fmt: skip
-        results["preference_pairs"] = {"pairs": len(pairs), "path": str(write_dataset(out, pairs, PAIRS))}
+        results["preference_pairs"] = {
+            "pairs": len(pairs),
+            "path": str(write_dataset(out, pairs, curation.PAIRS)),
+        }
     results["choices"] = arbitrage.choice_table(langs, route, names)
     results["generated_now"] = made.generated
     results["generation"] = made.per_teacher

@@ -45,14 +45,15 @@ from typing import Any
 import jax
 import ml_collections
 
-from aya_jax import defaults, jobs, plots, sharding, stages
+from aya_jax import curation, defaults, jobs, plots, sharding, stages
 from aya_jax.data import default_data, languages
 from aya_jax.data import pipeline as data_pipeline
 from aya_jax.defaults.pipeline import parse_entries
 from aya_jax.evaluation import battles, report, rows
 
-DATASET = "arbitrage/dataset/train-00000-of-00001.jsonl"
-PAIRS = "preference"  # the arbitrage job's ranked pairs, in its output folder
+# the arbitrage job's rows and ranked pairs, in its folder
+DATASET = f"arbitrage/{curation.DATASET}/{curation.ROWS}"
+PAIRS = f"arbitrage/{curation.PAIRS}"
 CHECKPOINTS = "checkpoints"
 MERGED = "merge_report.json"
 PERPLEXITY = "perplexity/results.json"
@@ -73,13 +74,6 @@ def _settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
             node = node.get(p, {})
         node.pop(leaf, None)
     return out
-
-
-def _job_config(config: ml_collections.ConfigDict, job: str) -> ml_collections.ConfigDict:
-    """An unlocked copy of the pipeline's config for one stage's job."""
-    copy = ml_collections.ConfigDict(config.to_dict())
-    copy.job = job
-    return copy
 
 
 def _write_rows(path: pathlib.Path, records: list[dict[str, Any]]) -> pathlib.Path:
@@ -131,10 +125,7 @@ class Plan:
         except ValueError as e:
             raise defaults.ConfigError(str(e)) from None
         # a SentencePiece vocabulary trained on config.data once, pinned in every stage (None: a given one)
-        vocab = config.data.vocab
-        self.data_spec = (
-            data_pipeline.prepare(config.data) if vocab.kind == "sentencepiece" and not vocab.path else None
-        )
+        self.vocab_path = data_pipeline.trained_vocab(config.data)
         self._build()
 
     # -- helpers --------------------------------------------------------------------------------------------
@@ -152,10 +143,7 @@ class Plan:
 
     def pinned(self, job: str) -> ml_collections.ConfigDict:
         """The stage config of `job` with the base's vocabulary pinned (fine-tuning never trains another)."""
-        cfg = _job_config(self.config, job)
-        if self.data_spec is not None and cfg.data.vocab.kind == "sentencepiece" and not cfg.data.vocab.path:
-            cfg.data.vocab.path = str(self.data_spec.vocab.sentencepiece_model_file)
-        return cfg
+        return jobs.config_for(self.config, job, self.vocab_path)
 
     def sft_on(
         self, name: str, rows_of: Callable[[], list[dict]], steps: int, init: str, inputs, extra,
@@ -274,7 +262,7 @@ class Plan:
             inputs = (previous_stage, *reward_inputs)
             if offline and p.routing in ("reward", "learned"):  # the arbitrage replies ranked by the scorer
                 cfg.dpo.default_pairs = False
-                cfg.data.preference_dir = str(self.folder("arbitrage") / "arbitrage" / PAIRS)
+                cfg.data.preference_dir = str(self.folder("arbitrage") / PAIRS)
                 cfg.data.eval_split = "train"  # one file of pairs; DPO evaluates on its own held-out prompts
                 inputs = (*inputs, "arbitrage")
             self.add(stage, "dpo", cfg, inputs, CHECKPOINTS)

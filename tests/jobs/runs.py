@@ -126,6 +126,14 @@ def start_and_wait(
     return proc
 
 
+def kill_when(config: str, workdir, data_dir, args, done, timeout: int = 600, devices: int = 8) -> None:
+    """Start a run and SIGKILL it (no chance to clean up) once `done(workdir)` is true: the interrupted run that
+    a rerun must resume."""
+    proc = start_and_wait(config, workdir, data_dir, args, done, timeout, devices)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 # ---- two processes of one job (multi-host on one machine) --------------------------------------------------
 # Short failure bounds so that a dead process ends the job within seconds, not jax's default 100 s.
 DISTRIBUTED_ARGS = [

@@ -6,7 +6,6 @@ is generated twice and the dataset equals the uninterrupted run's (the endpoint 
 then meet the same batch); SFT trains on it as the Aya Dataset."""
 
 import json
-import signal
 
 import pytest
 import runs  # the helper module beside this file
@@ -70,10 +69,9 @@ def test_best_of_k_for_mtld_resumes_and_sft_reads_it(tmp_path, data_dir, shared_
     # Killed after the local teacher's first chunks, then rerun: nothing generated twice, the same dataset.
     killed_dir = tmp_path / "killed"
     log_ = killed_dir / "active_inheritance/generations/local/samples.jsonl"
-    killed = runs.start_and_wait("configs/active_inheritance.py", killed_dir, data_dir, args,
-                                 lambda w: len(_lines(log_)) >= 8)  # fmt: skip
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
+    runs.kill_when(
+        "configs/active_inheritance.py", killed_dir, data_dir, args, lambda w: len(_lines(log_)) >= 8
+    )
     had = len(_lines(log_))
     assert 8 <= had < n
     again = runs.run("configs/active_inheritance.py", killed_dir, data_dir, *args)

@@ -7,7 +7,6 @@ one line, and a failing endpoint keeps what it answered."""
 
 import collections
 import json
-import signal
 
 import endpoint as endpoint_lib  # tests/endpoint.py
 import numpy as np
@@ -94,10 +93,7 @@ def test_reward_routing_resumes_and_other_strategies_reuse_the_replies(
     # Killed while the second teacher generates, then rerun: nothing is generated twice, the same dataset.
     killed_dir = tmp_path / "killed"
     weak_log = killed_dir / "arbitrage/generations/weak/samples.jsonl"
-    killed = runs.start_and_wait("configs/arbitrage.py", killed_dir, data_dir, args,
-                                 lambda w: len(_lines(weak_log)) >= 4)  # fmt: skip
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
+    runs.kill_when("configs/arbitrage.py", killed_dir, data_dir, args, lambda w: len(_lines(weak_log)) >= 4)
     had = len(_lines(weak_log))
     assert 4 <= had < n
     again = runs.run("configs/arbitrage.py", killed_dir, data_dir, *args)

@@ -6,9 +6,7 @@ twice — and (iii) by the same model in process; bad input in one line."""
 
 import ast
 import json
-import os
 import re
-import signal
 
 import pytest
 import runs  # the helper module beside this file
@@ -118,11 +116,9 @@ def test_a_served_judge_over_http_killed_midway_then_rerun(setup, data_dir, tmp_
         def some_judged(_):
             return judgments.exists() and len(judgments.read_text().splitlines()) >= 4
 
-        proc = runs.start_and_wait(
+        runs.kill_when(
             "configs/eval_win_rate.py", workdir, data_dir, [*common, *models, *endpoint], some_judged
         )
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
         kept = {json.loads(line)["key"] for line in judgments.read_text().splitlines() if line.endswith("}")}
         rerun = runs.run("configs/eval_win_rate.py", workdir, data_dir, *common, *models, *endpoint)
         assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -159,11 +155,9 @@ def test_killed_while_answering_the_rerun_generates_only_what_is_missing(setup, 
     def one_batch_written(_):
         return answers.exists() and len(answers.read_text().splitlines()) >= 4
 
-    proc = runs.start_and_wait(
+    runs.kill_when(
         "configs/eval_win_rate.py", workdir, data_dir, [*common, *models, *reward], one_batch_written
     )
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
     kept = len(answers.read_text().splitlines())
     assert 4 <= kept < N
     rerun = runs.run("configs/eval_win_rate.py", workdir, data_dir, *common, *models, *reward)

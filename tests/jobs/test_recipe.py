@@ -2,13 +2,17 @@
 language): every stage runs, a rerun skips every one; killed inside the SFT stage, the rerun skips the stages
 before it, resumes it from its checkpoint and ends with the uninterrupted run's figures; a changed SFT setting
 redoes that stage and those after it, not those before; bad input stops with one line naming the stage and the
-artefact, and keeps what was made."""
+artefact, and keeps what was made. The reward model is scored on a small M-RewardBench folder (the published
+layout) as the pipeline's own stage."""
 
+import itertools
 import json
-import signal
 
 import pytest
 import runs  # the helper module beside this file
+
+from aya_jax.data import default_data
+from aya_jax.evaluation import m_rewardbench as mrb
 
 pytestmark = pytest.mark.slow
 
@@ -25,6 +29,31 @@ BEFORE_SFT = ["base", "teacher_euro", "teacher_cjk", "reward", "arbitrage"]
 AFTER_SFT = ["merge_sft", "dpo_offline", "dpo_online", "merge_final"]
 
 
+# M-RewardBench configurations of the test's pairs (FLORES names, as the benchmark's folders are named)
+BENCH = {"fra": "fra_Latn", "ara": "arb_Arab"}  # the rows' language_code -> configuration
+PAIRS_PER_CONFIG = 4
+
+
+def _m_rewardbench(root):
+    """M-RewardBench pairs from the embedded CLDR rows: a prompt, its own answer (chosen) and the answer to
+    another prompt of the same language (rejected), in one RewardBench subset."""
+    by_code = {code: [] for code in BENCH}
+    for row in itertools.islice(default_data.cldr_rows(), 20_000):
+        found = by_code.get(row["language_code"])
+        if found is not None and len(found) < PAIRS_PER_CONFIG + 1:
+            found.append(row)
+    for code, config in BENCH.items():
+        found = by_code[code]
+        assert len(found) == PAIRS_PER_CONFIG + 1, (code, len(found))
+        pairs = [
+            {"id": f"{code}-{i}", "language": config, "prompt": r["inputs"], "chosen": r["targets"],
+             "rejected": found[i + 1]["targets"], "chosen_model": "", "rejected_model": "", "subset": "alpacaeval-easy"}
+            for i, r in enumerate(found[:-1])
+        ]  # fmt: skip
+        mrb.write_jsonl(root / config / "test.jsonl", pairs)
+    return root
+
+
 def _results(workdir):
     return json.loads((workdir / "report/results.json").read_text())
 
@@ -34,7 +63,8 @@ def _actions(workdir):
 
 
 def test_stages_skip_resume_and_redo_like_make(tmp_path, data_dir, global_mmlu_dir):
-    args = (*ARGS, f"--config.pipeline.global_mmlu={global_mmlu_dir}")
+    bench = _m_rewardbench(tmp_path / "m_rewardbench")
+    args = (*ARGS, f"--config.pipeline.global_mmlu={global_mmlu_dir}", f"--config.pipeline.m_rewardbench={bench}")  # fmt: skip
     whole = tmp_path / "whole"
     proc = runs.run(CONFIG, whole, data_dir, *args, devices=DEVICES)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -53,7 +83,13 @@ def test_stages_skip_resume_and_redo_like_make(tmp_path, data_dir, global_mmlu_d
     previous = {m: reference["models"][m]["win_rate"]["vs_previous"]["opponent"] for m in models[1:]}
     assert previous == {"sft_all": "base", "merge_sft": "sft_all", "dpo_offline": "merge_sft",
                         "dpo_online": "dpo_offline", "merge_final": "dpo_online"}  # fmt: skip
-    assert 0 <= reference["reward_model"]["accuracy"] <= 1
+    # the pipeline's reward model, scored on every pair of the folder
+    scored = json.loads((whole / "m_rewardbench/m_rewardbench/results.json").read_text())
+    assert scored["reward"] == str(whole / "reward") and scored["n"] == PAIRS_PER_CONFIG * len(BENCH)
+    assert set(scored["languages"]) == set(BENCH.values())
+    assert reference["reward_model"]["source"] == "M-RewardBench average"
+    assert reference["reward_model"]["average"] == scored["average"]
+    assert 0 <= scored["average"]["mean"] <= 1
     assert set(_actions(whole).values()) == {"run"} and (whole / "report.md").exists()
     assert (whole / "report/stages.png").stat().st_size > 0
     proc = runs.run(CONFIG, whole, data_dir, *args, devices=DEVICES)
@@ -63,15 +99,14 @@ def test_stages_skip_resume_and_redo_like_make(tmp_path, data_dir, global_mmlu_d
     # Killed inside sft_all after its first checkpoint: the rerun skips what came before, resumes sft_all and
     # ends with the same figures (fp32, the same seeds).
     killed = tmp_path / "killed"
-    proc = runs.start_and_wait(CONFIG, killed, data_dir, [*args, "--config.train.progress_bar=False"],
-                               lambda w: (w / "sft_all/checkpoints/4").is_dir(), timeout=900, devices=DEVICES)  # fmt: skip
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    runs.kill_when(CONFIG, killed, data_dir, [*args, "--config.train.progress_bar=False"],
+                   lambda w: (w / "sft_all/checkpoints/4").is_dir(), timeout=900, devices=DEVICES)  # fmt: skip
     assert json.loads((killed / "sft_all/stage.json").read_text())["state"] == "running"
     proc = runs.run(CONFIG, killed, data_dir, *args, devices=DEVICES)
     assert proc.returncode == 0, proc.stderr[-3000:]
     actions = _actions(killed)
     assert [actions[s] for s in BEFORE_SFT] == ["skip"] * len(BEFORE_SFT) and actions["sft_all"] == "resume"
+    assert actions["m_rewardbench"] == "run"  # it comes last: the kill came before it
     got = _results(killed)["models"]
     for name in models:
         for field in ("nll", "perplexity"):
@@ -93,7 +128,8 @@ def test_stages_skip_resume_and_redo_like_make(tmp_path, data_dir, global_mmlu_d
     proc = runs.run(CONFIG, killed, data_dir, *args, "--config.pipeline.sft_steps=12", devices=DEVICES)
     assert proc.returncode == 0, proc.stderr[-3000:]
     actions = _actions(killed)
-    assert [actions[s] for s in [*BEFORE_SFT, "eval_base", "global_mmlu_base"]] == ["skip"] * 7
+    kept = [*BEFORE_SFT, "eval_base", "global_mmlu_base", "m_rewardbench"]
+    assert [actions[s] for s in kept] == ["skip"] * len(kept)
     assert [actions[s] for s in ["sft_all", *AFTER_SFT, "eval_merge_final", "win_rates"]] == ["redo"] * 7
     reasons = {s["stage"]: s["reason"] for s in _results(killed)["stages"]}
     assert (

@@ -7,7 +7,6 @@ shrunk), so nothing depends on files outside the test's temporary directories.
 
 import math
 import pathlib
-import signal
 
 import pytest
 import runs  # the helper module beside this file
@@ -114,9 +113,7 @@ def test_rerun_after_the_end_resumes_and_does_not_retrain(reference_run, data_di
 def test_sigkill_then_rerun_continues_and_matches_uninterrupted(reference_run, data_dir, sft_dir, tmp_path):
     ref_dir, _ = reference_run
     args = _rloo_args(sft_dir, "--config.train.steps=6", "--config.checkpoint.async_save=False")
-    proc = runs.start_and_wait("configs/rloo.py", tmp_path, data_dir, args, lambda w: 3 in _metrics(w), 300)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    runs.kill_when("configs/rloo.py", tmp_path, data_dir, args, lambda w: 3 in _metrics(w), 300)
     assert max(_metrics(tmp_path)) < 6
     rerun = _run("configs/rloo.py", tmp_path, data_dir, *args)
     assert rerun.returncode == 0, rerun.stderr[-3000:]

@@ -5,7 +5,6 @@ the selection equals an uninterrupted run's; a third run redoes nothing; SFT tra
 Dataset; bad input stops with one line."""
 
 import json
-import signal
 
 import numpy as np
 import pytest
@@ -79,10 +78,8 @@ def test_selection_resumes_without_embedding_twice_and_sft_reads_it(tmp_path, da
 
     # Killed once two embedding files exist, then rerun: the rows on disk are not embedded again.
     part = tmp_path / "killed" / "select_diverse" / "embeddings"
-    killed = runs.start_and_wait("configs/select_diverse.py", tmp_path / "killed", data_dir,
-                                 _args(pool, sft_run), lambda w: (part / "part-00001.npy").exists())  # fmt: skip
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
+    runs.kill_when("configs/select_diverse.py", tmp_path / "killed", data_dir, _args(pool, sft_run),
+                   lambda w: (part / "part-00001.npy").exists())  # fmt: skip
     on_disk = sum(len(np.load(p)) for p in part.glob("part-*.npy"))
     assert PART * 2 <= on_disk < n
     again = runs.run("configs/select_diverse.py", tmp_path / "killed", data_dir, *_args(pool, sft_run))
