@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from aya_jax.data import cache
 from aya_jax.data.sources import DataError
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,14 @@ def read_rows(path: str | pathlib.Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not isinstance(row, dict):
                 raise DataError(f"{path}:{number}: not a JSON object ({type(row).__name__})")
             yield number, row
+
+
+def write_rows(path: str | pathlib.Path, records: Sequence[dict[str, Any]]) -> pathlib.Path:
+    """`records` as a .jsonl file `read_rows` reads back, one JSON object a line, UTF-8 kept as is; the file is
+    whole or absent (written aside, then renamed), so a killed writer never leaves half a file to be read."""
+    path = pathlib.Path(path)
+    cache.atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return path
 
 
 class KeyedLog:

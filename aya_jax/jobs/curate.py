@@ -552,9 +552,7 @@ def write_dataset(
     """The rows as <out>/<folder>/train-00000-of-00001.jsonl (process 0 writes, whole or not at all)."""
     path = out / folder / curation.ROWS
     if jax.process_index() == 0:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        _write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+        rows.write_rows(path, records)
     return path
 
 
@@ -752,12 +750,11 @@ def run_arbitrage(config: Any, workdir: str) -> report.EvalSummary:
                                f"arbitrage-{c.routing}", t, **extra))  # fmt: skip
     dataset = write_dataset(out, records)
     if len(all_scored):  # the scored replies ranked: each prompt's best vs worst, offline preference pairs
-        pairs = []
+        pairs, reply = [], _samples(pool, logs)
         for r, best, worst in arbitrage.ranked_pairs(matrix):
             i = int(all_scored[r])
-            reply = {t: logs[t].records[pool.where[i]]["samples"][0] for t in (names[best], names[worst])}
-            pairs.append({"id": pool.where[i], "prompt": pool.texts[i], "chosen": reply[names[best]],
-                          "rejected": reply[names[worst]], "language_code": langs[i], "chosen_teacher": names[best],
+            pairs.append({"id": pool.where[i], "prompt": pool.texts[i], "chosen": reply(i, names[best])[0],
+                          "rejected": reply(i, names[worst])[0], "language_code": langs[i], "chosen_teacher": names[best],
                           "rejected_teacher": names[worst], "margin": float(matrix[r, best] - matrix[r, worst])})  # fmt: skip
         results["preference_pairs"] = {
             "pairs": len(pairs),

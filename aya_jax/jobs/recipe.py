@@ -77,11 +77,8 @@ def _settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def _write_rows(path: pathlib.Path, records: list[dict[str, Any]]) -> pathlib.Path:
-    if jax.process_index() == 0:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-        tmp.replace(path)
+    if jax.process_index() == 0:  # every host reads the file; one writes it
+        rows.write_rows(path, records)
     return path
 
 

@@ -73,9 +73,8 @@ def test_round_robin_plays_both_orders_and_points_follow_the_verdicts():
     assert arbitrage.best(points).tolist() == [1, 1]  # q2: indic and cjk tie, the first of them wins
     # as preference pairs: q1 indic over euro; q2 indic (first of the best) over euro
     assert arbitrage.ranked_pairs(points) == [(0, 1, 0), (1, 1, 0)]
-    assert arbitrage.ranked_pairs(np.array([[1.0, 1.0, 1.0], [0.2, 0.1, 0.3]])) == [
-        (1, 2, 1)
-    ]  # a tie: no pair
+    # a tie makes no pair
+    assert arbitrage.ranked_pairs(np.array([[1.0, 1.0, 1.0], [0.2, 0.1, 0.3]])) == [(1, 2, 1)]
 
 
 def test_router_matches_scikit_learns_logistic_regression():

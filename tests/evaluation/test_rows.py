@@ -1,5 +1,6 @@
-"""aya_jax.evaluation.rows.KeyedLog: records kept as they arrive — a torn last line is cut and redone, a
-damaged line elsewhere is an error naming file:line (nothing cut), and a non-writing process keeps memory only."""
+"""aya_jax.evaluation.rows: rows written whole or not at all and read back; KeyedLog: records kept as they arrive
+— a torn last line is cut and redone, a damaged line elsewhere is an error naming file:line (nothing cut), and a
+non-writing process keeps memory only."""
 
 from __future__ import annotations
 
@@ -41,3 +42,15 @@ def test_only_the_writer_writes(tmp_path):
     reader = rows.KeyedLog(path, writer=False)
     assert "x" in reader and reader.records["x"]["answer"] == "1" and len(reader) == 1
     assert json.loads(path.read_text())["key"] == "x"
+
+
+def test_written_rows_read_back_and_a_failed_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "sub" / "train.jsonl"
+    records = [{"inputs": "Wie spät ist es?", "targets": "Es ist 9 Uhr."}, {"inputs": "今何時？", "n": 2}]
+    assert rows.write_rows(path, records) == path
+    assert [row for _, row in rows.read_rows(path)] == records
+    assert "今何時" in path.read_text(encoding="utf-8")  # UTF-8 as is, not \u escapes
+    with pytest.raises(TypeError):  # not JSON-able: nothing replaces the file, nothing is left beside it
+        rows.write_rows(path, [{"inputs": "x"}, {"bad": object()}])
+    assert [row for _, row in rows.read_rows(path)] == records
+    assert [p.name for p in path.parent.iterdir()] == ["train.jsonl"]
